@@ -1,0 +1,439 @@
+"""A Li/LLZTO/Li (or LiMg/LLZTO/Li, or Ni/LLZTO/Ni) cell, as cell-model.md describes it.
+
+The state is what the seed paper's mechanism needs and nothing more: charge passed (which wets a
+lithiophobic interface), the depth of the lithium-filled crack network grown from each electrode,
+the contact left at each electrode after void-forming stripping, the interface overpotential, and
+whether the cell has (softly or fully) short-circuited. Impedance, DC voltage and current all
+follow from that state, the chamber temperature and the stack pressure, so what the plots show is
+emergent rather than looked up.
+
+All quantities are SI (ohm, m, m^2, A, A/m^2, C/m^2, F, K, Pa, s). Sign convention as EC-Lab:
+``current < 0`` is a cathodic current at the working electrode, i.e. lithium plates on the WE.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+from scipy.special import gamma
+
+BOLTZMANN_EV = 8.617333262e-5  # eV/K
+VACUUM_PERMITTIVITY = 8.8541878128e-12  # F/m
+LITHIUM_MELTING_POINT = 453.65  # K
+CELSIUS_25 = 298.15
+CELSIUS_30 = 303.15
+
+
+class CellParameters(BaseModel):
+    """Every default of cell-model.md, in SI units; override any field per cell in YAML."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["symmetric", "tracer", "blocking"] = "symmetric"
+    surface: Literal["lithiophobic", "lithiophilic"] = "lithiophobic"
+    thickness: float = Field(1.2e-3, gt=0, description="pellet thickness L, m")
+    electrode_area: float = Field(math.pi * 1e-3**2, gt=0, description="per electrode, m^2")
+    relative_density: float = Field(0.96, gt=0.5, le=1.0)
+
+    # Transport
+    bulk_conductivity_25c: float = Field(0.1, gt=0, description="dense LLZTO at 25 degC, S/m")
+    bulk_activation_energy: float = Field(0.40, gt=0, description="eV")
+    bulk_permittivity: float = Field(50.0, gt=0, description="relative")
+    stray_capacitance: float = Field(10e-12, ge=0, description="F, fixture and leads")
+    grain_boundary: bool = Field(False, description="add the optional second high-frequency arc")
+    grain_boundary_ratio: float = Field(0.1, ge=0, description="R_gb / R_bulk")
+    grain_boundary_q: float = Field(1e-10, gt=0, description="CPE, F s^(alpha-1)")
+    grain_boundary_alpha: float = Field(0.9, gt=0, le=1)
+    electronic_conductivity: float = Field(1e-6, gt=0, description="S/m (1e-8 S/cm)")
+    lead_resistance: float = Field(5.0, ge=0, description="R0: leads and current collectors, ohm")
+
+    # Interface (both electrodes together, area-specific)
+    asr_lithiophobic_initial: float = Field(0.2, gt=0, description="ohm m^2 (2000 ohm cm^2)")
+    asr_lithiophobic_conditioned: float = Field(0.05, gt=0, description="ohm m^2 (500 ohm cm^2)")
+    asr_lithiophilic: float = Field(5e-4, gt=0, description="ohm m^2 (5 ohm cm^2)")
+    conditioning_charge: float = Field(240.0, gt=0, description="C/m^2 e-folding: 3 within 0.02 mAh/cm^2")
+    interface_activation_energy: float = Field(0.35, gt=0, description="eV")
+    interface_reference_temperature: float = Field(CELSIUS_30, gt=0, description="K")
+    reference_pressure: float = Field(5e6, gt=0, description="Pa")
+    pressure_exponent: float = Field(0.5, ge=0)
+    pressure_factor_bounds: tuple[float, float] = (0.5, 5.0)
+    interface_capacitance: float = Field(0.05, gt=0, description="CPE per area at full contact (5 uF/cm^2)")
+    interface_alpha: float = Field(0.85, gt=0, le=1)
+    blocking_capacitance: float = Field(0.1, gt=0, description="double layer per electrode (10 uF/cm^2)")
+    blocking_alpha: float = Field(0.9, gt=0, le=1)
+    tracer_offset: float = Field(3e-3, description="V, LiMg working electrode vs Li")
+
+    # Plating, cracks, shorts
+    edge_factor: float = Field(1.2, ge=1)
+    focusing_reference_asr: float = Field(2.5e-4, gt=0, description="per electrode, ideal contact, ohm m^2")
+    focusing_exponent: float = Field(0.44, ge=0)
+    critical_current_density: float = Field(35.0, gt=0, description="local, A/m^2, at reference density/pressure")
+    critical_density_reference: float = Field(0.96, gt=0, lt=1)
+    critical_density_exponent: float = Field(0.5, ge=0)
+    critical_pressure_exponent: float = Field(0.25, ge=0)
+    minimum_pressure: float = Field(1e5, gt=0, description="Pa; pores hold pressure even with the rig off")
+    incubation_time: float = Field(180.0, ge=0, description="s above critical before pores fill (nucleation)")
+    penetration_velocity: float = Field(3.6e-6, gt=0, description="m/s at relative excess 1")
+    penetration_exponent: float = Field(3.0, gt=0)
+    soft_short_onset: float = Field(0.5, gt=0, lt=1, description="x/L where soft shorts begin")
+    soft_short_rate: float = Field(1 / 30, ge=0, description="per second at x = L")
+    soft_short_resistance: float = Field(3000.0, gt=0, description="median, ohm")
+    soft_short_duration: float = Field(20.0, gt=0, description="mean, s")
+    short_resistance: float = Field(480.0, gt=0, description="ohm; the paper measured 487")
+    critical_stripping_per_pressure: float = Field(1.5e-6, gt=0, description="A/m^2 per Pa (0.15 mA/cm^2 per MPa)")
+    void_rate: float = Field(9e-4, ge=0, description="1/s contact loss at relative excess 1")
+
+    # Measurement
+    voltage_noise: float = Field(0.2e-3, ge=0, description="V rms")
+    impedance_noise: float = Field(0.005, ge=0, description="relative to |Z|")
+    impedance_floor: float = Field(0.05, ge=0, description="ohm rms")
+    current_noise: float = Field(1e-11, ge=0, description="A rms")
+    max_substep: float = Field(10.0, gt=0, description="s, integration step of the slow state")
+
+
+@dataclass
+class CellState:
+    """What changes as the cell is cycled."""
+
+    time: float
+    charge_passed: float = 0.0  # C/m^2, any direction: wets a lithiophobic interface
+    plated_we: float = 0.0  # C/m^2 net plated on the working electrode
+    depth_we: float = 0.0  # m, crack network grown from the working electrode
+    depth_ce: float = 0.0
+    incubation: float = 0.0  # s spent above the critical local current density
+    contact_we: float = 1.0  # fraction left after stripping voids
+    contact_ce: float = 1.0
+    overpotential: float = 0.0  # V across the interfaces
+    short_time: float | None = None
+    short_resistance: float = math.inf
+    soft_shorts: list[tuple[float, float, float]] = field(default_factory=list)  # (start, end, ohm)
+
+
+def arrhenius(energy_ev: float, temperature: float, reference: float) -> float:
+    """Return the rate factor exp(-Ea/k (1/T - 1/Tref))."""
+    return math.exp(-energy_ev / BOLTZMANN_EV * (1 / temperature - 1 / reference))
+
+
+def cpe_arc(resistance: float, q: float, alpha: float, omega: np.ndarray) -> np.ndarray:
+    """Impedance of R in parallel with a constant-phase element."""
+    return resistance / (1 + resistance * q * (1j * omega) ** alpha)
+
+
+def mittag_leffler(alpha: float, z: np.ndarray) -> np.ndarray:
+    """E_alpha(-z) for z >= 0: the step response of R in series with a CPE."""
+    z = np.asarray(z, dtype=float)
+    out = np.empty_like(z)
+    small = z < 4
+    k = np.arange(80)
+    terms = (-z[small, None]) ** k / gamma(alpha * k + 1)
+    out[small] = terms.sum(axis=1)
+    big = z[~small]
+    series = [(-1) ** (n + 1) * big**-n / gamma(1 - alpha * n) for n in (1, 2, 3)]
+    out[~small] = np.sum(series, axis=0)
+    return np.clip(out, 0.0, 1.0)
+
+
+class SimCell:
+    """The cell on the virtual clock.
+
+    Parameters
+    ----------
+    params : CellParameters
+        Geometry, transport and failure parameters.
+    temperature : callable
+        ``temperature(t)`` in K, usually the simulated chamber's.
+    pressure : callable
+        ``pressure(t)`` in Pa, usually the simulated rig's.
+    rng : numpy.random.Generator
+        The run's seeded generator.
+    start : float
+        Clock time at which the cell is assembled.
+    """
+
+    def __init__(
+        self,
+        params: CellParameters,
+        temperature: Callable[[float], float],
+        pressure: Callable[[float], float],
+        rng: np.random.Generator,
+        start: float,
+    ):
+        self.params = params
+        self._temperature = temperature
+        self._pressure = pressure
+        self.rng = rng
+        self.state = CellState(time=start)
+        self._current = 0.0  # the applied current since state.time
+
+    # ---- material properties at the present state -------------------------------------------
+    @property
+    def has_lithium(self) -> bool:
+        return self.params.kind != "blocking"
+
+    def bulk_resistance(self, temperature: float) -> float:
+        p = self.params
+        sigma = p.bulk_conductivity_25c * p.relative_density**1.5
+        sigma *= arrhenius(p.bulk_activation_energy, temperature, CELSIUS_25)
+        remaining = max(p.thickness - self.state.depth_we - self.state.depth_ce, 0.0) / p.thickness
+        # Lithium in the crack network shortens the ionic path; keep a sliver so R stays finite.
+        return max(remaining, 1e-4) * p.thickness / (sigma * p.electrode_area)
+
+    def bulk_capacitance(self) -> float:
+        p = self.params
+        return VACUUM_PERMITTIVITY * p.bulk_permittivity * p.electrode_area / p.thickness + p.stray_capacitance
+
+    def electronic_resistance(self) -> float:
+        p = self.params
+        return p.thickness / (p.electronic_conductivity * p.electrode_area)
+
+    def wetting(self) -> float:
+        """Return the contact fraction a lithiophobic surface has gained by the charge passed."""
+        p = self.params
+        if p.surface == "lithiophilic":
+            return 1.0
+        asr = p.asr_lithiophobic_conditioned + (p.asr_lithiophobic_initial - p.asr_lithiophobic_conditioned) * math.exp(
+            -self.state.charge_passed / p.conditioning_charge
+        )
+        return p.asr_lithiophobic_conditioned / asr
+
+    def electrode_asr(self, contact: float, temperature: float, pressure: float) -> float:
+        """Return one electrode's area-specific interface resistance, ohm m^2."""
+        p = self.params
+        ideal = (p.asr_lithiophilic if p.surface == "lithiophilic" else p.asr_lithiophobic_conditioned) / 2
+        low, high = p.pressure_factor_bounds
+        pressure_factor = min(max((max(pressure, 1.0) / p.reference_pressure) ** -p.pressure_exponent, low), high)
+        thermal = 1 / arrhenius(p.interface_activation_energy, temperature, p.interface_reference_temperature)
+        return ideal / (self.wetting() * contact) * pressure_factor * thermal
+
+    def interface_resistances(self, temperature: float, pressure: float) -> tuple[float, float]:
+        area = self.params.electrode_area
+        s = self.state
+        return (
+            self.electrode_asr(s.contact_we, temperature, pressure) / area,
+            self.electrode_asr(s.contact_ce, temperature, pressure) / area,
+        )
+
+    def critical_current_density(self, pressure: float) -> float:
+        """Return the local current density above which lithium deposits in occluded pores."""
+        p = self.params
+        density = ((1 - p.critical_density_reference) / max(1 - p.relative_density, 1e-3)) ** p.critical_density_exponent
+        squeeze = (max(pressure, p.minimum_pressure) / p.reference_pressure) ** p.critical_pressure_exponent
+        return p.critical_current_density * density * squeeze
+
+    def local_current_density(self, current: float, temperature: float, pressure: float) -> float:
+        """Return the current density at the plating electrode's hot spots (edge and contact points)."""
+        p = self.params
+        contact = self.state.contact_we if current < 0 else self.state.contact_ce
+        asr = self.electrode_asr(contact, temperature, pressure)
+        focusing = p.edge_factor * max(1.0, asr / p.focusing_reference_asr) ** p.focusing_exponent
+        return abs(current) / p.electrode_area * focusing
+
+    # ---- state evolution ----------------------------------------------------------------------
+    def advance(self, until: float, current: float) -> None:
+        """Integrate the state to ``until`` under a constant applied ``current``."""
+        while self.state.time < until:
+            step = min(self.params.max_substep, until - self.state.time)
+            self._substep(step, current)
+
+    def _substep(self, dt: float, current: float) -> None:
+        s, p = self.state, self.params
+        t_mid = s.time + dt / 2
+        temperature, pressure = self._temperature(t_mid), self._pressure(t_mid)
+        if self.has_lithium and current != 0.0 and s.short_time is None:
+            self._grow_cracks(dt, current, temperature, pressure)
+            self._grow_voids(dt, current, pressure)
+            self._maybe_soft_short(dt, current)
+        density = abs(current) / p.electrode_area
+        s.charge_passed += density * dt
+        s.plated_we += -current / p.electrode_area * dt
+        self._relax_overpotential(dt, current, temperature, pressure)
+        s.time += dt
+
+    def _grow_cracks(self, dt: float, current: float, temperature: float, pressure: float) -> None:
+        p, s = self.params, self.state
+        critical = self.critical_current_density(pressure)
+        excess = (self.local_current_density(current, temperature, pressure) - critical) / critical
+        if excess <= 0:
+            return
+        s.incubation += dt
+        if s.incubation < p.incubation_time:
+            return
+        growth = p.penetration_velocity * excess**p.penetration_exponent * dt
+        if current < 0:
+            s.depth_we += growth
+        else:
+            s.depth_ce += growth
+        depth = s.depth_we + s.depth_ce
+        if depth >= p.thickness:
+            overshoot = (depth - p.thickness) / growth
+            s.short_time = s.time + dt * (1 - overshoot)
+            s.short_resistance = p.short_resistance * self.rng.uniform(0.9, 1.1)
+
+    def _grow_voids(self, dt: float, current: float, pressure: float) -> None:
+        """Strip faster than lithium creeps back and the stripping electrode loses contact."""
+        p, s = self.params, self.state
+        critical = p.critical_stripping_per_pressure * max(pressure, p.minimum_pressure)
+        excess = (abs(current) / p.electrode_area - critical) / critical
+        if excess <= 0:
+            return
+        loss = math.exp(-p.void_rate * excess * dt)
+        if current < 0:  # plating on the WE strips the CE
+            s.contact_ce = max(s.contact_ce * loss, 0.01)
+        else:
+            s.contact_we = max(s.contact_we * loss, 0.01)
+
+    def _maybe_soft_short(self, dt: float, current: float) -> None:
+        p, s = self.params, self.state
+        reach = (s.depth_we + s.depth_ce) / p.thickness
+        if reach <= p.soft_short_onset:
+            return
+        rate = p.soft_short_rate * (reach - p.soft_short_onset) / (1 - p.soft_short_onset)
+        for _ in range(self.rng.poisson(rate * dt)):
+            start = s.time + self.rng.uniform(0, dt)
+            duration = self.rng.exponential(p.soft_short_duration)
+            resistance = p.soft_short_resistance * self.rng.lognormal(0, 0.5)
+            s.soft_shorts.append((start, start + duration, resistance))
+
+    def _relax_overpotential(self, dt: float, current: float, temperature: float, pressure: float) -> None:
+        r_int, tau = self._interface_dc(temperature, pressure)
+        target = current * r_int
+        self.state.overpotential = target + (self.state.overpotential - target) * math.exp(-dt / tau)
+
+    def _interface_dc(self, temperature: float, pressure: float) -> tuple[float, float]:
+        """Return the interfaces' DC resistance and their charging time constant."""
+        p = self.params
+        r_we, r_ce = self.interface_resistances(temperature, pressure)
+        q = p.interface_capacitance * p.electrode_area * self.wetting()
+        # Effective capacitance of an R-CPE pair: C = (Q R^(1-alpha))^(1/alpha).
+        r = r_we + r_ce
+        c = (q * (r / 2) ** (1 - p.interface_alpha)) ** (1 / p.interface_alpha) / 2
+        return r, max(r * c, 1e-9)
+
+    # ---- what instruments measure -------------------------------------------------------------
+    def open_circuit_voltage(self) -> float:
+        return self.params.tracer_offset if self.params.kind == "tracer" else 0.0
+
+    def dc_resistance(self, times: np.ndarray) -> np.ndarray:
+        """Return the cell's DC resistance at ``times`` (<= state.time), shorts included."""
+        temperature, pressure = self._temperature(self.state.time), self._pressure(self.state.time)
+        r_ce_we = sum(self.interface_resistances(temperature, pressure))
+        ionic = self.params.lead_resistance + self.bulk_resistance(temperature) + r_ce_we
+        conductance = np.full(len(times), 1 / ionic + 1 / self.electronic_resistance())
+        return 1 / (conductance + self._short_conductance(times))
+
+    def _short_conductance(self, times: np.ndarray) -> np.ndarray:
+        s = self.state
+        g = np.zeros(len(times))
+        if s.short_time is not None:
+            g += np.where(times >= s.short_time, 1 / s.short_resistance, 0.0)
+        for start, end, resistance in s.soft_shorts:
+            g += np.where((times >= start) & (times < end), 1 / resistance, 0.0)
+        return g
+
+    def galvanostatic(self, times: np.ndarray, current: float) -> np.ndarray:
+        """Apply ``current`` until ``times[-1]``; return Ewe - Ece at ``times``.
+
+        The slow state is integrated in sub-steps; the voltage between them is interpolated, so a
+        day at 1 s sampling costs one vectorised pass rather than a Python loop per point.
+        """
+        times = np.asarray(times, dtype=float)
+        grid, resistance = [self.state.time], []
+        overpotential = [self.state.overpotential]
+        temperature, pressure = self._temperature(self.state.time), self._pressure(self.state.time)
+        bulk = [self.params.lead_resistance + self.bulk_resistance(temperature)]
+        while self.state.time < times[-1]:
+            self._substep(min(self.params.max_substep, times[-1] - self.state.time), current)
+            grid.append(self.state.time)
+            temperature = self._temperature(self.state.time)
+            bulk.append(self.params.lead_resistance + self.bulk_resistance(temperature))
+            overpotential.append(self.state.overpotential)
+        ionic_drop = np.interp(times, grid, bulk) * current + np.interp(times, grid, overpotential)
+        voltage = self._with_shorts(times, ionic_drop, current)
+        return voltage + self.open_circuit_voltage() + self.rng.normal(0, self.params.voltage_noise, len(times))
+
+    def _with_shorts(self, times: np.ndarray, ionic_drop: np.ndarray, current: float) -> np.ndarray:
+        """Voltage when electronic and short paths share the current with the ionic path."""
+        if current == 0.0:
+            return ionic_drop
+        ionic_resistance = ionic_drop / current
+        g_parallel = 1 / self.electronic_resistance() + self._short_conductance(times)
+        return current / (1 / ionic_resistance + g_parallel)
+
+    def rest(self, times: np.ndarray) -> np.ndarray:
+        """Leave the cell at open circuit until ``times[-1]``; return the relaxing voltage."""
+        return self.galvanostatic(times, 0.0)
+
+    def potentiostatic(self, times: np.ndarray, voltage: float) -> np.ndarray:
+        """Hold Ewe - Ece at ``voltage`` from state.time; return the current at ``times``.
+
+        On a blocking cell the current decays from the ionic value to the electronic one,
+        I = V/R_e at steady state, with the power-law tail of an R-CPE step response.
+        """
+        times = np.asarray(times, dtype=float)
+        start = self.state.time
+        temperature, pressure = self._temperature(start), self._pressure(start)
+        drive = voltage - self.open_circuit_voltage()
+        r_e = self.electronic_resistance()
+        r_series = self.params.lead_resistance + self.bulk_resistance(temperature)
+        if self.has_lithium:
+            r_int, tau = self._interface_dc(temperature, pressure)
+            ionic = drive / (r_series + r_int) + drive * (1 / r_series - 1 / (r_series + r_int)) * np.exp(
+                -(times - start) / tau
+            )
+            self.advance(times[-1], float(drive / (r_series + r_int)))
+        else:
+            q, alpha = self.params.blocking_capacitance * self.params.electrode_area / 2, self.params.blocking_alpha
+            tau = (r_series * q) ** (1 / alpha)
+            ionic = drive / r_series * mittag_leffler(alpha, ((times - start) / tau) ** alpha)
+            self.state.time = max(self.state.time, float(times[-1]))
+        current = ionic + drive / r_e + drive * self._short_conductance(times)
+        return current + self.rng.normal(0, self.params.current_noise, len(times))
+
+    def impedance(self, frequencies: np.ndarray, noisy: bool = True) -> np.ndarray:
+        """Return Z(f) at the present state, with the instrument's noise unless ``noisy`` is False."""
+        p, s = self.params, self.state
+        omega = 2 * np.pi * np.asarray(frequencies, dtype=float)
+        temperature, pressure = self._temperature(s.time), self._pressure(s.time)
+        r_bulk = self.bulk_resistance(temperature)
+        z = r_bulk / (1 + 1j * omega * r_bulk * self.bulk_capacitance())
+        if p.grain_boundary:
+            z = z + cpe_arc(p.grain_boundary_ratio * r_bulk, p.grain_boundary_q, p.grain_boundary_alpha, omega)
+        z = z + self._interface_impedance(omega, temperature, pressure)
+        g = 1 / z + 1 / self.electronic_resistance() + self._short_conductance(np.array([s.time]))[0]
+        z = p.lead_resistance + 1 / g
+        if noisy:
+            z = z + self._impedance_noise(z)
+        return z
+
+    def _interface_impedance(self, omega: np.ndarray, temperature: float, pressure: float) -> np.ndarray:
+        p, s = self.params, self.state
+        if not self.has_lithium:
+            q = p.blocking_capacitance * p.electrode_area / 2  # two double layers in series
+            return 1 / (q * (1j * omega) ** p.blocking_alpha)
+        r_we, r_ce = self.interface_resistances(temperature, pressure)
+        q_full = p.interface_capacitance * p.electrode_area * self.wetting()
+        return cpe_arc(r_we, q_full * s.contact_we, p.interface_alpha, omega) + cpe_arc(
+            r_ce, q_full * s.contact_ce, p.interface_alpha, omega
+        )
+
+    def _impedance_noise(self, z: np.ndarray) -> np.ndarray:
+        p = self.params
+        scale = p.impedance_noise * np.abs(z) / math.sqrt(2) + p.impedance_floor
+        return scale * (self.rng.normal(size=z.shape) + 1j * self.rng.normal(size=z.shape))
+
+    def resistances(self) -> dict[str, float]:
+        """Return the model's true resistances now (for tests and for checking fits)."""
+        temperature, pressure = self._temperature(self.state.time), self._pressure(self.state.time)
+        r_we, r_ce = self.interface_resistances(temperature, pressure) if self.has_lithium else (math.inf, math.inf)
+        r_bulk = self.bulk_resistance(temperature)
+        return {
+            "bulk": r_bulk,
+            "grain_boundary": self.params.grain_boundary_ratio * r_bulk if self.params.grain_boundary else 0.0,
+            "interface": r_we + r_ce,
+            "electronic": self.electronic_resistance(),
+            "short": self.state.short_resistance,
+        }
