@@ -1,0 +1,333 @@
+"""A stack-pressure rig on the virtual clock, as cell-model.md describes it.
+
+Mechanics, along the press axis (positions in m, positive towards the cell):
+
+* A screw-driven crosshead moves at most ``max_speed`` towards a commanded position. It starts
+  ``initial_gap`` short of touching the stack: no contact, zero force.
+* The frame (load cell, platens, screws) is a spring of stiffness ``frame_stiffness`` in series
+  with the cell stack, so the force is ``F = k * max(e, 0)`` with the elastic compression
+  ``e = x + d_thermal(T) - d_creep``.
+* ``d_thermal = (alpha_li - alpha_frame) * h_li * (T - T_assembly)``: lithium expands about four
+  times as much as the steel frame, so heating the stack lengthens it inside the frame and raises
+  the force. The oxide pellet (about 15e-6/K) and the steel spacers match the frame closely, so
+  only the lithium thickness counts.
+* ``d_creep`` grows as the lithium creeps under the stack pressure ``sigma = F / area``:
+  ``d(d_creep)/dt = h_li * A * sigma**n * exp(-Q / (R T)) * g(T)``, power law with n = 6.6 and
+  Q = 37 kJ/mol (published for lithium). ``g(T) = ((1 - T_ref/T_m) / (1 - T/T_m))**m`` is 1 at
+  30 degC and diverges towards the melting point T_m: close to melting, diffusional creep adds to
+  the dislocation creep that one activation energy describes. With m = 1 creep at 170 degC is
+  about 1500 times faster than at 30 degC (about 100 from the Arrhenius term, 14 from g).
+
+At a fixed crosshead and temperature the stress obeys ``d sigma/dt = -c sigma**n`` with
+``c = (k / area) * h_li * A * exp(-Q/RT) * g(T)``, which has the exact solution
+``sigma**(1-n) = sigma0**(1-n) + (n-1) c t``. The rig integrates lazily: each query first
+integrates from the last integrated time in sub-steps that end at controller ticks, at crosshead
+arrivals and at least every ``max_step``. Within a sub-step the temperature is taken as the mean of
+its end values, and crosshead motion and thermal expansion are applied half before and half after
+the exact creep solution (Strang splitting), so a day at fixed displacement is ~1440 sub-steps and a
+day of closed-loop holding is one sub-step per control period (~17300).
+
+The creep constant ``A`` is an effective value tuned so that 5.0 MPa at fixed displacement at
+30 degC relaxes to 4.6 MPa in 5 h with the default frame and area: it is far below bulk lithium's
+because a thin lithium layer clamped between a pellet and a current collector is constrained and
+flows much more slowly than a free specimen.
+
+Closed loop: every ``control_period`` while holding, the controller averages the force reading
+over the period (``controller_averaging`` samples) and, if the average is further than
+``deadband_fraction * band`` from the target, commands the crosshead to move by
+``controller_gain * error / frame_stiffness``. The deadband is inside the band so that creep between
+ticks and sensor noise cannot carry the true pressure out of ``target +/- band``.
+
+All quantities are SI: m, m^2, N, Pa, K, s, J/mol.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from labctl.clock import Clock
+
+GAS_CONSTANT = 8.314462618  # J/(mol K)
+MIN_CREEP_STRESS = 1.0  # Pa: below this creep is nil, and sigma**(1-n) would overflow
+MIN_HOMOLOGOUS_MARGIN = 0.01  # 1 - T/T_m floor: keeps g(T) finite if T reaches T_m (not refused here)
+
+
+class RigParameters(BaseModel):
+    """The rig's mechanics, the lithium's creep and the controller; override any in YAML."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # Geometry and frame
+    area: float = Field(
+        0.785e-4, gt=0, description="pressed area, m^2 (10 mm pellet; the lab file states the real one)"
+    )
+    frame_stiffness: float = Field(2e7, gt=0, description="frame and load cell in series, N/m")
+    lithium_thickness: float = Field(1.0e-3, gt=0, description="total lithium in the stack, m (2 x 0.5 mm)")
+    # Creep: strain rate = A sigma^n exp(-Q/RT) g(T)
+    creep_coefficient: float = Field(
+        1.68e-45,
+        ge=0,
+        description="A, Pa^-n s^-1 (6.7e-6 MPa^-6.6 s^-1); tuned: 5.0 -> 4.6 MPa in 5 h at 30 degC",
+    )
+    creep_exponent: float = Field(6.6, gt=1, description="n, stress exponent of lithium")
+    creep_activation_energy: float = Field(37e3, ge=0, description="Q, J/mol")
+    creep_reference_temperature: float = Field(303.15, gt=0, description="T_ref where g(T) = 1, K")
+    homologous_exponent: float = Field(1.0, ge=0, description="m in g(T); 0 leaves pure Arrhenius creep")
+    lithium_melting_point: float = Field(453.65, gt=0, description="T_m, K")
+    # Thermal expansion
+    lithium_expansion: float = Field(46e-6, description="alpha_li, 1/K")
+    frame_expansion: float = Field(12e-6, description="alpha of the steel frame, 1/K")
+    # Actuator
+    max_speed: float = Field(1e-6, gt=0, description="crosshead speed limit, m/s")
+    initial_gap: float = Field(100e-6, ge=0, description="crosshead clearance to the stack at start, m")
+    release_gap: float = Field(20e-6, ge=0, description="clearance release() retracts to beyond contact, m")
+    # Controller
+    band: float = Field(0.02e6, gt=0, description="tolerance held around the target, Pa")
+    deadband_fraction: float = Field(0.5, gt=0, le=1, description="controller acts beyond this part of band")
+    control_period: float = Field(5.0, gt=0, description="s")
+    controller_gain: float = Field(
+        0.8, gt=0, le=1, description="fraction of the frame-stiffness correction applied per tick"
+    )
+    controller_averaging: int = Field(25, ge=1, description="force samples averaged per control tick")
+    max_pressure: float = Field(50e6, gt=0, description="largest target accepted, Pa")
+    # Sensor
+    noise_fraction: float = Field(0.002, ge=0, description="force noise, rms fraction of the reading")
+    noise_floor: float = Field(0.05, ge=0, description="force noise at zero load, N rms")
+    # Integration
+    max_step: float = Field(60.0, gt=0, description="longest sub-step, s (the chamber ramps 3 K in 60 s)")
+
+
+def creep_factor(params: RigParameters, temperature: float) -> float:
+    """Return ``A exp(-Q/RT) g(T)``: the creep strain rate per unit ``sigma**n``, Pa^-n s^-1."""
+    arrhenius = math.exp(-params.creep_activation_energy / (GAS_CONSTANT * temperature))
+    margin = max(1.0 - temperature / params.lithium_melting_point, MIN_HOMOLOGOUS_MARGIN)
+    reference = 1.0 - params.creep_reference_temperature / params.lithium_melting_point
+    return params.creep_coefficient * arrhenius * (reference / margin) ** params.homologous_exponent
+
+
+def relax_stress(sigma: float, rate: float, n: float, dt: float) -> float:
+    """Return the stress after ``dt`` of ``d sigma/dt = -rate * sigma**n`` (exact), Pa."""
+    if sigma < MIN_CREEP_STRESS or rate == 0.0:
+        return sigma
+    return (sigma ** (1.0 - n) + (n - 1.0) * rate * dt) ** (1.0 / (1.0 - n))
+
+
+class SimRig:
+    """A simulated stack-pressure rig pressing the cell.
+
+    Parameters
+    ----------
+    clock : labctl.clock.Clock
+        The session clock; queries default to ``clock.now()``.
+    temperature : callable
+        ``temperature(t)`` in K, usually the simulated chamber's; called at increasing ``t``.
+        The stack is assembled (zero thermal strain) at the temperature it reports now.
+    params : RigParameters
+        Frame, creep, actuator, controller and sensor parameters.
+    rng : numpy.random.Generator, optional
+        The run's seeded generator, for force noise (default: an unseeded one).
+    """
+
+    def __init__(
+        self,
+        clock: Clock,
+        temperature: Callable[[float], float],
+        params: RigParameters = RigParameters(),
+        rng: np.random.Generator | None = None,
+    ):
+        self.clock = clock
+        self.params = params
+        self.rng = rng if rng is not None else np.random.default_rng()
+        self._temperature_of = temperature
+        self._time = clock.now()
+        self._temperature = float(temperature(self._time))
+        self._assembly_temperature = self._temperature
+        self._expansion = 0.0  # m the stack has grown relative to the frame since assembly
+        self._rate_at = (math.nan, 0.0)  # (temperature, creep rate): most sub-steps repeat it
+        self._position = -params.initial_gap
+        self._command = self._position
+        self._creep = 0.0  # m the lithium has shortened by creep
+        self._target = 0.0
+        self._holding = False
+        self._next_tick = math.inf
+        self.step_count = 0  # integration sub-steps so far: the simulation's cost
+
+    # -- commands ---------------------------------------------------------------------------
+
+    def set_target(self, pascal: float) -> None:
+        """Set the pressure the closed loop holds, Pa (takes effect at the next control tick).
+
+        Raises
+        ------
+        ValueError
+            If ``pascal`` is negative or above ``params.max_pressure``.
+        """
+        limit = self.params.max_pressure
+        if not 0.0 <= pascal <= limit:
+            raise ValueError(
+                f"requested stack pressure {pascal / 1e6:g} MPa is outside 0 to {limit / 1e6:g} MPa "
+                f"(the rig's max_pressure): requested={pascal!r} Pa, limit={limit!r} Pa"
+            )
+        self._advance(self.clock.now())
+        self._target = float(pascal)
+
+    @property
+    def target(self) -> float:
+        """Get the pressure the closed loop holds, Pa."""
+        return self._target
+
+    def hold(self, enabled: bool) -> None:
+        """Control the closed loop: on, it acts now and every control period; off, the crosshead stops."""
+        self._advance(self.clock.now())
+        if enabled and not self._holding:
+            self._holding = True
+            self._control()
+            self._next_tick = self._time + self.params.control_period
+        elif not enabled:
+            self._stop_loop()
+            self._command = self._position  # stays where it is; the pressure then relaxes by creep
+
+    @property
+    def holding(self) -> bool:
+        """Get whether the closed loop is holding the target."""
+        return self._holding
+
+    def release(self) -> None:
+        """Stop holding and retract the crosshead to ``release_gap`` beyond contact (zero force)."""
+        self._advance(self.clock.now())
+        self._stop_loop()
+        self._command = self._contact_position() - self.params.release_gap
+
+    # -- queries ----------------------------------------------------------------------------
+
+    def force(self, t: float | None = None) -> float:
+        """Measure the true force on the stack at ``t`` (default now), N."""
+        self._advance(self._when(t))
+        return self._force()
+
+    def pressure(self, t: float | None = None) -> float:
+        """Measure the true stack pressure at ``t`` (default now), Pa."""
+        return self.force(t) / self.params.area
+
+    def crosshead_position(self, t: float | None = None) -> float:
+        """Measure the crosshead position at ``t`` (default now), m; 0 touches the stack as assembled."""
+        self._advance(self._when(t))
+        return self._position
+
+    def read_force(self) -> float:
+        """Measure the force as the load cell reports it now: true value plus noise, N."""
+        return self._noisy(self.force(), samples=1)
+
+    def read_pressure(self) -> float:
+        """Measure the pressure as the rig reports it now: noisy force over the area, Pa."""
+        return self.read_force() / self.params.area
+
+    # -- state ------------------------------------------------------------------------------
+
+    @property
+    def integrated_until(self) -> float:
+        """Get the time the simulation has been integrated to, s."""
+        return self._time
+
+    def history_or_now(self, query):
+        """Return ``query`` wrapped so that asking for a time already passed gives the latest state.
+
+        Simulators integrate lazily and only forwards; another simulator catching up on its own
+        past (the cell, the rig) then sees this one's most recent state, which on the minutes
+        these quantities change over is the same thing.
+        """
+        return lambda t: query(max(t, self._time))
+
+    def _when(self, t: float | None) -> float:
+        return self.clock.now() if t is None else float(t)
+
+    def _thermal(self, temperature: float) -> float:
+        """Return how much longer the stack is than at assembly, relative to the frame, m."""
+        p = self.params
+        strain = (p.lithium_expansion - p.frame_expansion) * (temperature - self._assembly_temperature)
+        return strain * p.lithium_thickness
+
+    def _compression(self) -> float:
+        return self._position + self._expansion - self._creep
+
+    def _force(self) -> float:
+        return self.params.frame_stiffness * max(self._compression(), 0.0)
+
+    def _contact_position(self) -> float:
+        """Return the crosshead position at which the force just reaches zero now, m."""
+        return self._creep - self._expansion
+
+    def _noisy(self, force: float, samples: int) -> float:
+        """Return ``force`` plus load-cell noise averaged over ``samples`` readings, N."""
+        p = self.params
+        sigma = (p.noise_fraction * abs(force) + p.noise_floor) / math.sqrt(samples)
+        return force + sigma * self.rng.standard_normal()
+
+    # -- closed loop ------------------------------------------------------------------------
+
+    def _stop_loop(self) -> None:
+        self._holding = False
+        self._next_tick = math.inf
+
+    def _control(self) -> None:
+        """One controller tick: correct the crosshead if the averaged reading left the deadband."""
+        p = self.params
+        reading = self._noisy(self._force(), samples=p.controller_averaging)
+        error = self._target * p.area - reading
+        if abs(error) > p.deadband_fraction * p.band * p.area:
+            self._command = self._position + p.controller_gain * error / p.frame_stiffness
+
+    # -- integration ------------------------------------------------------------------------
+
+    def _advance(self, t: float) -> None:
+        """Integrate from the last integrated time to ``t``, running controller ticks on the way."""
+        if t < self._time:
+            raise ValueError(f"rig already integrated to t={self._time!r}; cannot query the earlier t={t!r}")
+        while self._time < t:
+            self._step(min(t, self._time + self.params.max_step, self._next_tick, self._arrival()))
+            if self._time >= self._next_tick:
+                self._control()
+                self._next_tick += self.params.control_period
+
+    def _arrival(self) -> float:
+        """Return when the crosshead reaches its command (now if it is there), s."""
+        distance = abs(self._command - self._position)
+        return self._time + distance / self.params.max_speed if distance else math.inf
+
+    def _step(self, end: float) -> None:
+        """Integrate one sub-step to ``end``: half the drive, exact creep, the other half."""
+        p = self.params
+        dt = end - self._time
+        temperature = float(self._temperature_of(end))
+        position = self._move(end)
+        expansion = self._thermal(temperature)
+        drive = (position - self._position) + (expansion - self._expansion)
+
+        compression = self._compression() + 0.5 * drive
+        if compression > 0.0:
+            sigma = p.frame_stiffness * compression / p.area
+            rate = self._stress_rate(0.5 * (self._temperature + temperature))
+            relaxed = relax_stress(sigma, rate, p.creep_exponent, dt)
+            self._creep += (sigma - relaxed) * p.area / p.frame_stiffness
+
+        self._position, self._temperature, self._expansion, self._time = position, temperature, expansion, end
+        self.step_count += 1
+
+    def _stress_rate(self, temperature: float) -> float:
+        """Return c in ``d sigma/dt = -c sigma**n`` at fixed crosshead, Pa^(1-n) s^-1."""
+        if temperature != self._rate_at[0]:
+            p = self.params
+            rate = p.frame_stiffness / p.area * p.lithium_thickness * creep_factor(p, temperature)
+            self._rate_at = (temperature, rate)
+        return self._rate_at[1]
+
+    def _move(self, end: float) -> float:
+        """Return the crosshead position at ``end``, moving at ``max_speed`` towards the command, m."""
+        if self._position == self._command or end >= self._arrival():
+            return self._command  # land exactly, so rounding cannot leave a sliver of a move
+        travel = self.params.max_speed * (end - self._time)
+        return self._position + math.copysign(travel, self._command - self._position)
