@@ -54,12 +54,27 @@ class Unit:
         quantity = parse_quantity(value, self.display)
         shown = quantity.to(self.display).magnitude
         if not self._in_range(shown):
-            raise UnitError(f"{quantity:~P} is out of range: allowed {self.range_text()}")
+            written = value.strip() if isinstance(value, str) else f"{quantity:~P}"  # as the user wrote it
+            raise UnitError(f"{written} is out of range: allowed {self.range_text()}")
         return float(quantity.to(self.si_unit).magnitude)
 
     def from_si(self, value: float) -> float:
         """Return an SI value in the display unit."""
         return float(ureg.Quantity(value, self.si_unit).to(self.display).magnitude)
+
+    def __get_pydantic_core_schema__(self, source_type: Any, handler: Any) -> Any:
+        """Let pydantic validate ``Annotated[float, Unit(...)]`` (and ``float | None``) directly.
+
+        The text is turned into SI by :meth:`to_si` before pydantic's own float check, so config
+        models and plan signatures share one marker and one parser. ``None`` passes through for
+        optional quantities.
+        """
+        from pydantic_core import core_schema  # lazily: units stays importable without pydantic
+
+        def validate(value: Any) -> Any:
+            return None if value is None else self.to_si(value)
+
+        return core_schema.no_info_before_validator_function(validate, handler(source_type))
 
     def _in_range(self, x: float) -> bool:
         return not (
@@ -88,6 +103,8 @@ def parse_quantity(value: Any, display: str) -> pint.Quantity:
             raise UnitError(f"cannot read {value!r} as a quantity in {display}: {err}") from None
     else:
         raise UnitError(f"expected a quantity in {display}, got {value!r}")
+    if quantity.unitless and not expected.dimensionless:  # a quoted number, e.g. "5"
+        raise UnitError(f"{value!r} has no unit: write it with one, e.g. '{value} {display}'")
     if quantity.dimensionality != expected.dimensionality:
         raise UnitError(
             f"{value!r} has the wrong unit: expected something convertible to {display}"

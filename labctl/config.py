@@ -1,0 +1,737 @@
+"""Lab and experiment files: YAML in, typed SI models out, every problem named by file, line and field.
+
+A lab file (``configs/lab-sim.yaml``) says which instruments a lab has and their hardware limits.
+An experiment file (``configs/plating-overnight.yaml``) says which cell is in the rig and which
+plans to run on it. Quantities are written with units (``0.5 mA/cm^2``, ``5 MPa``) and stored as SI
+floats. Each step's arguments are checked against a model generated from the plan's own signature,
+so the YAML schema of a plan cannot drift from the plan.
+
+Public API: :func:`load_lab`, :func:`load_experiment`, :func:`check_against_lab`,
+:func:`build_step_model`, and the models :class:`LabConfig`, :class:`Experiment`, :class:`Cell`,
+:class:`Step`. Both loaders raise :class:`~labctl.errors.ConfigErrors` with every problem found.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import inspect
+import math
+import typing
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, create_model, model_validator
+
+from labctl.errors import ConfigError, ConfigErrors
+from labctl.units import Unit
+
+Location = tuple  # a location in a document: keys and list indices, e.g. ("steps", 3, "current_density")
+
+# =================================================================================================
+# YAML with line numbers
+# =================================================================================================
+
+
+@dataclass
+class Document:
+    """A YAML file's data, the 1-based line of every mapping key and list item, and YAML-level problems.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file, as given (used in messages).
+    data : Any
+        The parsed content.
+    lines : dict
+        Line of each location, e.g. ``{("steps", 0, "plan"): 12}``; ``()`` is the document's start.
+    problems : list of ConfigError
+        Problems found while reading, such as duplicate keys.
+    """
+
+    path: str | Path
+    data: Any = None
+    lines: dict[Location, int] = field(default_factory=dict)
+    problems: list[ConfigError] = field(default_factory=list)
+
+    def line(self, location: Location) -> int | None:
+        """Return the line of ``location``, or of its nearest ancestor that is in the file."""
+        for end in range(len(location), -1, -1):
+            if location[:end] in self.lines:
+                return self.lines[location[:end]]
+        return None
+
+    def error(self, location: Location, message: str) -> ConfigError:
+        """Return a :class:`ConfigError` for ``location`` in this file."""
+        return ConfigError(self.path, self.line(location), dotted(location), message)
+
+
+def read_yaml(path: str | Path) -> Document:
+    """Read a YAML file, keeping line numbers; raise ConfigErrors if it cannot be read or parsed."""
+    document = Document(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigErrors([ConfigError(path, None, None, f"cannot read the file: {err.strerror or err}")]) from None
+    loader = yaml.SafeLoader(text)  # it composes the nodes; _build turns them into data, noting lines
+    try:
+        node = loader.get_single_node()
+        if node is not None:
+            document.lines[()] = node.start_mark.line + 1
+            document.data = _build(loader, node, (), document)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        line = mark.line + 1 if mark is not None else None
+        problem = ": ".join(p for p in (err.context, err.problem) if p)
+        raise ConfigErrors([ConfigError(path, line, None, f"not valid YAML: {problem}")]) from None
+    except yaml.YAMLError as err:
+        raise ConfigErrors([ConfigError(path, None, None, f"not valid YAML: {err}")]) from None
+    finally:
+        loader.dispose()
+    return document
+
+
+def _build(loader: yaml.SafeLoader, node: yaml.Node, location: Location, document: Document) -> Any:
+    """Turn a composed node into Python data, recording the line of every key and item below it."""
+    if isinstance(node, yaml.MappingNode):
+        return _build_mapping(loader, node, location, document)
+    if isinstance(node, yaml.SequenceNode):
+        items = []
+        for index, item in enumerate(node.value):
+            document.lines[(*location, index)] = item.start_mark.line + 1
+            items.append(_build(loader, item, (*location, index), document))
+        return items
+    return loader.construct_object(node, deep=True)
+
+
+def _build_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, location: Location, document: Document) -> dict:
+    _refuse_duplicates(loader, node, location, document)
+    loader.flatten_mapping(node)  # YAML merge keys (<<: *anchor) put their pairs first: later ones win
+    result = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        line = key_node.start_mark.line + 1
+        if not isinstance(key, Hashable):
+            document.problems.append(ConfigError(document.path, line, dotted(location), "keys must be plain text"))
+            continue
+        document.lines[(*location, key)] = line
+        result[key] = _build(loader, value_node, (*location, key), document)
+    return result
+
+
+def _refuse_duplicates(loader: yaml.SafeLoader, node: yaml.MappingNode, location: Location, document: Document) -> None:
+    # PyYAML silently keeps the last of two equal keys; in a lab file that hides a typo or a limit.
+    first: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        line = key_node.start_mark.line + 1
+        if isinstance(key, Hashable) and key in first:
+            document.problems.append(ConfigError(
+                document.path, line, dotted((*location, key)),
+                f"duplicate key {key!r} (first given on line {first[key]}): keep one of them",
+            ))
+        elif isinstance(key, Hashable):
+            first[key] = line
+
+
+def dotted(location: Location) -> str:
+    """Return a location as a dotted field name: ``("steps", 3, "pressure")`` -> ``steps[3].pressure``."""
+    text = ""
+    for part in location:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+# =================================================================================================
+# pydantic errors -> located messages
+# =================================================================================================
+
+
+class FieldProblems(ValueError):
+    """Raised by a model validator to blame particular fields, so each error points at their lines.
+
+    Parameters
+    ----------
+    problems : list of (str or None, str)
+        ``(field, message)`` pairs; ``None`` blames the model itself.
+    """
+
+    def __init__(self, problems: list[tuple[str | None, str]]):
+        self.problems = problems
+        super().__init__("; ".join(message for _, message in problems))
+
+
+def raise_problems(problems: list[tuple[str | None, str]]) -> None:
+    """Raise :class:`FieldProblems` if there are any."""
+    if problems:
+        raise FieldProblems(problems)
+
+
+def validate(model: type[BaseModel], document: Document) -> tuple[BaseModel | None, list[ConfigError]]:
+    """Validate a document's data with ``model``; return the instance (None if refused) and every problem."""
+    errors = list(document.problems)
+    if document.data is None:
+        return None, [*errors, document.error((), "the file is empty")]
+    try:
+        instance = model.model_validate(document.data)
+    except ValidationError as err:
+        problems = translate(err, document.data, model)
+        return None, errors + [document.error(location, message) for location, message in problems]
+    return instance, errors  # with reading problems (duplicate keys) too, so later checks still run
+
+
+def translate(err: ValidationError, data: Any, model: type[BaseModel], extra_keys=()) -> list[tuple[Location, str]]:
+    """Turn pydantic's errors into ``(location in data, message)``, one per problem, duplicates merged.
+
+    ``extra_keys`` are keys that are allowed beside the model's fields (for unknown-key hints).
+    """
+    found: dict[Location, list[str]] = {}
+    for error in err.errors():
+        for location, message in _describe(error, data, model, extra_keys):
+            if message not in found.setdefault(location, []):
+                found[location].append(message)
+    return [(location, " or ".join(messages)) for location, messages in found.items()]
+
+
+def _describe(error: dict, data: Any, model: type[BaseModel], extra_keys) -> list[tuple[Location, str]]:
+    location = _in_data(error["loc"], data, keep_missing=error["type"] == "missing")
+    cause = (error.get("ctx") or {}).get("error")
+    if isinstance(cause, FieldProblems):
+        return [((*location, f) if f else location, message) for f, message in cause.problems]
+    if isinstance(cause, Exception):
+        return [(location, str(cause))]  # our own messages (units, ranges) are already written for people
+    if error["type"] == "extra_forbidden":
+        allowed = [*_fields_at(model, location[:-1]), *extra_keys]
+        return [(location, _unknown_key(location[-1], allowed))]
+    return [(location, _message(error))]
+
+
+def _message(error: dict) -> str:
+    kind, value = error["type"], error.get("input")
+    if kind == "missing":
+        return "required key is missing"
+    if kind in ("dict_type", "model_type", "model_attributes_type"):
+        return f"expected a mapping of keys to values, got {value!r}"
+    text = error["msg"][0].lower() + error["msg"][1:]
+    if kind == "string_type" and isinstance(value, (int, float)):
+        return f"{text}, got the number {value!r}: put it in quotes to keep it as written"
+    if not isinstance(value, (dict, list)):
+        text += f", got {value!r}"
+    return text
+
+
+def _unknown_key(key: Any, allowed: list[str]) -> str:
+    guess = difflib.get_close_matches(str(key), allowed, n=1)
+    hint = f"did you mean {guess[0]!r}? " if guess else ""
+    return f"unknown key {key!r}: {hint}(allowed: {', '.join(allowed)})"
+
+
+def _in_data(loc: tuple, data: Any, keep_missing: bool) -> Location:
+    """Return the part of a pydantic location that exists in the data (dropping union member tags)."""
+    location, node = [], data
+    for part in loc:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        else:
+            if keep_missing and isinstance(node, dict):
+                location.append(part)
+            break
+        location.append(part)
+    return tuple(location)
+
+
+def _fields_at(model: Any, location: Location) -> list[str]:
+    """Return the field names of the model found at ``location`` inside ``model`` (best effort)."""
+    for part in location:
+        model = _member_type(model, part)
+    model = _model_in(model)
+    return list(model.model_fields) if model is not None else []
+
+
+def _member_type(annotation: Any, part: Any) -> Any:
+    model = _model_in(annotation)
+    if model is not None and part in model.model_fields:
+        return model.model_fields[part].annotation
+    for candidate in (annotation, *typing.get_args(annotation)):
+        if typing.get_origin(candidate) in (list, tuple) and typing.get_args(candidate):
+            return typing.get_args(candidate)[0]
+    return None
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    for candidate in (annotation, *typing.get_args(annotation)):  # X, or X | None
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+# =================================================================================================
+# The lab file
+# =================================================================================================
+
+
+class ConfigModel(BaseModel):
+    """Base of the config models: unknown keys are errors, because a misspelt key would be ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+Voltage = Annotated[float, Unit("V")]
+Temperature = Annotated[float, Unit("degC", gt=-273.15)]
+Pressure = Annotated[float, Unit("MPa", ge=0)]
+
+
+def _range_problems(name: str, pair: tuple[float, float], display: str) -> list[tuple[str, str]]:
+    low, high = pair
+    if low < high:
+        return []
+    unit = Unit(display)
+    return [(name, f"write [low, high] with low below high, got [{unit.from_si(low):g}, {unit.from_si(high):g}] {display}")]
+
+
+class PotentiostatConfig(ConfigModel):
+    """The potentiostat channel the cell is on, and its hardware limits."""
+
+    kind: str = Field(description="instrument model, e.g. biologic-sp200")
+    address: str = Field(description="IP address or 'sim' for the simulator")
+    channel: int = Field(1, ge=1)
+    current_limit: Annotated[float, Unit("mA", gt=0)]
+    voltage_window: tuple[Voltage, Voltage]
+    bandwidth: int = Field(8, ge=1, le=9)
+
+    @model_validator(mode="after")
+    def _check(self):
+        raise_problems(_range_problems("voltage_window", self.voltage_window, "V"))
+        return self
+
+
+class ChamberConfig(ConfigModel):
+    """The temperature chamber, its range, where it goes when a plan ends, and what counts as stable."""
+
+    kind: str
+    address: str
+    temperature_range: tuple[Temperature, Temperature]
+    safe_setpoint: Temperature
+    # "0.5 degC" would read as an absolute temperature (273.65 K); the bound catches that slip.
+    stability_band: Annotated[float, Unit("K", gt=0, le=20)] = 0.5
+    stability_hold: Annotated[float, Unit("min", ge=0)] = 300.0
+
+    @model_validator(mode="after")
+    def _check(self):
+        problems = _range_problems("temperature_range", self.temperature_range, "degC")
+        low, high = self.temperature_range
+        if not problems and not low <= self.safe_setpoint <= high:
+            problems.append(("safe_setpoint", "must lie inside temperature_range"))
+        raise_problems(problems)
+        return self
+
+
+class RigConfig(ConfigModel):
+    """The stack-pressure rig: pressed area, pressure range, control band, and what to do at the end."""
+
+    kind: str
+    address: str
+    area: Annotated[float, Unit("cm^2", gt=0)]
+    pressure_range: tuple[Pressure, Pressure]
+    band: Annotated[float, Unit("MPa", gt=0)] = 0.1e6
+    on_finish: Literal["hold", "release"] = "hold"
+
+    @model_validator(mode="after")
+    def _check(self):
+        raise_problems(_range_problems("pressure_range", self.pressure_range, "MPa"))
+        return self
+
+
+class Instruments(ConfigModel):
+    """The instruments of a lab, by the role names plans use."""
+
+    potentiostat: PotentiostatConfig
+    chamber: ChamberConfig
+    rig: RigConfig
+
+
+class StorageConfig(ConfigModel):
+    """Where runs are stored: a local folder, and a tiled server (None: an embedded one)."""
+
+    data_dir: str = "data"
+    uri: str | None = None
+
+    @property
+    def data_path(self) -> Path:
+        """Get the data folder; a relative one is taken from the current working directory."""
+        return Path(self.data_dir).expanduser().resolve()
+
+
+class LabConfig(ConfigModel):
+    """A lab file: its instruments, their limits, storage, and whether it is simulated."""
+
+    name: str
+    simulated: bool
+    seed: int = 0
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    instruments: Instruments
+
+
+# =================================================================================================
+# The experiment file
+# =================================================================================================
+
+LITHIUM_MELTING_POINT = 453.65  # K, 180.5 degC
+ELECTRODE_BY_KIND = {"symmetric": "Li", "tracer": "LiMg", "blocking": "Ni"}
+CELL_QUANTITIES = {"thickness": "mm", "electrode_diameter": "mm", "electrode_area": "cm^2"}
+CELL_SI_UNITS = {"thickness": "m", "electrode_diameter": "m", "electrode_area": "m^2"}
+
+
+class Cell(ConfigModel):
+    """The cell in the rig: what it is made of and its geometry (SI), recorded with every run."""
+
+    id: str = Field(min_length=1)
+    kind: Literal["symmetric", "tracer", "blocking"]
+    electrolyte: str = "Li6.4La3Zr1.4Ta0.6O12"
+    thickness: Annotated[float, Unit("mm", gt=0, le=10)]
+    electrode_diameter: Annotated[float | None, Unit("mm", gt=0)] = None
+    electrode_area: Annotated[float | None, Unit("cm^2", gt=0)] = None
+    electrode_material: str | None = Field(None, description="default by kind: symmetric Li, tracer LiMg, blocking Ni")
+    mg_fraction: float | None = Field(None, ge=0, le=1, description="tracer cells only; default 0.10")
+    surface: Literal["lithiophobic", "lithiophilic"] = "lithiophobic"
+    treatment: str | None = None
+    relative_density: float = Field(0.96, gt=0.5, le=1)  # > 0.5 as the simulator requires
+    sim: dict[str, bool | int | float | str] | None = Field(None, description="simulator overrides, checked by it")
+    _written: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _keep_text(cls, data: Any, handler):
+        # Start documents record the quantities as the scientist wrote them, beside the SI values.
+        cell = handler(data)
+        if isinstance(data, dict):
+            cell._written = {k: str(data[k]) for k in CELL_QUANTITIES if data.get(k) is not None}
+        return cell
+
+    @model_validator(mode="after")
+    def _check(self):
+        problems = []
+        if self.electrode_diameter is None and self.electrode_area is None:
+            problems.append((None, "give the electrode size: electrode_diameter (e.g. 2 mm) or electrode_area (e.g. 0.0314 cm^2)"))
+        if self.electrode_diameter is not None and self.electrode_area is not None:
+            problems.append(("electrode_area", "give electrode_diameter or electrode_area, not both"))
+        if self.mg_fraction is not None and self.kind != "tracer":
+            problems.append(("mg_fraction", f"only tracer cells have an Mg fraction, this cell is {self.kind}"))
+        raise_problems(problems)
+        self.electrode_material = self.electrode_material or ELECTRODE_BY_KIND[self.kind]
+        if self.kind == "tracer" and self.mg_fraction is None:
+            self.mg_fraction = 0.10
+        return self
+
+    @property
+    def electrode_area_m2(self) -> float:
+        """Get the area of one electrode, m^2: as given, or the disc of the given diameter."""
+        if self.electrode_area is not None:
+            return self.electrode_area
+        return math.pi * (self.electrode_diameter / 2) ** 2
+
+    @property
+    def contains_lithium(self) -> bool:
+        """Get whether lithium metal is in the cell (Li or Li alloy electrodes, or a tracer's Li counter)."""
+        return self.kind == "tracer" or self.electrode_material.startswith("Li")
+
+    def to_metadata(self) -> dict[str, Any]:
+        """Return the cell as a JSON-serialisable dict: SI values, their units, and the text as written."""
+        written = {
+            name: self._written.get(name) or f"{Unit(display).from_si(getattr(self, name)):g} {display}"
+            for name, display in CELL_QUANTITIES.items()
+            if getattr(self, name) is not None
+        }
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "electrolyte": self.electrolyte,
+            "thickness": self.thickness,
+            "electrode_diameter": self.electrode_diameter,
+            "electrode_area": self.electrode_area_m2,
+            "electrode_material": self.electrode_material,
+            "mg_fraction": self.mg_fraction,
+            "surface": self.surface,
+            "treatment": self.treatment,
+            "relative_density": self.relative_density,
+            "sim": dict(self.sim) if self.sim else None,
+            "units": dict(CELL_SI_UNITS),
+            "as_written": written,
+        }
+
+
+STEP_KEYS = ("plan", "repeat", "label")
+
+
+class Step(BaseModel):
+    """One step of an experiment: a plan, how many times to run it, and its keyword arguments.
+
+    The plan's own arguments are the extra keys; :func:`load_experiment` checks them against a model
+    built from the plan's signature (:func:`build_step_model`) and stores them, in SI, in ``kwargs``.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    plan: str
+    repeat: int = Field(1, ge=1)
+    label: str | None = None
+    _kwargs: dict[str, Any] = PrivateAttr(default_factory=dict)
+    _line: int | None = PrivateAttr(None)
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        """Get the plan's keyword arguments: SI values, defaults from the signature included."""
+        return dict(self._kwargs)
+
+    @property
+    def arguments(self) -> dict[str, Any]:
+        """Get the plan's arguments as written in the file."""
+        return dict(self.model_extra or {})
+
+    @property
+    def line(self) -> int | None:
+        """Get the line of the step in its file."""
+        return self._line
+
+
+class Experiment(ConfigModel):
+    """An experiment file: the cell and the steps to run on it, in order."""
+
+    name: str
+    description: str | None = None
+    lab: str | None = Field(None, description="lab file, relative to this file")
+    cell: Cell
+    steps: list[Step] = Field(min_length=1)
+    _document: Document | None = PrivateAttr(None)
+
+    @property
+    def lab_path(self) -> Path | None:
+        """Get the lab file's path, resolved against the experiment file's folder."""
+        if self.lab is None:
+            return None
+        folder = Path(self._document.path).parent if self._document is not None else Path()
+        return folder / self.lab
+
+    def to_metadata(self) -> dict[str, Any]:
+        """Return the cell metadata for bluesky start documents (see :meth:`Cell.to_metadata`)."""
+        return self.cell.to_metadata()
+
+    def error(self, location: Location, message: str) -> ConfigError:
+        """Return a ConfigError located in this experiment's file (line unknown if built in code)."""
+        if self._document is not None:
+            return self._document.error(location, message)
+        return ConfigError(None, None, dotted(location), message)
+
+
+# =================================================================================================
+# Step models generated from plan signatures
+# =================================================================================================
+
+RUNNER_FILLED = {"electrode_area", "cell_kind"}  # the runner passes these from the cell metadata
+
+
+@functools.cache
+def build_step_model(plan: Callable) -> type[BaseModel]:
+    """Return a pydantic model of the YAML arguments of ``plan``, generated from its signature.
+
+    Every keyword-only parameter except ``md`` and :data:`RUNNER_FILLED` becomes a field with the
+    parameter's type (``Annotated[float, Unit(...)]`` takes quantity text) and default, and its
+    description from the numpydoc "Parameters" section. Positional parameters are devices.
+    """
+    hints = typing.get_type_hints(plan, include_extras=True)
+    docs = parameter_docs(plan)
+    fields = {}
+    for parameter in inspect.signature(plan).parameters.values():
+        if parameter.kind is not inspect.Parameter.KEYWORD_ONLY or parameter.name == "md" or parameter.name in RUNNER_FILLED:
+            continue
+        if parameter.name in STEP_KEYS:
+            raise TypeError(f"plan {plan.__name__}: argument {parameter.name!r} clashes with a step key {STEP_KEYS}")
+        default = ... if parameter.default is inspect.Parameter.empty else parameter.default
+        fields[parameter.name] = (hints.get(parameter.name, Any), Field(default, description=docs.get(parameter.name)))
+    return create_model(
+        f"{plan.__name__}_step", __config__=ConfigDict(extra="forbid"), __doc__=inspect.getdoc(plan), **fields
+    )
+
+
+def parameter_docs(func: Callable) -> dict[str, str]:
+    """Return each parameter's description from a numpydoc "Parameters" section (``a, b : float`` too)."""
+    lines = (inspect.getdoc(func) or "").splitlines()
+    docs: dict[str, str] = {}
+    names: list[str] = []
+    section = None
+    for index, line in enumerate(lines):
+        underline = lines[index + 1].strip() if index + 1 < len(lines) else ""
+        if line.strip() and underline and set(underline) == {"-"}:
+            section, names = line.strip(), []
+        elif section != "Parameters" or not line.strip() or set(line.strip()) == {"-"}:
+            continue
+        elif not line[0].isspace():
+            names = [name.strip() for name in line.split(":")[0].split(",")]
+            docs.update({name: "" for name in names})
+        else:
+            docs.update({name: f"{docs[name]} {line.strip()}".strip() for name in names})
+    return docs
+
+
+def _step_arguments(raw: dict, registry: dict[str, Callable]) -> tuple[dict | None, list[tuple[Location, str]]]:
+    """Validate one step's plan arguments; return their SI values (or None) and the problems."""
+    name = raw["plan"]
+    if name not in registry:
+        known = ", ".join(sorted(registry)) or "(none)"
+        return None, [(("plan",), f"unknown plan {name!r}: known plans are {known}")]
+    model = build_step_model(registry[name])
+    arguments = {k: v for k, v in raw.items() if k not in STEP_KEYS}
+    try:
+        return model.model_validate(arguments).model_dump(), []
+    except ValidationError as err:
+        return None, translate(err, arguments, model, extra_keys=STEP_KEYS)
+
+
+def _check_steps(document: Document, registry: dict[str, Callable]) -> tuple[dict[int, dict], list[ConfigError]]:
+    """Check every step's arguments against its plan; the step headers are the Experiment model's job."""
+    steps = document.data.get("steps") if isinstance(document.data, dict) else None
+    if not isinstance(steps, list):
+        return {}, []
+    arguments, errors = {}, []
+    for index, raw in enumerate(steps):
+        if not isinstance(raw, dict) or not isinstance(raw.get("plan"), str):
+            continue
+        values, problems = _step_arguments(raw, registry)
+        errors += [document.error(("steps", index, *location), message) for location, message in problems]
+        if values is not None:
+            arguments[index] = values
+    return arguments, errors
+
+
+# =================================================================================================
+# Cross-checks against the lab, and loading
+# =================================================================================================
+
+
+def _show(value: float, display: str) -> str:
+    return f"{Unit(display).from_si(value):.4g} {display}"
+
+
+def _temperature_problems(value: float, cell: Cell, lab: LabConfig) -> list[str]:
+    problems = []
+    low, high = lab.instruments.chamber.temperature_range
+    if not low <= value <= high:
+        problems.append(
+            f"{_show(value, 'degC')} is outside the chamber's range [{_show(low, 'degC')}, {_show(high, 'degC')}] "
+            f"(lab {lab.name!r}): choose a temperature inside it"
+        )
+    if cell.contains_lithium and value >= LITHIUM_MELTING_POINT:
+        problems.append(
+            f"{_show(value, 'degC')} would melt the cell's lithium (Li melts at 180.5 degC): keep a cell with "
+            f"{cell.electrode_material} electrodes below 180.5 degC"
+        )
+    return problems
+
+
+def _pressure_problems(value: float, cell: Cell, lab: LabConfig) -> list[str]:
+    low, high = lab.instruments.rig.pressure_range
+    if low <= value <= high:
+        return []
+    return [
+        f"{_show(value, 'MPa')} is outside the rig's range [{_show(low, 'MPa')}, {_show(high, 'MPa')}] "
+        f"(lab {lab.name!r}): choose a pressure inside it"
+    ]
+
+
+def _current_problems(value: float, cell: Cell, lab: LabConfig) -> list[str]:
+    current, limit = abs(value) * cell.electrode_area_m2, lab.instruments.potentiostat.current_limit
+    if current <= limit:
+        return []
+    return [
+        f"{_show(value, 'mA/cm^2')} on {_show(cell.electrode_area_m2, 'cm^2')} is {_show(current, 'mA')}, above the "
+        f"potentiostat's current limit of {_show(limit, 'mA')} (lab {lab.name!r}): lower the current density "
+        f"or use a smaller electrode"
+    ]
+
+
+# Checked for any plan with an argument of that name, so a new plan gets the checks for free.
+LAB_CHECKS: dict[str, Callable[[float, Cell, LabConfig], list[str]]] = {
+    "temperature": _temperature_problems,
+    "pressure": _pressure_problems,
+    "current_density": _current_problems,
+}
+
+
+def check_against_lab(experiment: Experiment, lab: LabConfig) -> list[ConfigError]:
+    """Return every step argument the lab's hardware limits (or the cell's lithium) forbid."""
+    errors = []
+    for index, step in enumerate(experiment.steps):
+        for name, check in LAB_CHECKS.items():
+            value = step.kwargs.get(name)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                errors += [experiment.error(("steps", index, name), m) for m in check(value, experiment.cell, lab)]
+    return errors
+
+
+def load_lab(path: str | Path) -> LabConfig:
+    """Load and validate a lab file.
+
+    Raises
+    ------
+    ConfigErrors
+        Every problem in the file, each with its line and field.
+    """
+    lab, errors = validate(LabConfig, read_yaml(path))
+    if errors:
+        raise ConfigErrors(errors)
+    return lab
+
+
+def load_experiment(
+    path: str | Path, lab: LabConfig | None = None, registry: dict[str, Callable] | None = None
+) -> Experiment:
+    """Load and validate an experiment file, and check it against ``lab``'s limits if given.
+
+    Parameters
+    ----------
+    path : str or Path
+        The experiment file.
+    lab : LabConfig, optional
+        The lab it will run on; its limits are checked with :func:`check_against_lab`.
+    registry : dict, optional
+        Plan names to plan functions (default ``plans.PLANS``).
+
+    Raises
+    ------
+    ConfigErrors
+        Every problem in the file, each with its line and field.
+    """
+    if registry is None:
+        from plans import PLANS as registry  # lazily: labctl.config must import without the plans
+    document = read_yaml(path)
+    experiment, errors = validate(Experiment, document)
+    arguments, step_errors = _check_steps(document, registry)
+    errors += step_errors
+    if experiment is not None and not step_errors:
+        _attach(experiment, document, arguments)
+        errors += _lab_file_problems(experiment)
+        if lab is not None:
+            errors += check_against_lab(experiment, lab)
+    if errors:
+        raise ConfigErrors(errors)
+    return experiment
+
+
+def _attach(experiment: Experiment, document: Document, arguments: dict[int, dict]) -> None:
+    experiment._document = document
+    for index, step in enumerate(experiment.steps):
+        step._kwargs = arguments[index]
+        step._line = document.line(("steps", index))
+
+
+def _lab_file_problems(experiment: Experiment) -> list[ConfigError]:
+    if experiment.lab_path is None or experiment.lab_path.is_file():
+        return []
+    return [experiment.error(("lab",), f"no lab file at {experiment.lab_path} (paths are relative to this file)")]
