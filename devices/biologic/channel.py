@@ -1,0 +1,181 @@
+"""The potentiostat channel as ophyd devices: a flyer for timed techniques, and an impedance meter.
+
+``PotentiostatChannel`` runs OCV, CP and CA as a flyer: ``prepare(technique)``, ``kickoff()``,
+``complete()``, and ``collect`` in pages. Its rows go to an HDF5 file and reach bluesky as
+StreamResource/StreamDatum documents, never one event per point. ``channel.eis`` measures one
+impedance spectrum per ``trigger()``, read as one event with frequency, Z' and Z'' arrays.
+
+The channel talks to a backend with ``start(technique, on_done)``, ``read_rows()``,
+``read_spectrum()`` and ``stop()``: today the in-process simulator; the EClib binding tomorrow.
+``stop()`` and ``pause()`` put the cell at open circuit, keeping everything measured.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from ophyd import Component as Cpt
+from ophyd import Device, Signal
+from ophyd.status import DeviceStatus, Status
+
+from devices.biologic.techniques import GEIS, PEIS
+from devices.common import ClockSignal, finished_status
+from labctl.assets import FieldSpec, HDF5StreamWriter
+
+ROW_FIELDS = {
+    "time": FieldSpec(units="s"),
+    "Ewe": FieldSpec(units="V"),
+    "I": FieldSpec(units="A"),
+    "charge": FieldSpec(units="C"),
+}
+
+
+class ImpedanceMeter(Device):
+    """The channel's impedance measurement: ``prepare(GEIS(...))``, then ``trigger()`` and ``read()``."""
+
+    frequency = Cpt(ClockSignal, value=np.zeros(0), units="Hz", kind="normal")
+    z_real = Cpt(ClockSignal, value=np.zeros(0), units="ohm", kind="normal")
+    z_imag = Cpt(ClockSignal, value=np.zeros(0), units="ohm", kind="normal")
+    ewe_dc = Cpt(ClockSignal, value=0.0, units="V", kind="normal")
+    i_dc = Cpt(ClockSignal, value=0.0, units="A", kind="normal")
+    amplitude = Cpt(Signal, value=0.0, kind="config")
+
+    def prepare(self, technique: GEIS | PEIS) -> Status:
+        """Set the sweep the next ``trigger()`` runs."""
+        if not isinstance(technique, (GEIS, PEIS)):
+            raise TypeError(f"{self.name} measures GEIS or PEIS, not {type(technique).__name__}")
+        self._technique = technique
+        self.amplitude.put(technique.amplitude)
+        return finished_status()
+
+    def trigger(self) -> DeviceStatus:
+        status = DeviceStatus(self)
+        backend = self.parent.backend
+
+        def done(reason: str) -> None:
+            spectrum = backend.read_spectrum()
+            self._store(spectrum)
+            self.parent.end_reason.put(reason)
+            status.set_finished()
+
+        backend.start(self._technique, on_done=done)
+        return status
+
+    def _store(self, spectrum: dict) -> None:
+        stamp = spectrum["time"]
+        for name in ("frequency", "z_real", "z_imag"):
+            getattr(self, name).put(np.asarray(spectrum[name]), timestamp=stamp)
+        self.ewe_dc.put(spectrum["Ewe"], timestamp=stamp)
+        self.i_dc.put(spectrum["I"], timestamp=stamp)
+
+    def stop(self, *, success: bool = False) -> None:
+        self.parent.stop(success=success)
+
+
+class PotentiostatChannel(Device):
+    """One potentiostat channel (BioLogic SP-200) as a flyer plus an impedance meter.
+
+    Parameters
+    ----------
+    backend
+        Driver of the channel (``devices.sim.potentiostat.SimPotentiostat`` in simulation).
+    clock
+        The session clock (timestamps).
+    assets_dir : Path
+        Where the channel writes its HDF5 pages; the storage layer registers them.
+    name : str
+        The device name, which prefixes its data keys.
+    """
+
+    ewe = Cpt(ClockSignal, value=0.0, units="V", kind="hinted")
+    current = Cpt(ClockSignal, value=0.0, units="A", kind="normal")
+    charge = Cpt(ClockSignal, value=0.0, units="C", kind="normal")
+    end_reason = Cpt(Signal, value="", kind="omitted")
+    channel = Cpt(Signal, value=1, kind="config")
+    eis = Cpt(ImpedanceMeter, kind="normal")
+
+    def __init__(self, *, backend, clock, assets_dir: Path, channel: int = 1, name: str, **kwargs):
+        self.backend = backend
+        self.clock = clock
+        self.assets_dir = Path(assets_dir)
+        self._technique = None
+        self._writer: HDF5StreamWriter | None = None
+        self._done_status: DeviceStatus | None = None
+        super().__init__(name=name, **kwargs)
+        self.channel.put(channel)
+
+    # ---- staging: one HDF5 file per run -------------------------------------------------------
+    def stage(self):
+        self._writer = HDF5StreamWriter(self.assets_dir, self.name, ROW_FIELDS)
+        self._writer.open(self.name)
+        self.charge.put(0.0)
+        return super().stage()
+
+    def unstage(self):
+        self.stop()
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        return super().unstage()
+
+    # ---- flyer ---------------------------------------------------------------------------------
+    def prepare(self, technique) -> Status:
+        """Set the timed technique (OCV, CP or CA) the next ``kickoff()`` starts."""
+        if isinstance(technique, (GEIS, PEIS)):
+            raise TypeError("impedance sweeps run on the channel's `eis` device, not as a flyer")
+        self._technique = technique
+        return finished_status()
+
+    def kickoff(self) -> Status:
+        if self._technique is None:
+            raise RuntimeError(f"{self.name}: prepare a technique before kickoff")
+        self._done_status = DeviceStatus(self)
+        self.end_reason.put("")
+        self.backend.start(self._technique, on_done=self._technique_done)
+        return finished_status()
+
+    def _technique_done(self, reason: str) -> None:
+        self.end_reason.put(reason)
+        if self._done_status is not None and not self._done_status.done:
+            self._done_status.set_finished()
+
+    def complete(self) -> DeviceStatus:
+        """Return a status that finishes when the technique ends (its time, a limit, or a stop)."""
+        if self._done_status is None:
+            raise RuntimeError(f"{self.name}: complete() before kickoff()")
+        return self._done_status
+
+    def describe_collect(self):
+        return self._writer.describe()
+
+    def collect_asset_docs(self, index: int | None = None):
+        rows = self.backend.read_rows()
+        if len(rows["time"]) == 0:
+            return
+        page = self._with_charge(rows)
+        self.ewe.put(float(page["Ewe"][-1]), timestamp=float(page["time"][-1]))
+        self.current.put(float(page["I"][-1]), timestamp=float(page["time"][-1]))
+        yield from self._writer.append(page)
+
+    def _with_charge(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Add the charge passed since staging: the integral of I dt over the sampled rows."""
+        step = getattr(self._technique, "sample_interval", 1.0)
+        charge = self.charge.get() + np.cumsum(rows["I"]) * step
+        self.charge.put(float(charge[-1]), timestamp=float(rows["time"][-1]))
+        return {**rows, "charge": charge}
+
+    def get_index(self) -> int:
+        return self._writer.get_index()
+
+    # ---- what the RunEngine calls on stop and pause --------------------------------------------
+    def stop(self, *, success: bool = False) -> None:
+        """Open the circuit; the rows measured so far stay in the backend until collected."""
+        self.backend.stop()
+
+    def pause(self) -> None:
+        """Pausing a cell means open circuit: a paused plating step must not keep plating."""
+        self.backend.stop()
+
+    def resume(self) -> None:
+        """Nothing to restore: the plan starts its next segment after resuming."""

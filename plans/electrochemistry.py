@@ -1,0 +1,255 @@
+"""Electrochemistry plans: rest at open circuit, and galvanostatic plating with operando GEIS."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import bluesky.plan_stubs as bps
+import bluesky.preprocessors as bpp
+
+from devices.biologic.techniques import CP, GEIS, OCV
+from labctl.units import Unit
+from plans.stubs import ENVIRONMENT, open_circuit, plan_metadata, wait_for
+
+POTENTIOSTAT = "potentiostat"
+IMPEDANCE = "impedance"
+
+
+def run_technique(potentiostat, technique, environment, *, page_interval: float, check=None):
+    """Run a timed technique on the channel, collecting a page and the environment every ``page_interval``.
+
+    ``check()`` is a plan returning a reason to stop early (or None); it runs after every page.
+    Returns ``(end_reason, stop_reason)``: why the instrument ended the technique, and why the
+    plan stopped it early, if it did.
+    """
+    yield from bps.prepare(potentiostat, technique, wait=True)
+    yield from bps.kickoff(potentiostat, wait=True)
+    status = yield from bps.complete(potentiostat, wait=False, group="technique")
+    elapsed, stop_reason = 0.0, None
+    while not status.done:
+        step = min(page_interval, technique.duration - elapsed) if technique.duration > elapsed else page_interval
+        yield from bps.sleep(step)
+        elapsed += step
+        yield from bps.collect(potentiostat, name=POTENTIOSTAT)
+        if environment:
+            yield from bps.trigger_and_read(environment, name=ENVIRONMENT)
+        stop_reason = (yield from check()) if check is not None else None
+        if stop_reason:
+            yield from open_circuit(potentiostat)
+    yield from bps.wait(group="technique")
+    yield from bps.collect(potentiostat, name=POTENTIOSTAT)
+    return (yield from bps.rd(potentiostat.end_reason)), stop_reason
+
+
+def measure_impedance(potentiostat, technique):
+    """Run one impedance sweep and store it as one event of the impedance stream."""
+    yield from bps.prepare(potentiostat.eis, technique, wait=True)
+    status = yield from bps.trigger(potentiostat.eis, group="eis")
+    yield from wait_for(status, "eis")
+    yield from bps.create(name=IMPEDANCE)
+    yield from bps.read(potentiostat.eis)
+    yield from bps.save()
+
+
+def rest(
+    potentiostat,
+    chamber=None,
+    rig=None,
+    *,
+    duration: Annotated[float, Unit("min", gt=0)],
+    sample_interval: Annotated[float, Unit("s", gt=0)] = 10.0,
+    page_interval: Annotated[float, Unit("s", gt=0)] = 300.0,
+    md: dict | None = None,
+):
+    """Rest the cell at open circuit, recording its voltage.
+
+    Parameters
+    ----------
+    potentiostat : PotentiostatChannel
+        The channel the cell is on.
+    chamber, rig : optional
+        Recorded alongside in the environment stream.
+    duration : float
+        How long to rest, s (YAML: e.g. ``30 min``).
+    sample_interval : float
+        Time between voltage samples, s.
+    page_interval : float
+        How often measured rows are handed to storage (and the environment read), s.
+    md : dict, optional
+        Extra metadata for the start document.
+    """
+    environment = [d for d in (chamber, rig) if d is not None]
+    args = {"duration": duration, "sample_interval": sample_interval, "page_interval": page_interval}
+    outcome = {}
+
+    def body():
+        yield from bps.open_run(plan_metadata("rest", args, md))
+        yield from bps.declare_stream(potentiostat, name=POTENTIOSTAT, collect=True)
+        end, _ = yield from run_technique(
+            potentiostat, OCV(duration, sample_interval), environment, page_interval=page_interval
+        )
+        outcome["reason"] = f"rest {end} after {duration / 60:g} min"
+        yield from bps.close_run(exit_status="success", reason=outcome["reason"])
+
+    yield from _safely(potentiostat, body())
+    return outcome.get("reason")
+
+
+def plate(
+    potentiostat,
+    chamber=None,
+    rig=None,
+    *,
+    current_density: Annotated[float, Unit("mA/cm^2", gt=0, le=100)],
+    electrode_area: Annotated[float, Unit("cm^2", gt=0)],
+    sample_interval: Annotated[float, Unit("s", gt=0)] = 1.0,
+    geis_interval: Annotated[float, Unit("min", gt=0)] = 900.0,
+    geis_f_max: Annotated[float, Unit("Hz", gt=0, le=7e6)] = 7e6,
+    geis_f_min: Annotated[float, Unit("Hz", gt=0)] = 0.5,
+    geis_amplitude: Annotated[float, Unit("mA/cm^2", gt=0)] = 0.5,
+    geis_points_per_decade: int = 10,
+    max_capacity: Annotated[float | None, Unit("mAh/cm^2", gt=0)] = None,
+    max_duration: Annotated[float, Unit("h", gt=0)] = 86400.0,
+    short_voltage: Annotated[float, Unit("mV", gt=0)] = 0.02,
+    short_hold: Annotated[float, Unit("s", ge=0)] = 60.0,
+    page_interval: Annotated[float, Unit("s", gt=0)] = 60.0,
+    md: dict | None = None,
+):
+    """Plate lithium at constant current with a GEIS spectrum every ``geis_interval``, until a stop.
+
+    Constant-current segments alternate with galvanostatic impedance sweeps whose DC bias is the
+    plating current, so plating never pauses for a measurement (operando GEIS, as in the seed
+    paper). The plan stops at ``max_capacity``, at ``max_duration``, at the channel's voltage
+    limit, or at a short circuit, recording which in the run's stop document. Whatever happens,
+    the cell is left at open circuit.
+
+    Parameters
+    ----------
+    potentiostat : PotentiostatChannel
+        The channel the cell is on; lithium plates on its working electrode (negative current).
+    chamber, rig : optional
+        Read into the environment stream with every page.
+    current_density : float
+        Plating current density, A/m^2 (YAML: e.g. ``0.5 mA/cm^2``).
+    electrode_area : float
+        Electrode area, m^2; filled in from the cell metadata when run from YAML.
+    sample_interval : float
+        Time between voltage samples, s.
+    geis_interval : float
+        Plating time between impedance spectra, s.
+    geis_f_max, geis_f_min : float
+        Sweep limits, Hz (the paper: 7 MHz to 500 mHz).
+    geis_amplitude : float
+        Sine amplitude as a current density, A/m^2 (the paper: 0.05 mA/cm^2).
+    geis_points_per_decade : int
+        Frequencies per decade.
+    max_capacity : float, optional
+        Stop after plating this much charge per area, C/m^2 (YAML: e.g. ``5 mAh/cm^2``).
+    max_duration : float
+        Stop after this long, s.
+    short_voltage, short_hold : float
+        Short-circuit rule: |Ewe| below ``short_voltage`` (V) at page ends spanning
+        ``short_hold`` s. Soft shorts are shorter and do not trip it.
+    page_interval : float
+        How often rows are handed to storage, the environment read and the short rule checked, s.
+    md : dict, optional
+        Extra metadata for the start document.
+    """
+    current = -current_density * electrode_area
+    args = {k: v for k, v in locals().items() if k not in ("potentiostat", "chamber", "rig", "md")}
+    environment = [d for d in (chamber, rig) if d is not None]
+    geis = GEIS(
+        bias=current, amplitude=geis_amplitude * electrode_area, f_max=geis_f_max, f_min=geis_f_min,
+        points_per_decade=geis_points_per_decade,
+    )
+    short = ShortRule(short_voltage, short_hold)
+    outcome = {}
+
+    def capacity():
+        charge = yield from bps.rd(potentiostat.charge)
+        return abs(charge) / electrode_area
+
+    def body():
+        yield from bps.open_run(plan_metadata("plate", args, md))
+        yield from bps.declare_stream(potentiostat, name=POTENTIOSTAT, collect=True)
+        yield from measure_impedance(potentiostat, GEIS(**{**geis.__dict__, "bias": 0.0}))
+        elapsed = 0.0
+        while True:
+            plated = yield from capacity()
+            by_time, by_capacity = _time_left(plated, elapsed, max_capacity, max_duration, current_density)
+            segment = min(geis_interval, by_time, by_capacity)
+            if segment < sample_interval:  # less than one sample left: a limit is reached
+                reason = _capacity_reason(plated) if by_capacity <= by_time else _time_reason(elapsed)
+                break
+            end, stop = yield from run_technique(
+                potentiostat, CP(current, segment, sample_interval), environment,
+                page_interval=page_interval, check=lambda: short.check(potentiostat),
+            )
+            elapsed += segment
+            yield from measure_impedance(potentiostat, geis)
+            reason = stop or _limit_reason(end, (yield from capacity()), max_capacity, elapsed, max_duration)
+            if reason:
+                break
+        outcome["reason"] = reason
+        yield from bps.close_run(exit_status="success", reason=reason)
+
+    yield from _safely(potentiostat, body())
+    return outcome.get("reason")
+
+
+class ShortRule:
+    """The simple short-circuit rule: the voltage has collapsed and stayed collapsed.
+
+    |Ewe| below ``threshold`` at page ends spanning at least ``hold`` seconds. The analysis issue
+    replaces it with a rule on the fitted impedance.
+    """
+
+    def __init__(self, threshold: float, hold: float):
+        self.threshold, self.hold = threshold, hold
+        self.since = None
+
+    def check(self, potentiostat):
+        voltage = yield from bps.rd(potentiostat.ewe)
+        now = potentiostat.ewe.timestamp  # the time of that sample, on the session clock
+        if abs(voltage) >= self.threshold:
+            self.since = None
+            return None
+        self.since = now if self.since is None else self.since
+        if now - self.since >= self.hold:
+            return (
+                f"short circuit: |Ewe| = {abs(voltage) * 1e3:.2f} mV below {self.threshold * 1e3:g} mV "
+                f"since {self.since:.0f} (epoch s)"
+            )
+        return None
+
+
+def _time_left(plated: float, elapsed: float, max_capacity, max_duration: float, density: float) -> tuple:
+    """Return the plating time left before the time limit and before the capacity limit, s."""
+    by_capacity = (max_capacity - plated) / density if max_capacity is not None else float("inf")
+    return max_duration - elapsed, by_capacity
+
+
+def _limit_reason(end: str, plated: float, max_capacity, elapsed: float, max_duration: float) -> str | None:
+    """Say which limit ended plating after a segment, or None to go on."""
+    if end == "voltage limit":
+        return "voltage limit of the potentiostat reached"
+    if max_capacity is not None and plated >= max_capacity * (1 - 1e-9):
+        return _capacity_reason(plated)
+    if elapsed >= max_duration * (1 - 1e-9):
+        return _time_reason(elapsed)
+    return None
+
+
+def _capacity_reason(plated: float) -> str:
+    return f"capacity reached: {Unit('mAh/cm^2').from_si(plated):.3f} mAh/cm^2"
+
+
+def _time_reason(elapsed: float) -> str:
+    return f"time limit reached: {elapsed / 3600:.2f} h"
+
+
+def _safely(potentiostat, plan):
+    """Stage the channel for the run and leave the cell at open circuit whatever happens."""
+    return (
+        yield from bpp.finalize_wrapper(bpp.stage_wrapper(plan, [potentiostat]), open_circuit(potentiostat))
+    )

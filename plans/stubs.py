@@ -1,0 +1,39 @@
+"""Plan stubs shared by the experiment plans: waiting on the session clock, recording the environment."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import bluesky.plan_stubs as bps
+from bluesky.utils import Msg
+
+ENVIRONMENT = "environment"
+
+
+def wait_recording(status, readables: Iterable[Any], interval: float, group: str):
+    """Wait for ``status``, reading ``readables`` into the environment stream every ``interval`` s.
+
+    Time passes through ``bps.sleep``, so on the virtual clock the wait takes no wall time and on
+    the wall clock the RunEngine stays responsive to pause and stop between readings.
+    """
+    readables = list(readables)
+    while not status.done:
+        yield from bps.sleep(interval)
+        if readables:
+            yield from bps.trigger_and_read(readables, name=ENVIRONMENT)
+    yield from bps.wait(group=group)
+
+
+def wait_for(status, group: str, poll: float = 1.0):
+    """Wait for ``status`` by sleeping in ``poll`` steps (see :func:`wait_recording`)."""
+    yield from wait_recording(status, [], poll, group)
+
+
+def open_circuit(potentiostat):
+    """Put the cell at open circuit: the RunEngine calls the channel's ``stop()``."""
+    yield Msg("stop", potentiostat)
+
+
+def plan_metadata(name: str, args: dict[str, Any], md: dict | None, **extra) -> dict:
+    """Return start-document metadata in bluesky's convention (plan_name, plan_args) plus ``md``."""
+    return {"plan_name": name, "plan_args": args, **extra, **(md or {})}
