@@ -1,0 +1,544 @@
+"""Where runs go: a journal on local disk first, then databroker (tiled) in the background.
+
+``Storage.open(data_dir)`` starts an embedded tiled server whose catalog (SQLite) lives in
+``data_dir/tiled``, so runs persist across processes; ``Storage.open(data_dir, uri)`` uses a
+remote one instead. Subscribe ``storage.callback`` to a RunEngine: every document is first
+appended to ``data_dir/journal/<start uid>.jsonl`` (flushed at once), then handed to a
+background thread that feeds it to ``bluesky_tiled_plugins.TiledWriter``. A slow or dead server
+therefore never stalls or breaks the RunEngine; a run that could not be delivered keeps a
+``<start uid>.pending`` marker next to its journal, which holds every document.
+
+Devices with long time series write them as HDF5 pages under ``storage.assets_dir`` (see
+:mod:`labctl.assets`); the server reads those files in place.
+
+Reading a run back as xarray, in two lines::
+
+    storage = Storage.open("data")                   # or Storage.open("data", "http://host:8000/api/v1?api_key=...")
+    ds = storage.catalog[uid]["primary"].read()      # xarray.Dataset; run.primary.read() works too
+
+Finding runs: ``storage.runs()`` (summaries, newest first), ``storage.search_cell("LLZO-7")``
+(a catalog node of that cell's runs), ``storage.catalog.search(Key("start.plan_name") == "plate")``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+#: Child node of the tiled root that holds the runs; it carries the spec that makes the tiled
+#: client a ``CatalogOfBlueskyRuns`` (uid/scan_id lookup, bluesky queries).
+RUNS_NODE = "runs"
+CATALOG_SPEC = ("CatalogOfBlueskyRuns", "3.0")
+
+# Journal durability. Every document is written and flushed to the OS at once, so a crash of
+# this process loses nothing. fsync (surviving a power cut) costs 1-10 ms on an SSD, far more on
+# SD cards or network disks, and an event-per-point plan can emit thousands of documents a second;
+# so fsync always on the documents everything else depends on, and otherwise once 100 documents
+# or 1 s have accumulated, whichever comes first. At the lab's real rates (a page or a reading
+# every few seconds or minutes) that means every document is fsynced; in a burst a power cut
+# loses at most 1 s or 100 documents.
+FSYNC_DOCUMENTS = frozenset({"start", "stop", "descriptor", "resource", "stream_resource"})
+FSYNC_EVERY_DOCS = 100
+FSYNC_EVERY_SECONDS = 1.0
+
+
+def _jsonable(obj: Any) -> Any:
+    """``json.dumps`` fallback: numpy arrays become lists, numpy scalars Python numbers."""
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
+
+
+def _iso(timestamp: float | None) -> str | None:
+    """Local time with its UTC offset, to the second."""
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp).astimezone().isoformat(timespec="seconds")
+
+
+# ---- journal ----------------------------------------------------------------------------------
+class Journal:
+    """Append-only local copy of every document: one newline-delimited JSON file per run.
+
+    Each line is ``{"name": ..., "doc": ...}`` (the format of bluesky-tiled-plugins'
+    ``JSONLinesWriter``), so a journal can be replayed into any document consumer.
+
+    Parameters
+    ----------
+    directory : Path
+        The journal directory; ``<start uid>.jsonl`` per run, ``<start uid>.pending`` while the
+        run has not been confirmed delivered to the server.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._files: dict[str, IO[str]] = {}
+        self._run_of: dict[str, str] = {}  # descriptor / resource uid -> start uid
+        self._unsynced: dict[str, int] = {}
+        self._last_sync: dict[str, float] = {}
+        self._current_run: str | None = None
+
+    def path(self, run_uid: str) -> Path:
+        """The journal file of a run."""
+        return self.directory / f"{run_uid}.jsonl"
+
+    def write(self, name: str, doc: dict) -> tuple[str | None, str]:
+        """Append one document; return (start uid of its run or None, the JSON line written)."""
+        line = json.dumps({"name": name, "doc": doc}, default=_jsonable)
+        with self._lock:
+            run_uid = self._route(name, doc)
+            if run_uid is None:
+                logger.warning("journal: %s document %s belongs to no open run", name, doc.get("uid"))
+                self._append_unrouted(line)
+                return None, line
+            file = self._files.get(run_uid) or self._open(run_uid)
+            file.write(line + "\n")
+            file.flush()
+            self._maybe_fsync(run_uid, name, file)
+            if name == "stop":
+                self._close_run(run_uid)
+        return run_uid, line
+
+    def _route(self, name: str, doc: dict) -> str | None:
+        """The start uid a document belongs to; remembers descriptors and resources."""
+        if name == "start":
+            self._current_run = doc["uid"]
+            return doc["uid"]
+        if name in ("descriptor", "resource", "stream_resource"):
+            run_uid = doc.get("run_start") or self._current_run
+            self._run_of[doc["uid"]] = run_uid
+            return run_uid
+        if name == "stop":
+            return doc.get("run_start")
+        parent = doc.get("descriptor") or doc.get("resource") or doc.get("stream_resource")
+        return self._run_of.get(parent, self._current_run)
+
+    def _open(self, run_uid: str) -> IO[str]:
+        file = open(self.path(run_uid), "a", encoding="utf-8")
+        self._files[run_uid] = file
+        self._unsynced[run_uid] = 0
+        self._last_sync[run_uid] = time.monotonic()
+        self.mark_pending(run_uid, "not yet confirmed by the server")
+        # Make the new file's directory entry durable too.
+        dir_fd = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+        return file
+
+    def _maybe_fsync(self, run_uid: str, name: str, file: IO[str]) -> None:
+        self._unsynced[run_uid] += 1
+        now = time.monotonic()
+        if (
+            name in FSYNC_DOCUMENTS
+            or self._unsynced[run_uid] >= FSYNC_EVERY_DOCS
+            or now - self._last_sync[run_uid] >= FSYNC_EVERY_SECONDS
+        ):
+            os.fsync(file.fileno())
+            self._unsynced[run_uid] = 0
+            self._last_sync[run_uid] = now
+
+    def _close_run(self, run_uid: str) -> None:
+        self._files.pop(run_uid).close()
+        self._unsynced.pop(run_uid, None)
+        self._last_sync.pop(run_uid, None)
+        self._run_of = {key: run for key, run in self._run_of.items() if run != run_uid}
+        if self._current_run == run_uid:
+            self._current_run = None
+
+    def _append_unrouted(self, line: str) -> None:
+        with open(self.directory / "unrouted.jsonl", "a", encoding="utf-8") as file:
+            file.write(line + "\n")
+
+    # ---- delivery state ----------------------------------------------------------------------
+    def mark_pending(self, run_uid: str, reason: str) -> None:
+        """Record that a run is not (or not completely) in the server, and why."""
+        marker = self.directory / f"{run_uid}.pending"
+        marker.write_text(json.dumps({"uid": run_uid, "reason": reason, "time": _iso(time.time())}) + "\n")
+
+    def mark_delivered(self, run_uid: str) -> None:
+        """Remove the pending marker of a run the server has confirmed."""
+        (self.directory / f"{run_uid}.pending").unlink(missing_ok=True)
+
+    def pending(self) -> dict[str, str]:
+        """Runs not confirmed delivered: start uid -> reason."""
+        found = {}
+        for marker in sorted(self.directory.glob("*.pending")):
+            try:
+                found[marker.stem] = json.loads(marker.read_text())["reason"]
+            except (OSError, ValueError, KeyError):
+                found[marker.stem] = "unreadable marker"
+        return found
+
+    def read(self, run_uid: str) -> list[tuple[str, dict]]:
+        """All documents of a run, in the order they were written."""
+        with open(self.path(run_uid), encoding="utf-8") as file:
+            return [(entry["name"], entry["doc"]) for entry in map(json.loads, file)]
+
+    def close(self) -> None:
+        """fsync and close the files of runs still open (a run interrupted by closing)."""
+        with self._lock:
+            for file in self._files.values():
+                file.flush()
+                os.fsync(file.fileno())
+                file.close()
+            self._files.clear()
+
+
+# ---- delivery ---------------------------------------------------------------------------------
+_STOP = object()
+
+
+def coalesce_stream_datums(items: list[tuple[str | None, str, str]]) -> list[tuple[str | None, str, dict]]:
+    """Parse queued (run uid, name, JSON line) items, merging stream datums that continue each other.
+
+    Every stream datum the ``TiledWriter`` receives costs one request to the server (tens of ms).
+    When the server keeps up, the queue holds one document at a time and each page is delivered
+    as soon as it is collected; when it falls behind (a burst, a slow server), the pages that
+    piled up meanwhile go over as one range per field. A merged datum takes the place of the
+    first one it absorbs, which already follows its stream resource and descriptor; documents of
+    other kinds keep their order.
+    """
+    merged: list[tuple[str | None, str, dict]] = []
+    open_datums: dict[str, int] = {}  # stream_resource uid -> position in `merged`
+    for run_uid, name, line in items:
+        doc = json.loads(line)["doc"]
+        if name == "stream_datum":
+            position = open_datums.get(doc["stream_resource"])
+            if position is not None and _continues(merged[position][2], doc):
+                merged[position] = (run_uid, name, _joined(merged[position][2], doc))
+                continue
+            open_datums[doc["stream_resource"]] = len(merged)
+        merged.append((run_uid, name, doc))
+    return merged
+
+
+def _continues(first: dict, second: dict) -> bool:
+    return (
+        first["descriptor"] == second["descriptor"]
+        and first["indices"]["stop"] == second["indices"]["start"]
+        and first["seq_nums"]["stop"] == second["seq_nums"]["start"]
+    )
+
+
+def _joined(first: dict, second: dict) -> dict:
+    return {
+        **second,
+        "indices": {"start": first["indices"]["start"], "stop": second["indices"]["stop"]},
+        "seq_nums": {"start": first["seq_nums"]["start"], "stop": second["seq_nums"]["stop"]},
+    }
+
+
+class _Delivery:
+    """A thread that feeds journaled documents to one ``TiledWriter`` per run.
+
+    Failures are contained per run: the first error is logged, the run is marked pending in the
+    journal and its later documents are skipped (the server copy is incomplete; the journal is
+    not). The next run tries again, reconnecting if needed.
+    """
+
+    def __init__(self, connect, journal: Journal, batch_size: int) -> None:
+        self._connect = connect  # () -> tiled client of the runs node, include_data_sources
+        self._journal = journal
+        self._batch_size = batch_size
+        self._client = None
+        self._writers: dict[str, Any] = {}
+        self.failed: dict[str, str] = {}
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._outstanding = 0
+        self._idle = threading.Condition()
+        # A daemon thread: if the interpreter exits while the server hangs, do not hang with it;
+        # everything undelivered is in the journal.
+        self._thread = threading.Thread(target=self._loop, name="labctl-storage-delivery", daemon=True)
+        self._thread.start()
+
+    def submit(self, run_uid: str | None, name: str, line: str) -> None:
+        with self._idle:
+            self._outstanding += 1
+        self._queue.put((run_uid, name, line))
+
+    def wait(self, timeout: float) -> bool:
+        """Wait until every submitted document has been processed; False on timeout."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._outstanding == 0, timeout)
+
+    def stop(self, timeout: float) -> None:
+        self._queue.put(_STOP)
+        self._thread.join(timeout)
+
+    def close_client(self) -> None:
+        if self._client is not None:
+            self._client.context.close()
+            self._client = None
+
+    def _loop(self) -> None:
+        while True:
+            batch = self._take_waiting()
+            items = [item for item in batch if item is not _STOP]
+            try:
+                for run_uid, name, doc in coalesce_stream_datums(items):
+                    self._deliver(run_uid, name, doc)
+            except Exception:  # never let the thread die: later runs must still be delivered
+                logger.exception("storage: unexpected error delivering documents")
+            finally:
+                with self._idle:
+                    self._outstanding -= len(items)
+                    self._idle.notify_all()
+            if len(items) < len(batch):
+                return
+
+    def _take_waiting(self) -> list:
+        """Block for one item, then take every item already queued behind it."""
+        batch = [self._queue.get()]
+        while True:
+            try:
+                batch.append(self._queue.get_nowait())
+            except queue.Empty:
+                return batch
+
+    def _deliver(self, run_uid: str | None, name: str, doc: dict) -> None:
+        if run_uid is None or run_uid in self.failed:
+            return
+        try:
+            if name == "start":
+                self._writers[run_uid] = self._new_writer()
+            writer = self._writers.get(run_uid)
+            if writer is None:
+                raise RuntimeError(f"{name} document of run {run_uid} arrived without its start")
+            writer(name, doc)
+        except Exception as error:
+            self._fail(run_uid, name, error)
+            return
+        if name == "stop":
+            del self._writers[run_uid]
+            self._journal.mark_delivered(run_uid)
+
+    def _new_writer(self):
+        from bluesky_tiled_plugins import TiledWriter
+
+        if self._client is None:
+            self._client = self._connect()
+        return TiledWriter(self._client, batch_size=self._batch_size)
+
+    def _fail(self, run_uid: str, name: str, error: Exception) -> None:
+        reason = f"delivery of its {name} document failed: {error!r}"
+        logger.error("storage: run %s stays in the journal only; %s", run_uid, reason, exc_info=error)
+        self.failed[run_uid] = reason
+        self._writers.pop(run_uid, None)
+        self._journal.mark_pending(run_uid, reason)
+
+
+# ---- storage ----------------------------------------------------------------------------------
+class Storage:
+    """Journal plus databroker (tiled): where a session's documents go and where runs are read.
+
+    Use :meth:`open`; do not construct directly.
+
+    Attributes
+    ----------
+    data_dir : Path
+        Root of everything below.
+    assets_dir : Path
+        ``data_dir/assets``: where devices write HDF5 pages; readable by the embedded server.
+    journal_dir : Path
+        ``data_dir/journal``: the local append-only copy of every document.
+    uri : str
+        The tiled server's URI (the embedded server's includes its API key).
+    server : tiled.server.SimpleTiledServer or None
+        The embedded server, None when connected to a remote one.
+    """
+
+    def __init__(self, data_dir: Path, uri: str, server=None, *, batch_size: int = 1) -> None:
+        self.data_dir = Path(data_dir)
+        self.assets_dir = self.data_dir / "assets"
+        self.journal_dir = self.data_dir / "journal"
+        self.assets_dir.mkdir(parents=True, exist_ok=True)
+        self.uri = uri
+        self.server = server
+        self.journal = Journal(self.journal_dir)
+        self._catalog = None
+        self._catalog_lock = threading.Lock()
+        self._delivery = _Delivery(self._connect_writer, self.journal, batch_size)
+        self._closed = False
+
+    @classmethod
+    def open(cls, data_dir: Path | str, uri: str | None = None, *, batch_size: int = 1) -> Storage:
+        """Open the storage under ``data_dir``, with an embedded tiled server unless ``uri`` is given.
+
+        Parameters
+        ----------
+        data_dir : Path or str
+            Journal, assets and (embedded) catalog directory; created if missing.
+        uri : str, optional
+            A remote tiled server, e.g. ``http://host:8000/api/v1?api_key=secret``, pointing at
+            the root or at a catalog of bluesky runs. It is contacted only when needed, so an
+            unreachable server does not prevent running experiments.
+        batch_size : int
+            Events or stream rows the ``TiledWriter`` gathers before writing. 1 (the default)
+            makes every document visible in the catalog as soon as it is delivered, which suits
+            live monitoring at the lab's rates; raise it for bulk imports.
+        """
+        data_dir = Path(data_dir).resolve()
+        if uri is not None:
+            return cls(data_dir, uri, batch_size=batch_size)
+        from tiled.server import SimpleTiledServer
+
+        (data_dir / "assets").mkdir(parents=True, exist_ok=True)
+        server = SimpleTiledServer(directory=data_dir / "tiled", readable_storage=[data_dir / "assets"])
+        try:
+            storage = cls(data_dir, server.uri, server, batch_size=batch_size)
+            storage.catalog  # creates the runs node on first use of this data_dir
+        except BaseException:
+            server.close()
+            raise
+        return storage
+
+    # ---- connections -------------------------------------------------------------------------
+    def _connect(self):
+        """A new client (own HTTP connection pool) of the catalog of runs, created if missing."""
+        from tiled.client import from_uri
+        from tiled.structures.core import Spec
+
+        # The embedded server is on loopback: ignore any HTTP(S)_PROXY of the environment.
+        root = from_uri(self.uri, trust_env=self.server is None)
+        try:
+            if any(spec.name == CATALOG_SPEC[0] for spec in root.specs):
+                return root
+            if RUNS_NODE not in root:
+                try:
+                    return root.create_container(RUNS_NODE, specs=[Spec(*CATALOG_SPEC)])
+                except Exception:
+                    # Another process may have created it in between; if not, re-raise.
+                    if RUNS_NODE not in root:
+                        raise
+            return root[RUNS_NODE]
+        except BaseException:
+            root.context.close()
+            raise
+
+    def _connect_writer(self):
+        """The delivery thread's own client (``TiledWriter`` needs data sources included)."""
+        return self._connect().include_data_sources()
+
+    @property
+    def catalog(self):
+        """The catalog of runs (``CatalogOfBlueskyRuns``): ``catalog[uid]`` is a ``BlueskyRun``.
+
+        Raises if the server cannot be reached.
+        """
+        with self._catalog_lock:
+            if self._catalog is None:
+                self._catalog = self._connect()
+            return self._catalog
+
+    # ---- writing -----------------------------------------------------------------------------
+    def callback(self, name: str, doc: dict) -> None:
+        """RunEngine subscriber: journal the document, then queue it for the server.
+
+        Never raises because of the server; raises only if the journal cannot be written, which
+        must stop an experiment (nothing would be recorded).
+        """
+        run_uid, line = self.journal.write(name, doc)
+        self._delivery.submit(run_uid, name, line)
+
+    def flush(self, timeout: float = 60) -> bool:
+        """Wait until every document so far has been processed by the delivery thread.
+
+        Returns
+        -------
+        bool
+            True if the queue drained within ``timeout`` and every run of this session reached
+            the server; False if some documents are still only in the journal.
+        """
+        drained = self._delivery.wait(timeout)
+        return drained and not self._delivery.failed
+
+    def pending(self) -> dict[str, str]:
+        """Runs whose journal is not (completely) in the server: start uid -> reason."""
+        return self.journal.pending()
+
+    def close(self, timeout: float = 60) -> None:
+        """Flush (up to ``timeout``), stop the delivery thread and the embedded server."""
+        if self._closed:
+            return
+        self._closed = True
+        if not self.flush(timeout):
+            logger.warning("storage: closing with runs only in the journal: %s", sorted(self.pending()))
+        self._delivery.stop(timeout)
+        self._delivery.close_client()
+        self.journal.close()
+        if self._catalog is not None:
+            self._catalog.context.close()
+            self._catalog = None
+        if self.server is not None:
+            self.server.close()
+
+    def __enter__(self) -> Storage:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ---- reading -----------------------------------------------------------------------------
+    def find(self, uid: str):
+        """The ``BlueskyRun`` with this (possibly partial, at least 5 characters) start uid."""
+        return self.catalog[uid]
+
+    def search_cell(self, cell_id: str):
+        """The runs of one cell (start document ``cell.id``), a catalog node, newest first."""
+        from tiled.queries import Key
+
+        return self.catalog.search(Key("start.cell.id") == cell_id).sort(("start.time", -1))
+
+    def runs(self, limit: int | None = None, node=None) -> list[dict]:
+        """Summaries of the runs, newest first.
+
+        Parameters
+        ----------
+        limit : int, optional
+            At most this many.
+        node : optional
+            A catalog node to summarise instead of the whole catalog (e.g. ``search_cell(...)``).
+
+        Returns
+        -------
+        list of dict
+            ``uid``, ``plan_name``, ``cell_id``, ``start`` (ISO 8601), ``exit_status`` and
+            ``reason`` (None while the run is open) and ``num_events`` per stream (from the stop
+            document; None while open).
+        """
+        node = (self.catalog if node is None else node).sort(("start.time", -1))
+        items = node.items() if limit is None else node.items()[:limit]
+        return [_summary(run.metadata) for _, run in items]
+
+
+def _summary(metadata: dict) -> dict:
+    start, stop = metadata.get("start") or {}, metadata.get("stop") or {}
+    cell = start.get("cell")
+    return {
+        "uid": start.get("uid"),
+        "plan_name": start.get("plan_name"),
+        "cell_id": cell.get("id") if isinstance(cell, dict) else None,
+        "start": _iso(start.get("time")),
+        "exit_status": stop.get("exit_status"),
+        "reason": stop.get("reason") if stop else None,
+        "num_events": stop.get("num_events") if stop else None,
+    }

@@ -1,0 +1,303 @@
+"""Storage and stream assets: RunEngine -> journal -> tiled, and back as xarray.
+
+One embedded tiled server serves the module (starting one takes a few seconds); the tests that
+need their own data directory (persistence, an unreachable server) open their own.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import bluesky.plan_stubs as bps
+import bluesky.preprocessors as bpp
+import h5py
+import numpy as np
+import pytest
+from bluesky import RunEngine
+from bluesky.protocols import Collectable, Flyable, WritesStreamAssets
+from ophyd import Signal
+from ophyd.sim import SynSignal
+
+from labctl.assets import FieldSpec, HDF5StreamWriter
+from labctl.storage import Storage
+
+FIELDS = {
+    "time": FieldSpec(units="s"),
+    "Ewe": FieldSpec(units="V"),
+    "I": FieldSpec(units="A"),
+    "charge": FieldSpec(units="C"),
+}
+CELL = {"id": "LLZO-7", "electrolyte": "LLZO"}
+
+
+# ---- a minimal flyer: what the RunEngine asks of a device that writes stream assets -----------
+class DoneStatus:
+    """A status that is already finished (the bluesky ``Status`` protocol)."""
+
+    done = True
+    success = True
+
+    def add_callback(self, callback):
+        callback(self)
+
+    def exception(self, timeout=None):
+        return None
+
+
+class PageFlyer:
+    """Ophyd-free flyer: each ``collect`` writes the next prepared page and yields its documents.
+
+    Like the potentiostat channel, it reads what was measured when it is collected.
+    """
+
+    parent = None
+
+    def __init__(self, writer: HDF5StreamWriter, pages: list[dict[str, np.ndarray]]):
+        self.name = writer.stream_name
+        self.writer = writer
+        self.pages = list(pages)
+
+    def stage(self):
+        self.writer.open("test")
+        return [self]
+
+    def unstage(self):
+        self.writer.close()
+        return [self]
+
+    def kickoff(self):
+        return DoneStatus()
+
+    def complete(self):
+        return DoneStatus()
+
+    def describe_collect(self):
+        return self.writer.describe()
+
+    def collect_asset_docs(self, index=None):
+        if self.pages:
+            yield from self.writer.append(self.pages.pop(0))
+
+    def get_index(self):
+        return self.writer.get_index()
+
+
+def make_pages(n_pages: int, rows: int, seed: int = 0) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    pages = []
+    for k in range(n_pages):
+        t = np.arange(k * rows, (k + 1) * rows, dtype=float)
+        current = rng.normal(1e-4, 1e-6, rows)
+        pages.append({"time": t, "Ewe": rng.normal(0.05, 0.01, rows), "I": current, "charge": np.cumsum(current)})
+    return pages
+
+
+def concat(pages, field):
+    return np.concatenate([page[field] for page in pages])
+
+
+def cycling_plan(flyer, signals, temperatures, *, md, reason=None, fail_after=None):
+    """A run with a primary stream (one event per temperature) and the flyer's stream."""
+    temperature, synthetic = signals
+
+    @bpp.stage_decorator([flyer])
+    def body():
+        yield from bps.open_run(md=md)
+        yield from bps.declare_stream(flyer, name=flyer.name, collect=True)
+        yield from bps.kickoff(flyer, wait=True)
+        for step, value in enumerate(temperatures):
+            if fail_after is not None and step == fail_after:
+                raise RuntimeError("chamber over temperature")
+            yield from bps.mv(temperature, value)
+            yield from bps.trigger_and_read([temperature, synthetic])
+            yield from bps.collect(flyer, name=flyer.name)
+        yield from bps.complete(flyer, wait=True)
+        return (yield from bps.close_run(exit_status="success" if reason else None, reason=reason))
+
+    return body()
+
+
+# ---- fixtures --------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def storage(tmp_path_factory):
+    storage = Storage.open(tmp_path_factory.mktemp("data"))
+    try:
+        yield storage
+    finally:
+        storage.close()
+
+
+@pytest.fixture
+def signals():
+    temperature = Signal(name="temperature", value=298.15)
+    synthetic = SynSignal(func=lambda: 2.5, name="pressure")
+    return temperature, synthetic
+
+
+@pytest.fixture
+def record(storage, signals):
+    """Run a cycling plan into ``storage``; return (uid, pages, temperatures, documents seen)."""
+
+    def run(n_pages=3, rows=7, *, target=storage, reason=None, fail_after=None, cell=CELL):
+        RE = RunEngine({})
+        seen = []
+        RE.subscribe(target.callback)
+        RE.subscribe(lambda name, doc: seen.append((name, json.loads(json.dumps(doc, default=_plain)))))
+        pages = make_pages(n_pages, rows)
+        flyer = PageFlyer(HDF5StreamWriter(target.assets_dir, "cycler", FIELDS, chunk_rows=8), pages)
+        temperatures = [298.15 + 5.0 * k for k in range(n_pages)]
+        md = {"plan_name": "cycling", "cell": cell}
+        plan = cycling_plan(flyer, signals, temperatures, md=md, reason=reason, fail_after=fail_after)
+        uids = RE(plan)
+        uid = uids[0] if uids else next(doc["uid"] for name, doc in seen if name == "start")
+        return uid, make_pages(n_pages, rows), temperatures, seen
+
+    return run
+
+
+def _plain(obj):
+    return obj.tolist() if hasattr(obj, "tolist") else str(obj)
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# ---- HDF5StreamWriter on its own --------------------------------------------------------------
+def test_writer_documents_and_file(tmp_path):
+    writer = HDF5StreamWriter(tmp_path, "cycler", FIELDS, chunk_rows=4)
+    flyer = PageFlyer(writer, [])
+    assert isinstance(flyer, Flyable) and isinstance(flyer, Collectable)
+    assert isinstance(flyer, WritesStreamAssets)
+
+    keys = writer.describe()
+    assert set(keys) == {"cycler_time", "cycler_Ewe", "cycler_I", "cycler_charge"}
+    assert keys["cycler_Ewe"] == {
+        "source": "hdf5:cycler/data/Ewe", "dtype": "number", "dtype_numpy": "<f8",
+        "shape": [], "units": "V", "external": "STREAM:",
+    }
+
+    path = writer.open("run-1")
+    pages = make_pages(3, 5)
+    first = writer.append(pages[0])
+    assert [name for name, _ in first] == ["stream_resource"] * 4 + ["stream_datum"] * 4
+    resources = {doc["data_key"]: doc for name, doc in first if name == "stream_resource"}
+    assert resources["cycler_I"]["parameters"]["dataset"] == "/data/I"
+    assert resources["cycler_I"]["mimetype"] == "application/x-hdf5"
+    assert resources["cycler_I"]["uri"] == "file://localhost" + str(path)
+
+    second = writer.append(pages[1])
+    assert [name for name, _ in second] == ["stream_datum"] * 4
+    assert writer.append({field: np.empty(0) for field in FIELDS}) == []
+    third = writer.append(pages[2])
+    for docs, (start, stop) in ((first, (0, 5)), (second, (5, 10)), (third, (10, 15))):
+        for name, doc in docs:
+            if name == "stream_datum":
+                assert doc["indices"] == {"start": start, "stop": stop}
+                # The RunEngine fills these; it refuses stream datums that already carry them.
+                assert doc["seq_nums"] == {"start": 0, "stop": 0} and doc["descriptor"] == ""
+    assert writer.get_index() == 15
+
+    # The rows are in the file as soon as append() returns, readable while it is still open.
+    with h5py.File(path, "r", swmr=True, libver="latest") as file:
+        np.testing.assert_array_equal(file["/data/charge"][:], concat(pages, "charge"))
+    writer.close()
+
+
+def test_writer_rejects_bad_pages(tmp_path):
+    writer = HDF5StreamWriter(tmp_path, "cycler", FIELDS)
+    with pytest.raises(RuntimeError):
+        writer.append(make_pages(1, 3)[0])
+    writer.open("x")
+    page = make_pages(1, 3)[0]
+    with pytest.raises(ValueError, match="missing"):
+        writer.append({k: v for k, v in page.items() if k != "I"})
+    with pytest.raises(ValueError, match="same length"):
+        writer.append({**page, "I": np.zeros(2)})
+    writer.close()
+
+
+# ---- round trip through the RunEngine and tiled -----------------------------------------------
+def test_round_trip_as_xarray(storage, record):
+    uid, pages, temperatures, _ = record(n_pages=4, rows=9)
+    assert storage.flush(timeout=30)
+
+    run = storage.catalog[uid]
+    primary = run["primary"].read()
+    np.testing.assert_array_equal(primary["temperature"].values, temperatures)
+    np.testing.assert_array_equal(primary["pressure"].values, [2.5] * len(temperatures))
+
+    cycler = run["cycler"].read()
+    for field in FIELDS:
+        np.testing.assert_array_equal(cycler[f"cycler_{field}"].values, concat(pages, field))
+    assert run.primary.read().equals(primary)  # the attribute form of the recipe
+    assert storage.find(uid[:8]).start["uid"] == uid
+
+
+def test_runs_report_exit_status_and_reason(storage, record):
+    ok, *_ = record(reason="short circuit: |Ewe| < 1 mV for 60 s")
+    with pytest.raises(RuntimeError, match="over temperature"):
+        record(fail_after=1)
+    assert storage.flush(timeout=30)
+
+    runs = storage.runs()
+    failed, shorted = runs[0], next(run for run in runs if run["uid"] == ok)
+    assert shorted["exit_status"] == "success"
+    assert shorted["reason"] == "short circuit: |Ewe| < 1 mV for 60 s"
+    assert shorted["plan_name"] == "cycling" and shorted["cell_id"] == "LLZO-7"
+    assert shorted["num_events"] == {"primary": 3, "cycler": 21}
+    assert shorted["start"][:4].isdigit() and "T" in shorted["start"]
+    assert failed["exit_status"] == "fail" and "over temperature" in failed["reason"]
+    assert [run["uid"] for run in storage.runs(limit=1)] == [failed["uid"]]
+
+
+def test_search_by_cell(storage, record):
+    other, *_ = record(cell={"id": "LPSCl-2"})
+    assert storage.flush(timeout=30)
+    assert list(storage.search_cell("LPSCl-2")) == [other]
+    assert other not in list(storage.search_cell("LLZO-7"))
+    assert storage.runs(node=storage.search_cell("LPSCl-2"))[0]["uid"] == other
+
+
+def test_journal_holds_every_document_in_order(storage, record):
+    uid, _, _, seen = record(n_pages=2, rows=4)
+    journal = storage.journal.read(uid)
+    assert journal == seen
+    assert [name for name, _ in journal][:2] == ["start", "descriptor"] and journal[-1][0] == "stop"
+    assert storage.flush(timeout=30)
+    assert uid not in storage.pending()
+
+
+# ---- persistence and failure ------------------------------------------------------------------
+def test_second_storage_sees_earlier_runs(tmp_path, record):
+    first = Storage.open(tmp_path)
+    try:
+        uid, pages, _, _ = record(n_pages=2, rows=5, target=first)
+        assert first.flush(timeout=30)
+    finally:
+        first.close()
+
+    second = Storage.open(tmp_path)
+    try:
+        assert [run["uid"] for run in second.runs()] == [uid]
+        cycler = second.catalog[uid]["cycler"].read()
+        np.testing.assert_array_equal(cycler["cycler_Ewe"].values, concat(pages, "Ewe"))
+    finally:
+        second.close()
+
+
+def test_unreachable_server_does_not_stop_the_run(tmp_path, record, monkeypatch, caplog):
+    # tiled retries a refused connection for ~25 s by default; once is enough to see it fail.
+    monkeypatch.setattr("tiled.client.utils.TILED_RETRY_ATTEMPTS", 1)
+    storage = Storage.open(tmp_path, uri=f"http://127.0.0.1:{closed_port()}/api/v1")
+    try:
+        uid, _, _, seen = record(n_pages=2, rows=4, target=storage)
+        assert storage.journal.read(uid) == seen  # complete before any delivery was attempted
+        assert storage.flush(timeout=30) is False
+        assert uid in storage.pending()
+        assert any("stays in the journal only" in message for message in caplog.messages)
+    finally:
+        storage.close(timeout=30)
