@@ -28,10 +28,12 @@ class ReadbackSignal(SignalRO):
         self._units = units
 
     def get(self, **kwargs):
-        value = float(getattr(self.parent, self._reader)())
-        self._readback = value
-        self._metadata["timestamp"] = self.parent.clock.now()
-        return value
+        """Measure now; a reader may return ``(value, timestamp)`` when the value is older than now."""
+        value = getattr(self.parent, self._reader)()
+        value, stamp = value if isinstance(value, tuple) else (value, self.parent.clock.now())
+        self._readback = float(value)
+        self._metadata["timestamp"] = stamp
+        return self._readback
 
     def describe(self):
         description = super().describe()

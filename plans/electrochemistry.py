@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
 import bluesky.plan_stubs as bps
@@ -15,30 +16,42 @@ POTENTIOSTAT = "potentiostat"
 IMPEDANCE = "impedance"
 
 
-def run_technique(potentiostat, technique, environment, *, page_interval: float, check=None):
+def run_technique(potentiostat, technique, environment, *, page_interval: float, check=None,
+                  check_interval: float | None = None):
     """Run a timed technique on the channel, collecting a page and the environment every ``page_interval``.
 
-    ``check()`` is a plan returning a reason to stop early (or None); it runs after every page.
+    ``check()`` is a plan returning a reason to stop early (or None); it runs every
+    ``check_interval`` (default: every page), reading the channel's latest sample, so a short is
+    caught quickly without cutting the stored data into small pages.
     Returns ``(end_reason, stop_reason)``: why the instrument ended the technique, and why the
     plan stopped it early, if it did.
     """
+    interval = min(check_interval or page_interval, page_interval)
     yield from bps.prepare(potentiostat, technique, wait=True)
     yield from bps.kickoff(potentiostat, wait=True)
     status = yield from bps.complete(potentiostat, wait=False, group="technique")
-    elapsed, stop_reason = 0.0, None
+    elapsed, since_page, stop_reason = 0.0, 0.0, None
     while not status.done:
-        step = min(page_interval, technique.duration - elapsed) if technique.duration > elapsed else page_interval
+        step = min(interval, technique.duration - elapsed) if technique.duration > elapsed else interval
         yield from bps.sleep(step)
-        elapsed += step
-        yield from bps.collect(potentiostat, name=POTENTIOSTAT)
-        if environment:
-            yield from bps.trigger_and_read(environment, name=ENVIRONMENT)
-        stop_reason = (yield from check()) if check is not None else None
-        if stop_reason:
-            yield from open_circuit(potentiostat)
+        elapsed, since_page = elapsed + step, since_page + step
+        if since_page >= page_interval and not status.done:
+            yield from _page(potentiostat, environment)
+            since_page = 0.0
+        if check is not None and not stop_reason:
+            stop_reason = yield from check()
+            if stop_reason:
+                yield from open_circuit(potentiostat)
     yield from bps.wait(group="technique")
-    yield from bps.collect(potentiostat, name=POTENTIOSTAT)
+    yield from _page(potentiostat, environment)
     return (yield from bps.rd(potentiostat.end_reason)), stop_reason
+
+
+def _page(potentiostat, environment):
+    """Hand the rows measured so far to storage and read the environment beside them."""
+    yield from bps.collect(potentiostat, name=POTENTIOSTAT)
+    if environment:
+        yield from bps.trigger_and_read(environment, name=ENVIRONMENT)
 
 
 def measure_impedance(potentiostat, technique):
@@ -112,7 +125,8 @@ def plate(
     max_duration: Annotated[float, Unit("h", gt=0)] = 86400.0,
     short_voltage: Annotated[float, Unit("mV", gt=0)] = 0.02,
     short_hold: Annotated[float, Unit("s", ge=0)] = 60.0,
-    page_interval: Annotated[float, Unit("s", gt=0)] = 60.0,
+    page_interval: Annotated[float, Unit("min", gt=0)] = 900.0,
+    check_interval: Annotated[float, Unit("s", gt=0)] = 60.0,
     md: dict | None = None,
 ):
     """Plate lithium at constant current with a GEIS spectrum every ``geis_interval``, until a stop.
@@ -148,10 +162,12 @@ def plate(
     max_duration : float
         Stop after this long, s.
     short_voltage, short_hold : float
-        Short-circuit rule: |Ewe| below ``short_voltage`` (V) at page ends spanning
-        ``short_hold`` s. Soft shorts are shorter and do not trip it.
+        Short-circuit rule: |Ewe| below ``short_voltage`` (V) in every check over ``short_hold``
+        seconds. Soft shorts are briefer and do not trip it.
     page_interval : float
-        How often rows are handed to storage, the environment read and the short rule checked, s.
+        How often rows are handed to storage and the environment read, s.
+    check_interval : float
+        How often the short-circuit rule looks at the latest voltage sample, s.
     md : dict, optional
         Extra metadata for the start document.
     """
@@ -183,11 +199,14 @@ def plate(
                 break
             end, stop = yield from run_technique(
                 potentiostat, CP(current, segment, sample_interval), environment,
-                page_interval=page_interval, check=lambda: short.check(potentiostat),
+                page_interval=page_interval, check=lambda: short.check(potentiostat), check_interval=check_interval,
             )
             elapsed += segment
             yield from measure_impedance(potentiostat, geis)
-            reason = stop or _limit_reason(end, (yield from capacity()), max_capacity, elapsed, max_duration)
+            plated = yield from capacity()
+            reason = _limit_reason(end, plated, max_capacity, elapsed, max_duration)
+            if stop:
+                reason = f"{stop}; {Unit('mAh/cm^2').from_si(plated):.3f} mAh/cm^2 plated in {elapsed / 3600:.2f} h"
             if reason:
                 break
         outcome["reason"] = reason
@@ -200,7 +219,7 @@ def plate(
 class ShortRule:
     """The simple short-circuit rule: the voltage has collapsed and stayed collapsed.
 
-    |Ewe| below ``threshold`` at page ends spanning at least ``hold`` seconds. The analysis issue
+    |Ewe| below ``threshold`` in every check spanning at least ``hold`` seconds. The analysis issue
     replaces it with a rule on the fitted impedance.
     """
 
@@ -216,9 +235,10 @@ class ShortRule:
             return None
         self.since = now if self.since is None else self.since
         if now - self.since >= self.hold:
+            since = datetime.fromtimestamp(self.since).isoformat(timespec="seconds")
             return (
-                f"short circuit: |Ewe| = {abs(voltage) * 1e3:.2f} mV below {self.threshold * 1e3:g} mV "
-                f"since {self.since:.0f} (epoch s)"
+                f"short circuit: |Ewe| = {abs(voltage) * 1e3:.2f} mV, below {self.threshold * 1e3:g} mV "
+                f"since {since}"
             )
         return None
 

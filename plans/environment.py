@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated
 
 import bluesky.plan_stubs as bps
-import bluesky.preprocessors as bpp
 
 from labctl.units import Unit
 from plans.stubs import ENVIRONMENT, plan_metadata, wait_recording
@@ -33,14 +32,8 @@ def set_temperature(
     """
     args = {"chamber": chamber.name, "temperature": temperature, "record_interval": record_interval}
 
-    @bpp.run_decorator(md=plan_metadata("set_temperature", args, md))
-    def inner():
-        yield from bps.trigger_and_read([chamber], name=ENVIRONMENT)
-        status = yield from bps.abs_set(chamber, temperature, group="chamber")
-        yield from wait_recording(status, [chamber], record_interval, "chamber")
-        yield from bps.trigger_and_read([chamber], name=ENVIRONMENT)
-
-    return (yield from inner())
+    reason = f"stable at {temperature - 273.15:.2f} degC"
+    return (yield from _settle(chamber, temperature, record_interval, plan_metadata("set_temperature", args, md), reason))
 
 
 def set_pressure(
@@ -65,11 +58,16 @@ def set_pressure(
     """
     args = {"rig": rig.name, "pressure": pressure, "record_interval": record_interval}
 
-    @bpp.run_decorator(md=plan_metadata("set_pressure", args, md))
-    def inner():
-        yield from bps.trigger_and_read([rig], name=ENVIRONMENT)
-        status = yield from bps.abs_set(rig, pressure, group="rig")
-        yield from wait_recording(status, [rig], record_interval, "rig")
-        yield from bps.trigger_and_read([rig], name=ENVIRONMENT)
+    reason = f"holding {pressure / 1e6:g} MPa" if pressure else "released"
+    return (yield from _settle(rig, pressure, record_interval, plan_metadata("set_pressure", args, md), reason))
 
-    return (yield from inner())
+
+def _settle(device, value: float, record_interval: float, md: dict, reason: str):
+    """One run: set ``device`` to ``value``, recording it until its status finishes; return the reason."""
+    yield from bps.open_run(md)
+    yield from bps.trigger_and_read([device], name=ENVIRONMENT)
+    status = yield from bps.abs_set(device, value, group=device.name)
+    yield from wait_recording(status, [device], record_interval, device.name)
+    yield from bps.trigger_and_read([device], name=ENVIRONMENT)
+    yield from bps.close_run(exit_status="success", reason=reason)
+    return reason

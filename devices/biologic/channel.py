@@ -6,7 +6,7 @@ StreamResource/StreamDatum documents, never one event per point. ``channel.eis``
 impedance spectrum per ``trigger()``, read as one event with frequency, Z' and Z'' arrays.
 
 The channel talks to a backend with ``start(technique, on_done)``, ``read_rows()``,
-``read_spectrum()`` and ``stop()``: today the in-process simulator; the EClib binding tomorrow.
+``latest()``, ``read_spectrum()`` and ``stop()``: today the in-process simulator; the EClib binding tomorrow.
 ``stop()`` and ``pause()`` put the cell at open circuit, keeping everything measured.
 """
 
@@ -20,7 +20,7 @@ from ophyd import Device, Signal
 from ophyd.status import DeviceStatus, Status
 
 from devices.biologic.techniques import GEIS, PEIS
-from devices.common import ClockSignal, finished_status
+from devices.common import ClockSignal, ReadbackSignal, finished_status
 from labctl.assets import FieldSpec, HDF5StreamWriter
 
 ROW_FIELDS = {
@@ -34,6 +34,7 @@ ROW_FIELDS = {
 class ImpedanceMeter(Device):
     """The channel's impedance measurement: ``prepare(GEIS(...))``, then ``trigger()`` and ``read()``."""
 
+    sweep_start = Cpt(ClockSignal, value=0.0, units="s", kind="normal")
     frequency = Cpt(ClockSignal, value=np.zeros(0), units="Hz", kind="normal")
     z_real = Cpt(ClockSignal, value=np.zeros(0), units="ohm", kind="normal")
     z_imag = Cpt(ClockSignal, value=np.zeros(0), units="ohm", kind="normal")
@@ -64,6 +65,7 @@ class ImpedanceMeter(Device):
 
     def _store(self, spectrum: dict) -> None:
         stamp = spectrum["time"]
+        self.sweep_start.put(stamp, timestamp=stamp)
         for name in ("frequency", "z_real", "z_imag"):
             getattr(self, name).put(np.asarray(spectrum[name]), timestamp=stamp)
         self.ewe_dc.put(spectrum["Ewe"], timestamp=stamp)
@@ -88,8 +90,8 @@ class PotentiostatChannel(Device):
         The device name, which prefixes its data keys.
     """
 
-    ewe = Cpt(ClockSignal, value=0.0, units="V", kind="hinted")
-    current = Cpt(ClockSignal, value=0.0, units="A", kind="normal")
+    ewe = Cpt(ReadbackSignal, reader="_latest_ewe", units="V", kind="hinted")
+    current = Cpt(ReadbackSignal, reader="_latest_current", units="A", kind="normal")
     charge = Cpt(ClockSignal, value=0.0, units="C", kind="normal")
     end_reason = Cpt(Signal, value="", kind="omitted")
     channel = Cpt(Signal, value=1, kind="config")
@@ -153,10 +155,7 @@ class PotentiostatChannel(Device):
         rows = self.backend.read_rows()
         if len(rows["time"]) == 0:
             return
-        page = self._with_charge(rows)
-        self.ewe.put(float(page["Ewe"][-1]), timestamp=float(page["time"][-1]))
-        self.current.put(float(page["I"][-1]), timestamp=float(page["time"][-1]))
-        yield from self._writer.append(page)
+        yield from self._writer.append(self._with_charge(rows))
 
     def _with_charge(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Add the charge passed since staging: the integral of I dt over the sampled rows."""
@@ -164,6 +163,14 @@ class PotentiostatChannel(Device):
         charge = self.charge.get() + np.cumsum(rows["I"]) * step
         self.charge.put(float(charge[-1]), timestamp=float(rows["time"][-1]))
         return {**rows, "charge": charge}
+
+    def _latest_ewe(self) -> tuple[float, float]:
+        row = self.backend.latest()
+        return row["Ewe"], row["time"]
+
+    def _latest_current(self) -> tuple[float, float]:
+        row = self.backend.latest()
+        return row["I"], row["time"]
 
     def get_index(self) -> int:
         return self._writer.get_index()

@@ -45,6 +45,7 @@ class SimPotentiostat:
         self._spectrum: dict | None = None
         self._end_event: Scheduled | None = None
         self._on_done: Callable[[str], None] | None = None
+        self._latest = {"time": clock.now(), "Ewe": cell.open_circuit_voltage(), "I": 0.0}
 
     @property
     def running(self) -> bool:
@@ -88,6 +89,12 @@ class SimPotentiostat:
             return dict(EMPTY_ROWS)
         return {key: np.concatenate([r[key] for r in rows]) for key in EMPTY_ROWS}
 
+    def latest(self) -> dict[str, float]:
+        """Return the most recent sample (time, Ewe, I) without taking rows from the next page."""
+        if self.running and not isinstance(self.technique, (GEIS, PEIS)):
+            self._produce(min(self.clock.now(), self._end))
+        return dict(self._latest)
+
     def read_spectrum(self) -> dict | None:
         """Return the last finished impedance sweep (frequency, Z', Z'', DC Ewe and I), once."""
         spectrum, self._spectrum = self._spectrum, None
@@ -116,6 +123,8 @@ class SimPotentiostat:
         keep = self._within_window(voltage)
         self._pending.append({"time": times[:keep], "Ewe": voltage[:keep], "I": current[:keep]})
         self._produced_until = times[keep - 1] if keep else self._produced_until
+        if keep:
+            self._latest = {"time": float(times[keep - 1]), "Ewe": float(voltage[keep - 1]), "I": float(current[keep - 1])}
         if keep < len(times):
             self._end = times[keep - 1] if keep else self._start
             self._finish("voltage limit")

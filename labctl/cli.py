@@ -1,0 +1,162 @@
+"""``labctl``: run, check and inspect experiments.
+
+    labctl run configs/plating-overnight.yaml     # run on the lab the file names (simulated by default)
+    labctl check configs/plating-overnight.yaml   # validate only, touching nothing
+    labctl runs [--json]                          # what is stored
+    labctl show UID                               # summary and a PNG of one run
+    labctl shell                                  # IPython with a RunEngine, the lab and the catalog
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from labctl.errors import LabctlError
+
+DEFAULT_LAB = Path("configs/lab-sim.yaml")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except LabctlError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="labctl", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def command(name: str, func, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help)
+        p.set_defaults(func=func)
+        p.add_argument("--lab", type=Path, help="lab file (default: the experiment's, else configs/lab-sim.yaml)")
+        p.add_argument("--data-dir", type=Path, help="where runs are stored (default: the lab file's)")
+        return p
+
+    p = command("run", cmd_run, "run an experiment file")
+    p.add_argument("experiment", type=Path)
+    p.add_argument("--pace", type=float, help="simulated seconds per wall second (demo); default: as fast as possible")
+    p = command("check", cmd_check, "validate an experiment file against its lab, touching no instrument")
+    p.add_argument("experiment", type=Path)
+    p = command("runs", cmd_runs, "list stored runs")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--limit", type=int, default=None)
+    p = command("show", cmd_show, "summarise a run and write its figure")
+    p.add_argument("uid", help="run uid (a unique prefix is enough)")
+    p.add_argument("--out", type=Path, default=None, help="folder for the PNG (default: DATA_DIR/figures)")
+    p = command("shell", cmd_shell, "IPython with a RunEngine, the lab's devices, the plans and the catalog")
+    p.add_argument("experiment", type=Path, nargs="?", help="experiment whose cell is put in the simulated lab")
+    return parser
+
+
+# ---- loading ------------------------------------------------------------------------------------
+def load(args, need_experiment: bool = True):
+    """Return (experiment or None, lab config, data dir) from the command line."""
+    from labctl.config import load_experiment, load_lab
+
+    experiment = None
+    lab_path = args.lab
+    if getattr(args, "experiment", None) is not None:
+        experiment = load_experiment(args.experiment)
+        if lab_path is None and experiment.lab:
+            lab_path = (args.experiment.parent / experiment.lab)
+    lab = load_lab(lab_path or DEFAULT_LAB)
+    if experiment is not None:
+        experiment = load_experiment(args.experiment, lab=lab)
+    data_dir = Path(args.data_dir or lab.storage.data_dir)
+    return experiment, lab, data_dir
+
+
+def open_storage(lab, data_dir: Path):
+    from labctl.storage import Storage
+
+    return Storage.open(data_dir, lab.storage.uri)
+
+
+# ---- commands -----------------------------------------------------------------------------------
+def cmd_check(args) -> int:
+    experiment, lab, _ = load(args)
+    print(f"{args.experiment}: valid: {len(experiment.steps)} steps for cell {experiment.cell.id} on lab {lab.name}")
+    for index, step in enumerate(experiment.steps):
+        print(f"  {index + 1}. {step.plan}" + (f" x{step.repeat}" if step.repeat > 1 else ""))
+    return 0
+
+
+def cmd_run(args) -> int:
+    from labctl.progress import ExperimentProgress
+    from labctl.runner import ExperimentRunner
+
+    experiment, lab, data_dir = load(args)
+    storage = open_storage(lab, data_dir)
+    try:
+        runner = ExperimentRunner(experiment, lab, storage, pace=args.pace)
+        with ExperimentProgress(runner) as progress:
+            outcomes = runner.run(on_step=progress.step_started)
+        delivered = storage.flush()
+    finally:
+        storage.close()
+    print(f"\nsequence {runner.sequence_id}: {len(outcomes)} runs stored in {data_dir.resolve()}")
+    for outcome in outcomes:
+        print(f"  {outcome.uid}  {outcome.plan:<16} {outcome.exit_status:<8} {outcome.reason}")
+    if not delivered:
+        print("  some documents are still only in the journal:", storage.journal_dir)
+    return 0 if all(o.exit_status == "success" for o in outcomes) else 1
+
+
+def cmd_runs(args) -> int:
+    _, lab, data_dir = load(args)
+    storage = open_storage(lab, data_dir)
+    try:
+        runs = storage.runs(limit=args.limit)
+    finally:
+        storage.close()
+    if args.json:
+        print(json.dumps(runs, indent=1, default=str))
+        return 0
+    print(f"{'uid':<10} {'plan':<16} {'cell':<16} {'start':<20} {'exit':<8} reason")
+    for run in runs:
+        print(
+            f"{run['uid'][:8]:<10} {run['plan_name'] or '':<16} {run['cell_id'] or '':<16} "
+            f"{(run['start'] or '')[:19]:<20} {run['exit_status'] or 'open':<8} {run['reason'] or ''}"
+        )
+    return 0
+
+
+def cmd_show(args) -> int:
+    from labctl.plots import run_figure, run_summary
+
+    _, lab, data_dir = load(args)
+    storage = open_storage(lab, data_dir)
+    try:
+        run = storage.find(args.uid)
+        print(run_summary(run))
+        out = args.out or data_dir / "figures"
+        path = run_figure(run, out)
+    finally:
+        storage.close()
+    print(f"figure: {path}")
+    return 0
+
+
+def cmd_shell(args) -> int:
+    from labctl.shell import namespace
+
+    experiment, lab, data_dir = load(args)
+    import IPython
+
+    ns = namespace(lab, data_dir, experiment)
+    print(ns["__doc__"])
+    IPython.start_ipython(argv=[], user_ns=ns)
+    ns["storage"].close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""Build a lab's devices from its lab file: the simulated lab, or (later issues) the real drivers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from labctl.clock import VirtualClock, WallClock
+from labctl.errors import LabctlError
+
+
+@dataclass
+class Lab:
+    """The devices of one lab, by role, plus the simulators behind them when simulated."""
+
+    clock: VirtualClock | WallClock
+    potentiostat: Any
+    chamber: Any
+    rig: Any
+    config: Any
+    simulators: dict[str, Any] = field(default_factory=dict)
+
+    def devices(self) -> dict[str, Any]:
+        """Return the devices by the role names plans use as arguments."""
+        return {"potentiostat": self.potentiostat, "chamber": self.chamber, "rig": self.rig}
+
+
+def cell_parameters(cell) -> "CellParameters":
+    """Turn an experiment's cell metadata (and its ``sim`` overrides) into simulator parameters."""
+    from devices.sim.cell import CellParameters
+
+    values = {
+        "kind": cell.kind,
+        "surface": cell.surface,
+        "thickness": cell.thickness,
+        "electrode_area": cell.electrode_area_m2,
+        "relative_density": cell.relative_density,
+    }
+    return CellParameters(**{**values, **(cell.sim or {})})
+
+
+def build_lab(config, cell_params, assets_dir: Path, clock: VirtualClock | None = None) -> Lab:
+    """Build the lab described by ``config`` (a ``LabConfig``) with the cell ``cell_params`` in it."""
+    if not config.simulated:
+        raise LabctlError(
+            f"lab {config.name!r}: simulated: false needs the real instrument drivers (EC-Lab "
+            "Development Package, Modbus and serial), which labctl does not have yet; only "
+            "simulated labs (simulated: true) can be built"
+        )
+    return build_simulated_lab(config, cell_params, assets_dir, clock or VirtualClock())
+
+
+def build_simulated_lab(config, cell_params, assets_dir: Path, clock: VirtualClock) -> Lab:
+    """The simulated lab: cell, chamber and rig physics on one virtual clock, one seeded generator."""
+    from devices.biologic.channel import PotentiostatChannel
+    from devices.chamber.device import TemperatureChamber
+    from devices.rig.device import StackPressureRig
+    from devices.sim.cell import SimCell
+    from devices.sim.chamber import SimChamber
+    from devices.sim.potentiostat import SimPotentiostat
+    from devices.sim.rig import RigParameters, SimRig
+
+    rng = np.random.default_rng(config.seed)
+    inst = config.instruments
+    chamber_sim = SimChamber(clock, rng=rng)
+    temperature = chamber_sim.history_or_now(chamber_sim.temperature)
+    rig_sim = SimRig(clock, temperature, RigParameters(area=inst.rig.area), rng=rng)
+    cell = SimCell(cell_params, temperature, rig_sim.history_or_now(rig_sim.pressure), rng, clock.now())
+    pstat_sim = SimPotentiostat(
+        clock, cell, voltage_window=tuple(inst.potentiostat.voltage_window),
+        current_limit=inst.potentiostat.current_limit,
+    )
+    potentiostat = PotentiostatChannel(
+        backend=pstat_sim, clock=clock, assets_dir=assets_dir, channel=inst.potentiostat.channel,
+        name="potentiostat",
+    )
+    chamber = TemperatureChamber(
+        backend=chamber_sim, clock=clock, temperature_range=tuple(inst.chamber.temperature_range),
+        band=inst.chamber.stability_band, hold=inst.chamber.stability_hold, name="chamber",
+    )
+    rig = StackPressureRig(
+        backend=rig_sim, clock=clock, pressure_range=tuple(inst.rig.pressure_range), band=inst.rig.band,
+        name="rig",
+    )
+    simulators = {"cell": cell, "chamber": chamber_sim, "rig": rig_sim, "potentiostat": pstat_sim}
+    return Lab(clock, potentiostat, chamber, rig, config, simulators)

@@ -1,0 +1,114 @@
+"""Run an experiment file: every step a bluesky run, all tied by one sequence id."""
+
+from __future__ import annotations
+
+import inspect
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from labctl.clock import VirtualClock
+from labctl.lab import Lab, build_lab, cell_parameters
+from labctl.session import make_run_engine
+
+
+@dataclass
+class StepOutcome:
+    """What one step did: its run, how it ended and why."""
+
+    index: int
+    plan: str
+    uid: str | None
+    exit_status: str
+    reason: str
+
+
+def device_arguments(plan: Callable, lab: Lab) -> list:
+    """Return the devices a plan takes positionally, matched by role name (potentiostat, chamber, rig)."""
+    devices = lab.devices()
+    return [
+        devices[p.name]
+        for p in inspect.signature(plan).parameters.values()
+        if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD and p.name in devices
+    ]
+
+
+def runner_arguments(plan: Callable, experiment) -> dict:
+    """Return the arguments the runner fills in from the cell metadata."""
+    names = inspect.signature(plan).parameters
+    filled = {"electrode_area": experiment.cell.electrode_area_m2, "cell_kind": experiment.cell.kind}
+    return {k: v for k, v in filled.items() if k in names}
+
+
+def step_metadata(experiment, lab: Lab, sequence_id: str, index: int, step, repeat: int) -> dict:
+    return {
+        "sequence_id": sequence_id,
+        "experiment": experiment.name,
+        "step_index": index,
+        "step_label": step.label or step.plan,
+        "repeat_index": repeat,
+        "cell": experiment.to_metadata(),
+        "lab": lab.config.name,
+        "simulated": bool(lab.config.simulated),
+        "sim_seed": lab.config.seed if lab.config.simulated else None,
+        "clock_time": lab.clock.now(),  # when the step starts on the session clock, which stamps the data
+    }
+
+
+class ExperimentRunner:
+    """Runs the steps of an experiment on a lab, storing every document through ``storage``.
+
+    Parameters
+    ----------
+    experiment : Experiment
+        The validated experiment file.
+    lab_config : LabConfig
+        The validated lab file.
+    storage : Storage
+        Where documents go (journal first, then databroker).
+    pace : float, optional
+        Simulated seconds per wall second, for demos.
+    registry : dict, optional
+        Plan names to functions (default ``plans.PLANS``).
+    """
+
+    def __init__(self, experiment, lab_config, storage, pace: float | None = None, registry=None):
+        from plans import PLANS
+
+        self.experiment = experiment
+        self.registry = registry or PLANS
+        self.storage = storage
+        clock = VirtualClock() if lab_config.simulated else None
+        self.lab = build_lab(lab_config, cell_parameters(experiment.cell), Path(storage.assets_dir), clock)
+        self.RE = make_run_engine(self.lab.clock, pace)
+        self.RE.subscribe(storage.callback)
+        self.sequence_id = str(uuid.uuid4())
+
+    def run(self, on_step: Callable[[int, object], None] | None = None) -> list[StepOutcome]:
+        """Run every step in order; stop at the first step that does not end successfully."""
+        outcomes = []
+        for index, step in enumerate(self.experiment.steps):
+            for repeat in range(step.repeat):
+                if on_step is not None:
+                    on_step(index, step)
+                outcome = self.run_step(index, step, repeat)
+                outcomes.append(outcome)
+                if outcome.exit_status != "success":
+                    return outcomes
+        return outcomes
+
+    def run_step(self, index: int, step, repeat: int = 0) -> StepOutcome:
+        plan = self.registry[step.plan]
+        md = step_metadata(self.experiment, self.lab, self.sequence_id, index, step, repeat)
+        kwargs = {**step.kwargs, **runner_arguments(plan, self.experiment)}
+        starts: list[str] = []
+        token = self.RE.subscribe(lambda name, doc: starts.append(doc["uid"]), "start")
+        try:
+            result = self.RE(plan(*device_arguments(plan, self.lab), **kwargs, md=md))
+        except Exception as err:  # the RunEngine has closed the run as failed; say why
+            return StepOutcome(index, step.plan, starts[-1] if starts else None, "fail", f"{type(err).__name__}: {err}")
+        finally:
+            self.RE.unsubscribe(token)
+        reason = result.reason or (result.plan_result if isinstance(result.plan_result, str) else "")
+        return StepOutcome(index, step.plan, starts[-1] if starts else None, result.exit_status, reason)

@@ -1,0 +1,56 @@
+"""What ``labctl shell`` puts in IPython: a RunEngine on the lab's clock, the devices, the plans, the catalog.
+
+The same in two lines from any Python prompt::
+
+    from labctl.shell import open_session
+    ns = open_session("configs/lab-sim.yaml"); globals().update(ns)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import bluesky.plan_stubs as bps
+
+import plans
+from labctl.lab import build_lab, cell_parameters
+from labctl.session import make_run_engine
+from labctl.storage import Storage
+
+BANNER = """labctl session
+  RE                      RunEngine (sleep follows the lab's clock)
+  potentiostat, chamber, rig   the lab's devices
+  plans, bps              labctl plans and bluesky plan stubs
+  catalog                 stored runs: catalog[uid]['potentiostat'].read()
+  lab.simulators          the simulated cell, chamber and rig (simulated labs)
+e.g. RE(plans.set_temperature(chamber, temperature=303.15))
+     RE(plans.plate(potentiostat, chamber, rig, current_density=5.0, electrode_area=3.14e-6, max_duration=3600))"""
+
+
+def namespace(lab_config, data_dir: Path, experiment=None) -> dict:
+    """Return the interactive namespace for a lab (and optionally an experiment's cell)."""
+    from devices.sim.cell import CellParameters
+
+    storage = Storage.open(data_dir, lab_config.storage.uri)
+    params = cell_parameters(experiment.cell) if experiment is not None else CellParameters()
+    lab = build_lab(lab_config, params, Path(storage.assets_dir))
+    RE = make_run_engine(lab.clock)
+    RE.subscribe(storage.callback)
+    return {
+        "__doc__": BANNER,
+        "RE": RE,
+        "lab": lab,
+        **lab.devices(),
+        "plans": plans,
+        "bps": bps,
+        "storage": storage,
+        "catalog": storage.catalog,
+    }
+
+
+def open_session(lab_path: str | Path = "configs/lab-sim.yaml", data_dir: str | Path | None = None) -> dict:
+    """Load a lab file and return :func:`namespace` for it (the two-line recipe above)."""
+    from labctl.config import load_lab
+
+    lab_config = load_lab(Path(lab_path))
+    return namespace(lab_config, Path(data_dir or lab_config.storage.data_dir))
