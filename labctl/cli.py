@@ -77,7 +77,7 @@ def load(args, need_experiment: bool = True):
 def open_storage(lab, data_dir: Path):
     from labctl.storage import Storage
 
-    return Storage.open(data_dir, lab.storage.uri)
+    return Storage.open(data_dir, lab.storage.uri, live=not lab.simulated)
 
 
 # ---- commands -----------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ def namespace(lab_config, data_dir: Path, experiment=None) -> dict:
     """Return the interactive namespace for a lab (and optionally an experiment's cell)."""
     from devices.sim.cell import CellParameters
 
-    storage = Storage.open(data_dir, lab_config.storage.uri)
+    storage = Storage.open(data_dir, lab_config.storage.uri, live=not lab_config.simulated)
     params = cell_parameters(experiment.cell) if experiment is not None else CellParameters()
     lab = build_lab(lab_config, params, Path(storage.assets_dir))
     RE = make_run_engine(lab.clock)

@@ -52,6 +52,14 @@ FSYNC_DOCUMENTS = frozenset({"start", "stop", "descriptor", "resource", "stream_
 FSYNC_EVERY_DOCS = 100
 FSYNC_EVERY_SECONDS = 1.0
 
+# How many events (or stream rows) TiledWriter gathers per stream before writing them. Live: on
+# the real lab documents arrive minutes apart and each is written at once, so the catalog shows a
+# running experiment (~40-200 ms a write). Not live: a simulated day arrives within seconds; each
+# stream is written once, at the run's stop (tests/benchmarks/bench_plating.py: a 24 h plating run
+# takes ~25 s wall written live, ~3.5 s batched). The journal is written at once either way.
+LIVE_BATCH_SIZE = 1
+BULK_BATCH_SIZE = 10_000_000
+
 
 def _jsonable(obj: Any) -> Any:
     """``json.dumps`` fallback: numpy arrays become lists, numpy scalars Python numbers."""
@@ -366,7 +374,7 @@ class Storage:
         The embedded server, None when connected to a remote one.
     """
 
-    def __init__(self, data_dir: Path, uri: str, server=None, *, batch_size: int = 1) -> None:
+    def __init__(self, data_dir: Path, uri: str, server=None, *, batch_size: int = LIVE_BATCH_SIZE) -> None:
         self.data_dir = Path(data_dir)
         self.assets_dir = self.data_dir / "assets"
         self.journal_dir = self.data_dir / "journal"
@@ -380,7 +388,7 @@ class Storage:
         self._closed = False
 
     @classmethod
-    def open(cls, data_dir: Path | str, uri: str | None = None, *, batch_size: int = 1) -> Storage:
+    def open(cls, data_dir: Path | str, uri: str | None = None, *, live: bool = True) -> Storage:
         """Open the storage under ``data_dir``, with an embedded tiled server unless ``uri`` is given.
 
         Parameters
@@ -391,11 +399,14 @@ class Storage:
             A remote tiled server, e.g. ``http://host:8000/api/v1?api_key=secret``, pointing at
             the root or at a catalog of bluesky runs. It is contacted only when needed, so an
             unreachable server does not prevent running experiments.
-        batch_size : int
-            Events or stream rows the ``TiledWriter`` gathers before writing. 1 (the default)
-            makes every document visible in the catalog as soon as it is delivered, which suits
-            live monitoring at the lab's rates; raise it for bulk imports.
+        live : bool
+            True (the default, for real hardware): every document is written to the server as
+            soon as it arrives, so the catalog shows running experiments. False (simulated labs,
+            bulk imports): each run's streams are written to the server at its stop document,
+            in one request per stream, which is many times faster; the journal has every
+            document meanwhile.
         """
+        batch_size = LIVE_BATCH_SIZE if live else BULK_BATCH_SIZE
         data_dir = Path(data_dir).resolve()
         if uri is not None:
             return cls(data_dir, uri, batch_size=batch_size)

@@ -24,8 +24,15 @@ def wait_recording(status, readables: Iterable[Any], interval: float, group: str
     yield from bps.wait(group=group)
 
 
-def wait_for(status, group: str, poll: float = 1.0):
-    """Wait for ``status`` by sleeping in ``poll`` steps (see :func:`wait_recording`)."""
+def wait_for(status, group: str, expected: float = 0.0, poll: float = 1.0):
+    """Wait for ``status``: sleep the ``expected`` duration at once, then in ``poll`` steps.
+
+    One sleep for the expected part keeps a long wait to a few messages (each plan stub costs
+    bluesky a stack capture); polling covers an instrument slower than expected. Time passes
+    through ``bps.sleep`` as in :func:`wait_recording`.
+    """
+    if expected > 0 and not status.done:
+        yield from bps.sleep(expected)
     yield from wait_recording(status, [], poll, group)
 
 
