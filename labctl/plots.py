@@ -28,7 +28,7 @@ def run_summary(run) -> str:
     cell = start.get("cell", {})
     lines = [
         f"run {start['uid']}",
-        f"  plan      {start.get('plan_name')}  (step {start.get('step_index', '?')} of sequence {start.get('sequence_id', '-')})",
+        f"  plan      {start.get('plan_name')}  (step {start['step_index'] + 1 if 'step_index' in start else '?'} of sequence {start.get('sequence_id', '-')})",
         f"  cell      {cell.get('id', '-')} ({cell.get('kind', '-')}, {cell.get('surface', '-')})",
         f"  exit      {stop.get('exit_status', 'still open')}: {stop.get('reason', '')}",
     ]

@@ -1,0 +1,121 @@
+"""The ``labctl`` command line, in process: check, then run -> runs -> show on one data directory."""
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from labctl.cli import main
+from labctl.storage import Storage
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CASES = Path(__file__).resolve().parent / "config_cases"
+
+# A short version of the overnight experiment: an hour of plating, a spectrum every 20 min.
+SHORT_EXPERIMENT = f"""\
+name: cli-test
+lab: {CONFIGS / "lab-sim.yaml"}
+cell:
+  id: LLZTO-CLI-1
+  kind: symmetric
+  thickness: 1.2 mm
+  electrode_diameter: 2 mm
+steps:
+  - plan: set_temperature
+    temperature: 30 degC
+  - plan: set_pressure           # without it the stripping electrode loses contact within minutes
+    pressure: 5 MPa
+  - plan: rest
+    duration: 10 min
+  - plan: plate
+    current_density: 0.5 mA/cm^2
+    geis_interval: 20 min
+    geis_f_min: 1 Hz
+    max_duration: 1 h
+"""
+
+
+def test_check_accepts_the_overnight_experiment(capsys):
+    assert main(["check", str(CONFIGS / "plating-overnight.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "valid: 4 steps for cell LLZTO-1100C-07 on lab lab-sim" in out
+
+
+@pytest.mark.parametrize(
+    "case, expected",
+    [
+        ("exp-out-of-range.yaml", ":11: steps[0].current_density: 250 mA/cm^2 is out of range: allowed > 0 and <= 100 mA/cm^2"),
+        ("exp-current-past-limit.yaml", ":12: steps[0].current_density: 50 mA/cm^2 on 0.7854 cm^2 is 39.27 mA"),
+    ],
+)
+def test_check_names_file_line_field_and_range(capsys, case, expected):
+    assert main(["check", str(CASES / case)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {CASES / case}{expected}")
+
+
+def test_run_with_an_invalid_file_touches_nothing(capsys, tmp_path):
+    assert main(["run", str(CASES / "exp-out-of-range.yaml"), "--data-dir", str(tmp_path / "data")]) == 2
+    assert "current_density" in capsys.readouterr().err
+    assert not (tmp_path / "data").exists()  # no storage opened, no lab built
+
+
+@pytest.fixture(scope="module")
+def stored(tmp_path_factory):
+    """Run the short experiment through ``labctl run``; return (data dir, its output)."""
+    folder = tmp_path_factory.mktemp("cli")
+    experiment = folder / "short.yaml"
+    experiment.write_text(SHORT_EXPERIMENT)
+    data_dir = folder / "data"
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        code = main(["run", str(experiment), "--data-dir", str(data_dir)])
+    assert code == 0, buffer.getvalue()
+    return data_dir, buffer.getvalue()
+
+
+def test_run_prints_runs_where_and_why(stored):
+    data_dir, out = stored
+    assert f"4 runs stored in {data_dir}" in out
+    assert "plate            success" in out
+    assert "stable at 30.00 degC" in out and "rest completed after 10 min" in out
+
+
+def test_runs_json_lists_every_step_with_exit_status_and_reason(stored, capsys):
+    data_dir, _ = stored
+    assert main(["runs", "--json", "--data-dir", str(data_dir)]) == 0
+    runs = json.loads(capsys.readouterr().out)
+    assert [r["plan_name"] for r in runs] == ["plate", "rest", "set_pressure", "set_temperature"]  # newest first
+    assert {r["cell_id"] for r in runs} == {"LLZTO-CLI-1"}
+    assert all(r["exit_status"] == "success" and r["reason"] for r in runs)
+    assert runs[0]["num_events"]["potentiostat"] == 3600  # an hour at 1 s
+
+
+def test_the_plating_run_reads_back_as_xarray(stored):
+    data_dir, _ = stored
+    with Storage.open(data_dir) as storage:
+        (summary,) = [r for r in storage.runs() if r["plan_name"] == "plate"]
+        run = storage.catalog[summary["uid"]]
+        voltage = run["potentiostat"].read()
+        spectra = run["impedance"].read()
+    assert voltage["potentiostat_Ewe"].size == 3600
+    steps = np.diff(voltage["potentiostat_time"].values)
+    assert np.count_nonzero(~np.isclose(steps, 1.0)) == 2  # 1 s apart but for the two GEIS sweeps
+    assert np.all(voltage["potentiostat_I"].values < 0)  # plating on the working electrode
+    # One spectrum before plating and one after each 20 min segment, arrays over frequency.
+    assert spectra["potentiostat_eis_frequency"].shape[0] == 4
+    assert spectra["potentiostat_eis_frequency"].shape == spectra["potentiostat_eis_z_real"].shape
+    assert spectra["potentiostat_eis_frequency"].values[0, 0] == pytest.approx(7e6)
+
+
+def test_show_summarises_and_writes_a_png(stored, capsys, tmp_path):
+    data_dir, out = stored
+    plate_uid = next(line.split()[0] for line in out.splitlines() if " plate " in line)
+    assert main(["show", plate_uid[:8], "--data-dir", str(data_dir), "--out", str(tmp_path)]) == 0
+    shown = capsys.readouterr().out
+    assert "stream    potentiostat: 3600 rows" in shown and "step 4 of sequence" in shown
+    png = next(tmp_path.glob("*.png"))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
