@@ -4,6 +4,7 @@
     labctl check configs/plating-overnight.yaml   # validate only, touching nothing
     labctl runs [--json]                          # what is stored
     labctl show UID                               # summary and a PNG of one run
+    labctl recover                                # write runs the server missed in from the journal
     labctl shell                                  # IPython with a RunEngine, the lab and the catalog
 """
 
@@ -51,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("show", cmd_show, "summarise a run and write its figure")
     p.add_argument("uid", help="run uid (a unique prefix is enough)")
     p.add_argument("--out", type=Path, default=None, help="folder for the PNG (default: DATA_DIR/figures)")
+    command("recover", cmd_recover, "write runs the server missed (down, or a crash mid-run) in from the journal")
     p = command("shell", cmd_shell, "IPython with a RunEngine, the lab's devices, the plans and the catalog")
     p.add_argument("experiment", type=Path, nargs="?", help="experiment whose cell is put in the simulated lab")
     return parser
@@ -106,7 +108,7 @@ def cmd_run(args) -> int:
     for outcome in outcomes:
         print(f"  {outcome.uid}  {outcome.plan:<16} {outcome.exit_status:<8} {outcome.reason}")
     if not delivered:
-        print("  some documents are still only in the journal:", storage.journal_dir)
+        print(f"  some runs are only in the journal ({storage.journal_dir}); `labctl recover` writes them in")
     return 0 if all(o.exit_status == "success" for o in outcomes) else 1
 
 
@@ -143,6 +145,19 @@ def cmd_show(args) -> int:
         storage.close()
     print(f"figure: {path}")
     return 0
+
+
+def cmd_recover(args) -> int:
+    _, lab, data_dir = load(args)
+    storage = open_storage(lab, data_dir)
+    try:
+        outcomes = storage.recover()
+    finally:
+        storage.close()
+    for uid, outcome in outcomes.items():
+        print(f"  {uid}  {outcome}")
+    print(f"{len(outcomes)} pending runs in {storage.journal_dir}")
+    return 0 if all(o.startswith("delivered") for o in outcomes.values()) else 1
 
 
 def cmd_shell(args) -> int:

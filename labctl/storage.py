@@ -16,6 +16,9 @@ Reading a run back as xarray, in two lines::
     storage = Storage.open("data")                   # or Storage.open("data", "http://host:8000/api/v1?api_key=...")
     ds = storage.catalog[uid]["primary"].read()      # xarray.Dataset; run.primary.read() works too
 
+Runs the server missed (it was down, or the process died mid-run) stay in the journal with a
+``.pending`` marker; ``storage.recover()`` (``labctl recover``) writes them in from the journal.
+
 Finding runs: ``storage.runs()`` (summaries, newest first), ``storage.search_cell("LLZO-7")``
 (a catalog node of that cell's runs), ``storage.catalog.search(Key("start.plan_name") == "plate")``.
 """
@@ -28,6 +31,7 @@ import os
 import queue
 import threading
 import time
+import uuid
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
@@ -200,6 +204,11 @@ class Journal:
         """All documents of a run, in the order they were written."""
         with open(self.path(run_uid), encoding="utf-8") as file:
             return [(entry["name"], entry["doc"]) for entry in map(json.loads, file)]
+
+    def open_runs(self) -> set[str]:
+        """Runs this journal is still writing (started, not stopped)."""
+        with self._lock:
+            return set(self._files)
 
     def close(self) -> None:
         """fsync and close the files of runs still open (a run interrupted by closing)."""
@@ -486,6 +495,50 @@ class Storage:
         """Runs whose journal is not (completely) in the server: start uid -> reason."""
         return self.journal.pending()
 
+    def recover(self) -> dict[str, str]:
+        """Write the pending runs into the server from the journal; return uid -> what happened.
+
+        A run is pending when its delivery failed (the server was down) or when the process ended
+        before its stop document (a crash, a power cut). Each is written again in full from its
+        journal, replacing any partial copy in the server; a run cut short is closed with the
+        stop document it never had (exit status "abort"). Runs this process is still writing are
+        left alone; do not recover while another process writes into the same data directory,
+        whose running runs look pending from here.
+        """
+        still_open = self.journal.open_runs()
+        outcomes = {}
+        for run_uid in self.pending():
+            if run_uid in still_open:
+                continue
+            try:
+                outcomes[run_uid] = self._redeliver(run_uid)
+            except Exception as error:  # keep going: other runs may still be recoverable
+                self.journal.mark_pending(run_uid, f"recovery failed: {error!r}")
+                outcomes[run_uid] = f"still pending: {error!r}"
+        return outcomes
+
+    def _redeliver(self, run_uid: str) -> str:
+        from bluesky_tiled_plugins import TiledWriter
+
+        documents = self.journal.read(run_uid)
+        outcome = "delivered from the journal"
+        if documents[-1][0] != "stop":
+            stop = closing_stop(run_uid, documents)
+            self.journal.write("stop", stop)
+            documents.append(("stop", stop))
+            outcome += "; closed as aborted (the journal had no stop document)"
+        client = self._connect_writer()
+        try:
+            if run_uid in client:  # a partial copy from the interrupted delivery
+                client[run_uid].delete(recursive=True, external_only=False)
+            writer = TiledWriter(client, batch_size=BULK_BATCH_SIZE)
+            for name, doc in documents:
+                writer(name, doc)
+        finally:
+            client.context.close()
+        self.journal.mark_delivered(run_uid)
+        return outcome
+
     def close(self, timeout: float = 60) -> None:
         """Flush (up to ``timeout``), stop the delivery thread and the embedded server."""
         if self._closed:
@@ -539,6 +592,31 @@ class Storage:
         node = (self.catalog if node is None else node).sort(("start.time", -1))
         items = node.items() if limit is None else node.items()[:limit]
         return [_summary(run.metadata) for _, run in items]
+
+
+def closing_stop(run_uid: str, documents: list[tuple[str, dict]]) -> dict:
+    """The stop document a run cut short never got: aborted, at its last document's time."""
+    streams = {doc["uid"]: doc["name"] for name, doc in documents if name == "descriptor"}
+    counts: dict[str, int] = {}
+    for name, doc in documents:
+        if name == "event":
+            last = doc["seq_num"]
+        elif name == "event_page":
+            last = max(doc["seq_num"], default=0)
+        elif name == "stream_datum":
+            last = doc["seq_nums"]["stop"] - 1
+        else:
+            continue
+        stream = streams[doc["descriptor"]]
+        counts[stream] = max(counts.get(stream, 0), last)
+    return {
+        "uid": str(uuid.uuid4()),
+        "run_start": run_uid,
+        "time": max(doc.get("time", 0.0) for _, doc in documents),
+        "exit_status": "abort",
+        "reason": "recovered from the journal: the process ended before the run was closed",
+        "num_events": counts,
+    }
 
 
 def _summary(metadata: dict) -> dict:

@@ -119,3 +119,9 @@ def test_show_summarises_and_writes_a_png(stored, capsys, tmp_path):
     assert "stream    potentiostat: 3600 rows" in shown and "step 4 of sequence" in shown
     png = next(tmp_path.glob("*.png"))
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_recover_reports_nothing_pending_after_a_clean_run(stored, capsys):
+    data_dir, _ = stored
+    assert main(["recover", "--data-dir", str(data_dir)]) == 0
+    assert capsys.readouterr().out.strip() == f"0 pending runs in {data_dir / 'journal'}"

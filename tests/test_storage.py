@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import socket
+from types import SimpleNamespace
 
 import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
@@ -301,3 +302,46 @@ def test_unreachable_server_does_not_stop_the_run(tmp_path, record, monkeypatch,
         assert any("stays in the journal only" in message for message in caplog.messages)
     finally:
         storage.close(timeout=30)
+
+
+def test_recover_writes_in_a_run_the_server_missed(tmp_path, record, monkeypatch):
+    monkeypatch.setattr("tiled.client.utils.TILED_RETRY_ATTEMPTS", 1)
+    offline = Storage.open(tmp_path, uri=f"http://127.0.0.1:{closed_port()}/api/v1")
+    try:
+        uid, pages, _, _ = record(n_pages=2, rows=4, target=offline)
+    finally:
+        offline.close(timeout=30)
+
+    with Storage.open(tmp_path) as storage:  # the same data directory, a server that is up
+        assert storage.recover() == {uid: "delivered from the journal"}
+        assert storage.pending() == {}
+        (summary,) = storage.runs()
+        assert (summary["uid"], summary["exit_status"]) == (uid, "success")
+        cycler = storage.catalog[uid]["cycler"].read()
+        np.testing.assert_array_equal(cycler["cycler_Ewe"].values, concat(pages, "Ewe"))
+
+
+def test_recover_closes_a_run_the_process_never_stopped(tmp_path, record):
+    crashed = Storage.open(tmp_path, live=False)
+    try:
+        # The process "dies" before the stop document: it never reaches the journal or the server.
+        cut_short = SimpleNamespace(
+            assets_dir=crashed.assets_dir,
+            callback=lambda name, doc: name == "stop" or crashed.callback(name, doc),
+        )
+        uid, pages, temperatures, _ = record(n_pages=3, rows=5, target=cut_short)
+        crashed.flush(timeout=30)
+        assert uid in crashed.pending()
+    finally:
+        crashed.close(timeout=30)
+
+    with Storage.open(tmp_path) as storage:
+        assert "closed as aborted" in storage.recover()[uid]
+        run = storage.catalog[uid]
+        stop = run.metadata["stop"]
+        assert stop["exit_status"] == "abort" and "journal" in stop["reason"]
+        assert stop["num_events"] == {"primary": 3, "cycler": 15}  # rows, as bluesky counts collected streams
+        np.testing.assert_array_equal(run["cycler"].read()["cycler_Ewe"].values, concat(pages, "Ewe"))
+        np.testing.assert_array_equal(run["primary"].read()["temperature"].values, temperatures)
+        assert storage.journal.read(uid)[-1][0] == "stop"  # the journal is complete now too
+        assert storage.pending() == {}
