@@ -17,6 +17,7 @@ import math
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from devices.sim.lazy import LazySimulator
 from labctl.clock import Clock
 
 CELSIUS_ZERO = 273.15  # K
@@ -74,7 +75,7 @@ def lag_linear_input(temperature: float, start: float, slope: float, dt: float, 
     return start + slope * dt - slope * tau + offset * math.exp(-dt / tau)
 
 
-class SimChamber:
+class SimChamber(LazySimulator):
     """A simulated temperature chamber holding the cell.
 
     Parameters
@@ -93,14 +94,10 @@ class SimChamber:
         params: ChamberParameters = ChamberParameters(),
         rng: np.random.Generator | None = None,
     ):
-        self.clock = clock
-        self.params = params
-        self.rng = rng if rng is not None else np.random.default_rng()
-        self._time = clock.now()
+        super().__init__(clock, params, rng)
         self._setpoint = params.initial_temperature
         self._working = params.initial_temperature
         self._temperature = params.initial_temperature
-        self.step_count = 0  # exact integration segments so far: the simulation's cost
 
     # -- commands ---------------------------------------------------------------------------
 
@@ -144,23 +141,6 @@ class SimChamber:
         return self.temperature() + self.rng.normal(0.0, self.params.noise)
 
     # -- integration ------------------------------------------------------------------------
-
-    @property
-    def integrated_until(self) -> float:
-        """Get the time the simulation has been integrated to, s."""
-        return self._time
-
-    def history_or_now(self, query):
-        """Return ``query`` wrapped so that asking for a time already passed gives the latest state.
-
-        Simulators integrate lazily and only forwards; another simulator catching up on its own
-        past (the cell, the rig) then sees this one's most recent state, which on the minutes
-        these quantities change over is the same thing.
-        """
-        return lambda t: query(max(t, self._time))
-
-    def _when(self, t: float | None) -> float:
-        return self.clock.now() if t is None else float(t)
 
     def _advance(self, t: float) -> None:
         """Integrate exactly from the last integrated time to ``t``."""

@@ -49,6 +49,7 @@ from typing import Callable
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from devices.sim.lazy import LazySimulator
 from labctl.clock import Clock
 
 GAS_CONSTANT = 8.314462618  # J/(mol K)
@@ -116,7 +117,7 @@ def relax_stress(sigma: float, rate: float, n: float, dt: float) -> float:
     return (sigma ** (1.0 - n) + (n - 1.0) * rate * dt) ** (1.0 / (1.0 - n))
 
 
-class SimRig:
+class SimRig(LazySimulator):
     """A simulated stack-pressure rig pressing the cell.
 
     Parameters
@@ -139,11 +140,8 @@ class SimRig:
         params: RigParameters = RigParameters(),
         rng: np.random.Generator | None = None,
     ):
-        self.clock = clock
-        self.params = params
-        self.rng = rng if rng is not None else np.random.default_rng()
+        super().__init__(clock, params, rng)
         self._temperature_of = temperature
-        self._time = clock.now()
         self._temperature = float(temperature(self._time))
         self._assembly_temperature = self._temperature
         self._expansion = 0.0  # m the stack has grown relative to the frame since assembly
@@ -154,7 +152,6 @@ class SimRig:
         self._target = 0.0
         self._holding = False
         self._next_tick = math.inf
-        self.step_count = 0  # integration sub-steps so far: the simulation's cost
 
     # -- commands ---------------------------------------------------------------------------
 
@@ -227,23 +224,6 @@ class SimRig:
         return self.read_force() / self.params.area
 
     # -- state ------------------------------------------------------------------------------
-
-    @property
-    def integrated_until(self) -> float:
-        """Get the time the simulation has been integrated to, s."""
-        return self._time
-
-    def history_or_now(self, query):
-        """Return ``query`` wrapped so that asking for a time already passed gives the latest state.
-
-        Simulators integrate lazily and only forwards; another simulator catching up on its own
-        past (the cell, the rig) then sees this one's most recent state, which on the minutes
-        these quantities change over is the same thing.
-        """
-        return lambda t: query(max(t, self._time))
-
-    def _when(self, t: float | None) -> float:
-        return self.clock.now() if t is None else float(t)
 
     def _thermal(self, temperature: float) -> float:
         """Return how much longer the stack is than at assembly, relative to the frame, m."""
