@@ -160,6 +160,7 @@ def report(results: dict[str, dict[str, float]]) -> str:
 
 
 @pytest.mark.benchmark
+@pytest.mark.timeout(900)  # minutes: the one-event-per-point baselines are slow on purpose
 def test_plating_day_benchmark(tmp_path):
     results = run_benchmark(tmp_path)
     print("\n" + report(results))
