@@ -19,6 +19,7 @@ test: $(BIN)/labctl  ## unit, device, plan and storage tests, and the layer cont
 	$(BIN)/python -m pytest
 
 bench: $(BIN)/labctl  ## performance figures, printed side by side
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	$(BIN)/python -m pytest -m benchmark -s tests/benchmarks
 
 clean:

@@ -1,0 +1,144 @@
+"""Equivalent circuits of a Li/LLZTO/Li (or Ni/LLZTO/Ni) cell as closed-form, vectorised models.
+
+Each circuit gives its impedance and its derivatives with respect to the fit coordinates at all
+frequencies in one numpy expression, so a fit never loops over frequencies in Python. Resistances
+(ohm) and CPE coefficients Q (F s^(alpha-1)) are fitted as natural logarithms, so they stay positive
+and a step means the same relative change at 10 ohm as at 10 kohm; CPE exponents alpha are fitted
+as they are, bounded to (0.3, 1].
+
+Element names follow impedance.py's circuit strings: ``R0-p(R1,CPE1)-p(R2,CPE2)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+ALPHA_BOUNDS = (0.3, 1.0)
+LOG_BOUNDS = (np.log(1e-15), np.log(1e15))  # wide enough for any Q in F s^(a-1) or R in ohm
+
+
+@dataclass(frozen=True)
+class Circuit:
+    """An equivalent circuit: its parameters, its model and which resistance means what.
+
+    Parameters
+    ----------
+    name : str
+        The impedance.py circuit string, e.g. ``"R0-p(R1,CPE1)-p(R2,CPE2)"``.
+    parameters : tuple of str
+        Parameter names in order; ``R*`` in ohm, ``Q*`` in F s^(alpha-1), ``a*`` dimensionless.
+    roles : dict
+        Which resistance is which physically, e.g. ``{"bulk": "R1", "interface": "R2"}``.
+    evaluate : callable
+        ``evaluate(params, omega)`` returns ``(z, dz)``: Z at each angular frequency and
+        dZ/d(fit coordinate), shape ``(len(parameters), len(omega))``.
+    """
+
+    name: str
+    parameters: tuple[str, ...]
+    roles: dict[str, str]
+    evaluate: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+    @property
+    def is_log(self) -> np.ndarray:
+        """Get which parameters are fitted as logarithms (all but the CPE exponents)."""
+        return np.array([not name.startswith("a") for name in self.parameters])
+
+    def to_fit(self, params) -> np.ndarray:
+        """Return the fit coordinates of natural parameter values."""
+        params = np.asarray(params, dtype=float)
+        return np.where(self.is_log, np.log(np.abs(params)), params)
+
+    def from_fit(self, theta: np.ndarray) -> np.ndarray:
+        """Return natural parameter values from fit coordinates.
+
+        Coordinates are clipped to the bounds first (exponents to twice theirs), so an unbounded
+        optimiser's wild trial step evaluates to a poor fit instead of an overflow.
+        """
+        theta = np.clip(theta, *self.bounds(slack=1.0))
+        return np.where(self.is_log, np.exp(theta), theta)
+
+    def bounds(self, slack: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+        """Return the lower and upper bounds in fit coordinates, CPE exponents widened by ``slack``."""
+        lower = np.where(self.is_log, LOG_BOUNDS[0], ALPHA_BOUNDS[0] - slack)
+        upper = np.where(self.is_log, LOG_BOUNDS[1], ALPHA_BOUNDS[1] + slack)
+        return lower, upper
+
+    def impedance(self, params, frequencies) -> np.ndarray:
+        """Return Z (ohm) at ``frequencies`` (Hz) for natural parameter values."""
+        omega = 2 * np.pi * np.asarray(frequencies, dtype=float)
+        return self.evaluate(np.asarray(params, dtype=float), omega)[0]
+
+
+def cpe_arc(r, q, alpha, omega):
+    """Return R in parallel with a CPE, and its derivatives by ln R, ln Q and alpha.
+
+    Z = R / (1 + R Q (j omega)^alpha).
+    """
+    jw = 1j * omega
+    s = jw**alpha
+    d = 1 + r * q * s
+    z = r / d
+    dz_dlnr = r / d**2
+    dz_dlnq = -(r**2) * q * s / d**2
+    dz_dalpha = dz_dlnq * np.log(jw)
+    return z, dz_dlnr, dz_dlnq, dz_dalpha
+
+
+def cpe(q, alpha, omega):
+    """Return a CPE, Z = 1 / (Q (j omega)^alpha), and its derivatives by ln Q and alpha."""
+    jw = 1j * omega
+    z = 1 / (q * jw**alpha)
+    return z, -z, -z * np.log(jw)
+
+
+def _bulk_interface(p, omega):
+    r0, r1, q1, a1, r2, q2, a2 = p
+    arc1, arc2 = cpe_arc(r1, q1, a1, omega), cpe_arc(r2, q2, a2, omega)
+    z = r0 + arc1[0] + arc2[0]
+    return z, np.array([np.full_like(z, r0), *arc1[1:], *arc2[1:]])
+
+
+def _blocking(p, omega):
+    r0, r1, q1, a1, q2, a2 = p
+    arc1, spur = cpe_arc(r1, q1, a1, omega), cpe(q2, a2, omega)
+    z = r0 + arc1[0] + spur[0]
+    return z, np.array([np.full_like(z, r0), *arc1[1:], *spur[1:]])
+
+
+def _shorted(p, omega):
+    r0, r1, q1, a1 = p
+    arc1 = cpe_arc(r1, q1, a1, omega)
+    z = r0 + arc1[0]
+    return z, np.array([np.full_like(z, r0), *arc1[1:]])
+
+
+BULK_INTERFACE = Circuit(
+    name="R0-p(R1,CPE1)-p(R2,CPE2)",
+    parameters=("R0", "R1", "Q1", "a1", "R2", "Q2", "a2"),
+    roles={"series": "R0", "bulk": "R1", "interface": "R2"},
+    evaluate=_bulk_interface,
+)
+"""A symmetric cell: leads, the bulk arc (MHz) and both interfaces together (Hz to kHz)."""
+
+BLOCKING = Circuit(
+    name="R0-p(R1,CPE1)-CPE2",
+    parameters=("R0", "R1", "Q1", "a1", "Q2", "a2"),
+    roles={"series": "R0", "bulk": "R1"},
+    evaluate=_blocking,
+)
+"""A blocking cell (Ni/LLZTO/Ni): the bulk arc, then the double-layer spur; no charge transfer."""
+
+SHORTED = Circuit(
+    name="R0-p(R1,CPE1)",
+    parameters=("R0", "R1", "Q1", "a1"),
+    roles={"series": "R0", "short": "R1"},
+    evaluate=_shorted,
+)
+"""A shorted cell: the lithium filament in parallel with what is left of the electrolyte and the
+interfaces. Once the filament is through the bulk resistance is gone, and the filament's and the
+interfaces' resistances are in parallel with the one interface CPE, so only their parallel value R1
+can be told from a spectrum; with the filament at a few hundred ohm that is the short's resistance."""
