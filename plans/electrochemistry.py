@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 import bluesky.plan_stubs as bps
+import numpy as np
 import bluesky.preprocessors as bpp
 from bluesky.utils import Msg
 
 from devices.biologic.techniques import CP, GEIS, OCV, sweep_duration
+from labctl.analysis import ShortDetector, fit_spectrum
 from labctl.units import Unit
-from plans.stubs import ENVIRONMENT, open_circuit, plan_metadata, wait_for
+from plans.stubs import ENVIRONMENT, ComputedValues, open_circuit, plan_metadata, wait_for
 
 POTENTIOSTAT = "potentiostat"
 IMPEDANCE = "impedance"
+IMPEDANCE_FIT = "impedance_fit"
 
 
 def run_technique(potentiostat, technique, environment, *, page_interval: float, check=None,
@@ -58,13 +60,43 @@ def _page(potentiostat, environment):
 
 
 def measure_impedance(potentiostat, technique):
-    """Run one impedance sweep and store it as one event of the impedance stream."""
+    """Run one impedance sweep, store it as one event of the impedance stream and return the reading."""
     yield from bps.prepare(potentiostat.eis, technique, wait=True)
     status = yield from bps.trigger(potentiostat.eis, group="eis")
     yield from wait_for(status, "eis", expected=sweep_duration(technique))
     yield from bps.create(name=IMPEDANCE)
-    yield from bps.read(potentiostat.eis)
+    reading = yield from bps.read(potentiostat.eis)
     yield from bps.save()
+    return reading
+
+
+class SpectrumFitter:
+    """Fits each spectrum of a run as it arrives (warm-started) and records it in ``impedance_fit``.
+
+    The fitted values go into the same run as their own stream, one event per spectrum, so they
+    are stored and searchable beside the spectra; the short-circuit detector sees each fit.
+    """
+
+    def __init__(self, potentiostat, electrode_area: float, detector: ShortDetector):
+        self.prefix = potentiostat.eis.name
+        self.area = electrode_area
+        self.detector = detector
+        self.values = ComputedValues(IMPEDANCE_FIT, source="labctl.analysis.fit_spectrum")
+        self.previous = None
+
+    def record(self, reading):
+        """Fit ``reading`` (an impedance meter reading), store the fit; return a short reason or None."""
+        field = lambda name: reading[f"{self.prefix}_{name}"]["value"]  # noqa: E731
+        frequencies = np.asarray(field("frequency"))
+        z = np.asarray(field("z_real")) + 1j * np.asarray(field("z_imag"))
+        self.previous = fit = fit_spectrum(frequencies, z, previous=self.previous)
+        r_low = float(z.real[np.argmin(frequencies)])
+        time = field("sweep_start")
+        self.values.update({**fit.summary(area=self.area), "r_low_frequency": r_low}, time)
+        yield from bps.create(name=IMPEDANCE_FIT)
+        yield from bps.read(self.values)
+        yield from bps.save()
+        return self.detector.add_spectrum(time, r_low, fit.value("bulk"), field("ewe_dc"))
 
 
 def rest(
@@ -126,8 +158,10 @@ def plate(
     geis_points_per_decade: int = 10,
     max_capacity: Annotated[float | None, Unit("mAh/cm^2", gt=0)] = None,
     max_duration: Annotated[float, Unit("h", gt=0)] = 86400.0,
-    short_voltage: Annotated[float, Unit("mV", gt=0)] = 0.02,
+    short_voltage: Annotated[float, Unit("mV", gt=0)] = 0.01,
     short_hold: Annotated[float, Unit("s", ge=0)] = 60.0,
+    short_drop: Annotated[float, Unit("%", gt=0, lt=100)] = 0.5,
+    short_bulk_decline: Annotated[float, Unit("%", gt=0, lt=100)] = 0.2,
     page_interval: Annotated[float, Unit("min", gt=0)] = 900.0,
     check_interval: Annotated[float, Unit("s", gt=0)] = 60.0,
     md: dict | None = None,
@@ -164,13 +198,16 @@ def plate(
         Stop after plating this much charge per area, C/m^2 (YAML: e.g. ``5 mAh/cm^2``).
     max_duration : float
         Stop after this long, s.
-    short_voltage, short_hold : float
-        Short-circuit rule: |Ewe| below ``short_voltage`` (V) in every check over ``short_hold``
-        seconds. Soft shorts are briefer and do not trip it.
+    short_voltage, short_hold, short_drop, short_bulk_decline : float
+        Short-circuit detection (:class:`labctl.analysis.ShortDetector`): the voltage rule stops
+        when |Ewe| stays below ``short_voltage`` (V) for ``short_hold`` s (soft shorts are
+        briefer); the impedance rule when, at one spectrum, the low-frequency resistance fell by
+        ``short_drop`` (fraction; YAML ``50 %``) since the previous one, the fitted bulk
+        resistance is ``short_bulk_decline`` below its maximum and |Ewe| is below ``short_voltage``.
     page_interval : float
         How often rows are handed to storage and the environment read, s.
     check_interval : float
-        How often the short-circuit rule looks at the latest voltage sample, s.
+        How often the voltage rule looks at the latest voltage sample, s.
     md : dict, optional
         Extra metadata for the start document.
     """
@@ -181,17 +218,25 @@ def plate(
         bias=current, amplitude=geis_amplitude * electrode_area, f_max=geis_f_max, f_min=geis_f_min,
         points_per_decade=geis_points_per_decade,
     )
-    short = ShortRule(short_voltage, short_hold)
+    detector = ShortDetector(drop=short_drop, bulk_decline=short_bulk_decline, collapse_voltage=short_voltage,
+                             collapse_hold=short_hold)
+    fitter = SpectrumFitter(potentiostat, electrode_area, detector)
+    at_rest = GEIS(**{**geis.__dict__, "bias": 0.0})
     outcome = {}
 
     def capacity():
         charge = yield from bps.rd(potentiostat.charge)
         return abs(charge) / electrode_area
 
+    def voltage_check():
+        # A bare Msg, not bps.rd, for speed as in run_technique.
+        reading = (yield Msg("read", potentiostat.ewe))[potentiostat.ewe.name]
+        return detector.add_voltage(reading["timestamp"], reading["value"])
+
     def body():
         yield from bps.open_run(plan_metadata("plate", args, md))
         yield from bps.declare_stream(potentiostat, name=POTENTIOSTAT, collect=True)
-        yield from measure_impedance(potentiostat, GEIS(**{**geis.__dict__, "bias": 0.0}))
+        yield from fitter.record((yield from measure_impedance(potentiostat, at_rest)))
         elapsed = 0.0
         while True:
             plated = yield from capacity()
@@ -202,14 +247,17 @@ def plate(
                 break
             end, stop = yield from run_technique(
                 potentiostat, CP(current, segment, sample_interval), environment,
-                page_interval=page_interval, check=lambda: short.check(potentiostat), check_interval=check_interval,
+                page_interval=page_interval, check=voltage_check, check_interval=check_interval,
             )
             elapsed += segment
-            yield from measure_impedance(potentiostat, geis)
+            # A cell the voltage rule has already put at open circuit is measured at zero bias.
+            short = yield from fitter.record((yield from measure_impedance(potentiostat, at_rest if stop else geis)))
+            stop = stop or short
             plated = yield from capacity()
             reason = _limit_reason(end, plated, max_capacity, elapsed, max_duration)
             if stop:
-                reason = f"{stop}; {Unit('mAh/cm^2').from_si(plated):.3f} mAh/cm^2 plated in {elapsed / 3600:.2f} h"
+                hours = plated / current_density / 3600
+                reason = f"{stop}; {Unit('mAh/cm^2').from_si(plated):.3f} mAh/cm^2 plated in {hours:.2f} h"
             if reason:
                 break
         outcome["reason"] = reason
@@ -217,34 +265,6 @@ def plate(
 
     yield from _safely(potentiostat, body())
     return outcome.get("reason")
-
-
-class ShortRule:
-    """The simple short-circuit rule: the voltage has collapsed and stayed collapsed.
-
-    |Ewe| below ``threshold`` in every check spanning at least ``hold`` seconds. The analysis issue
-    replaces it with a rule on the fitted impedance.
-    """
-
-    def __init__(self, threshold: float, hold: float):
-        self.threshold, self.hold = threshold, hold
-        self.since = None
-
-    def check(self, potentiostat):
-        # A bare Msg, not bps.rd, for speed as in run_technique.
-        reading = (yield Msg("read", potentiostat.ewe))[potentiostat.ewe.name]
-        voltage, now = reading["value"], reading["timestamp"]  # the sample's time on the session clock
-        if abs(voltage) >= self.threshold:
-            self.since = None
-            return None
-        self.since = now if self.since is None else self.since
-        if now - self.since >= self.hold:
-            since = datetime.fromtimestamp(self.since).isoformat(timespec="seconds")
-            return (
-                f"short circuit: |Ewe| = {abs(voltage) * 1e3:.2f} mV, below {self.threshold * 1e3:g} mV "
-                f"since {since}"
-            )
-        return None
 
 
 def _time_left(plated: float, elapsed: float, max_capacity, max_duration: float, density: float) -> tuple:

@@ -41,6 +41,30 @@ def open_circuit(potentiostat):
     yield Msg("stop", potentiostat)
 
 
+class ComputedValues:
+    """Values a plan computes during a run (fits, derived figures), read into a stream like a detector.
+
+    bluesky reads it with ``bps.read``: :meth:`update` sets the values and their time first. The
+    keys must stay the same from one reading to the next (they make the stream's descriptor).
+    """
+
+    parent = None
+
+    def __init__(self, name: str, source: str) -> None:
+        self.name, self.source = name, source
+        self.values: dict[str, float] = {}
+        self.timestamp = 0.0
+
+    def update(self, values: dict[str, float], timestamp: float) -> None:
+        self.values, self.timestamp = dict(values), timestamp
+
+    def read(self) -> dict[str, dict]:
+        return {f"{self.name}_{k}": {"value": v, "timestamp": self.timestamp} for k, v in self.values.items()}
+
+    def describe(self) -> dict[str, dict]:
+        return {f"{self.name}_{k}": {"source": self.source, "dtype": "number", "shape": []} for k in self.values}
+
+
 def plan_metadata(name: str, args: dict[str, Any], md: dict | None, **extra) -> dict:
     """Return start-document metadata in bluesky's convention (plan_name, plan_args) plus ``md``."""
     return {"plan_name": name, "plan_args": args, **extra, **(md or {})}

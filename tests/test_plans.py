@@ -86,6 +86,25 @@ def test_lithiophobic_cell_plates_until_it_shorts_and_is_left_at_open_circuit(la
     assert 0 < last_spectrum["timestamps"]["potentiostat_eis_z_real"] - cell.state.short_time < 3 * 60 + 60
 
 
+def test_impedance_rule_stops_at_the_first_spectrum_after_the_short_and_fits_every_spectrum(lab):
+    lab, RE, docs = lab()
+    conditioned(lab, RE)
+    # Voltage rule off (it would need the collapse to last a day): only the fitted spectra can stop it.
+    reason = RE(plate(lab.potentiostat, lab.chamber, lab.rig, current_density=5.0, electrode_area=AREA,
+                      geis_amplitude=0.5, max_duration=24 * HOUR, short_hold=24 * HOUR)).plan_result
+    short_time = lab.simulators["cell"].state.short_time
+    assert reason.startswith("short circuit at") and "impedance dropped" in reason
+    streams = {d["uid"]: d["name"] for n, d in docs if n == "descriptor"}
+    spectra = [d for n, d in docs if n == "event" and streams[d["descriptor"]] == "impedance"]
+    fits = [d for n, d in docs if n == "event" and streams[d["descriptor"]] == "impedance_fit"]
+    assert len(fits) == len(spectra)
+    starts = [s["data"]["potentiostat_eis_sweep_start"] for s in spectra]
+    assert starts[-2] < short_time < starts[-1], "stopped at the first spectrum after the short"
+    r_bulk = [f["data"]["impedance_fit_r_bulk"] for f in fits]
+    assert r_bulk[-2] < 0.8 * max(r_bulk), "the fitted bulk resistance fell before the short"
+    assert stops(docs)[-1]["reason"] == reason
+
+
 def test_spectra_show_bulk_falling_then_collapse(lab):
     lab, RE, docs = lab()
     conditioned(lab, RE)
