@@ -60,7 +60,9 @@ def build_simulated_lab(config, cell_params, assets_dir: Path, clock: VirtualClo
     from devices.rig.device import StackPressureRig
     from devices.sim.cell import SimCell
     from devices.sim.chamber import SimChamber
-    from devices.sim.potentiostat import SimPotentiostat
+    from devices.biologic.backend import EClibBackend
+    from devices.biologic.eclib import EClib
+    from devices.sim.eclib import SimEClib
     from devices.sim.rig import RigParameters, SimRig
 
     rng = np.random.default_rng(config.seed)
@@ -69,12 +71,15 @@ def build_simulated_lab(config, cell_params, assets_dir: Path, clock: VirtualClo
     temperature = chamber_sim.history_or_now(chamber_sim.temperature)
     rig_sim = SimRig(clock, temperature, RigParameters(area=inst.rig.area), rng=rng)
     cell = SimCell(cell_params, temperature, rig_sim.history_or_now(rig_sim.pressure), rng, clock.now())
-    pstat_sim = SimPotentiostat(
-        clock, cell, voltage_window=tuple(inst.potentiostat.voltage_window),
-        current_limit=inst.potentiostat.current_limit,
+    # The channel drives the simulated EC-Lab library through the same binding, encoder and
+    # parser as the real EClib64.dll; channels are numbered from 1 in the lab file, as in EC-Lab.
+    pstat_sim = SimEClib(clock, cell, channel=inst.potentiostat.channel - 1)
+    backend = EClibBackend(
+        EClib(pstat_sim), clock, channel=inst.potentiostat.channel,
+        voltage_window=tuple(inst.potentiostat.voltage_window), current_limit=inst.potentiostat.current_limit,
     )
     potentiostat = PotentiostatChannel(
-        backend=pstat_sim, clock=clock, assets_dir=assets_dir, channel=inst.potentiostat.channel,
+        backend=backend, clock=clock, assets_dir=assets_dir, channel=inst.potentiostat.channel,
         name="potentiostat",
     )
     chamber = TemperatureChamber(

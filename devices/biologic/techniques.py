@@ -66,6 +66,54 @@ class PEIS:
         return sweep_frequencies(self.f_max, self.f_min, self.points_per_decade)
 
 
+@dataclass(frozen=True)
+class Limit:
+    """An instrument-side test on a step: true while ``variable`` is at or past ``value``.
+
+    ``variable`` is ``"Ewe"`` (V) or ``"I"`` (A); ``above`` selects ``>=`` (True) or ``<=`` (False).
+    Up to three limits combine left to right; ``and_previous`` joins this one to those before it by
+    AND instead of OR.
+    """
+
+    variable: str
+    above: bool
+    value: float
+    and_previous: bool = False
+
+
+@dataclass(frozen=True)
+class CPLIMIT:
+    """Constant current that the instrument itself stops when its ``limits`` are met.
+
+    ``on_limit`` says what the channel does then: ``"next step"``, ``"next technique"`` or ``"stop"``.
+    """
+
+    current: float
+    duration: float
+    limits: tuple[Limit, ...] = ()
+    sample_interval: float = 1.0
+    on_limit: str = "stop"
+
+
+@dataclass(frozen=True)
+class CALIMIT:
+    """Constant voltage that the instrument itself stops when its ``limits`` are met (see CPLIMIT)."""
+
+    voltage: float
+    duration: float
+    limits: tuple[Limit, ...] = ()
+    sample_interval: float = 1.0
+    on_limit: str = "stop"
+
+
+@dataclass(frozen=True)
+class LOOP:
+    """Go back to the linked technique ``to_technique`` (0-based) ``repeat`` more times."""
+
+    repeat: int
+    to_technique: int = 0
+
+
 TimedTechnique = OCV | CP | CA
 ImpedanceTechnique = GEIS | PEIS
 
