@@ -1,8 +1,8 @@
 """The potentiostat channel's backend on the EC-Lab library: binding, encoder and parser together.
 
 :class:`EClibBackend` offers what ``PotentiostatChannel`` calls (``start``, ``read_rows``,
-``latest``, ``read_spectrum``, ``stop``, ``running``, ``end_reason``), as the in-process
-``SimPotentiostat`` does, over any :class:`~devices.biologic.eclib.EClib`: the vendor's DLL on the
+``latest``, ``read_spectrum``, ``stop``, ``running``, ``end_reason``) over any
+:class:`~devices.biologic.eclib.EClib`: the vendor's DLL on the
 bench, ``devices.sim.eclib.SimEClib`` in tests. Safety is instrument-side: a constant current runs as
 CPLIMIT with the lab file's voltage window as its limits, a constant voltage as CALIMIT with the
 current limit, both with "stop" as exit condition, so the channel opens the circuit by itself even if

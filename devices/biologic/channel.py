@@ -81,7 +81,8 @@ class PotentiostatChannel(Device):
     Parameters
     ----------
     backend
-        Driver of the channel (``devices.sim.potentiostat.SimPotentiostat`` in simulation).
+        Driver of the channel: ``devices.biologic.backend.EClibBackend`` over the vendor's library or
+        the simulated one (``devices.sim.eclib.SimEClib``).
     clock
         The session clock (timestamps).
     assets_dir : Path

@@ -1,4 +1,4 @@
-"""The potentiostat channel (flyer and impedance meter) against the simulated channel."""
+"""The potentiostat channel (flyer and impedance meter) over the EC-Lab stack and the simulated library."""
 
 import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
@@ -9,7 +9,9 @@ import pytest
 from devices.biologic.channel import ROW_FIELDS, PotentiostatChannel
 from devices.biologic.techniques import CA, CP, GEIS, OCV
 from devices.sim.cell import CellParameters, SimCell
-from devices.sim.potentiostat import SimPotentiostat
+from devices.biologic.backend import EClibBackend
+from devices.biologic.eclib import EClib
+from devices.sim.eclib import SimEClib
 from labctl.clock import VirtualClock
 from labctl.session import make_run_engine
 
@@ -18,10 +20,18 @@ PLATING = -5.0 * AREA  # 0.5 mA/cm^2 = 5 A/m^2, plating on the WE
 
 
 @pytest.fixture
-def lab(tmp_path):
-    clock = VirtualClock(start=1e9)
-    cell = SimCell(CellParameters(surface="lithiophilic"), lambda t: 303.15, lambda t: 5e6, np.random.default_rng(0), clock.now())
-    backend = SimPotentiostat(clock, cell, voltage_window=(-2.0, 2.0), current_limit=0.01)
+def clock():
+    return VirtualClock(start=1e9)
+
+
+@pytest.fixture
+def cell(clock):
+    return SimCell(CellParameters(surface="lithiophilic"), lambda t: 303.15, lambda t: 5e6, np.random.default_rng(0), clock.now())
+
+
+@pytest.fixture
+def lab(tmp_path, clock, cell):
+    backend = EClibBackend(EClib(SimEClib(clock, cell)), clock, voltage_window=(-2.0, 2.0), current_limit=0.01)
     channel = PotentiostatChannel(backend=backend, clock=clock, assets_dir=tmp_path, name="potentiostat")
     RE = make_run_engine(clock)
     docs = []
@@ -69,12 +79,12 @@ def test_cp_rows_arrive_in_pages_not_events(lab):
     assert len(datums) == 15 * len(ROW_FIELDS)  # one page a minute, one datum per field
 
 
-def test_cp_voltage_is_ohmic_and_charge_integrates_current(lab):
+def test_cp_voltage_is_ohmic_and_charge_integrates_current(lab, cell):
     clock, channel, RE, docs = lab
     current = PLATING
     RE(in_run(channel, CP(current, 600.0, 1.0)))
-    r = channel.backend.cell.resistances()
-    expected = current * (r["bulk"] + r["interface"] + channel.backend.cell.params.lead_resistance)
+    r = cell.resistances()
+    expected = current * (r["bulk"] + r["interface"] + cell.params.lead_resistance)
     assert channel.ewe.get() == pytest.approx(expected, rel=0.02)
     assert channel.charge.get() == pytest.approx(current * 600.0, rel=1e-6)
 
@@ -94,7 +104,7 @@ def test_ocv_and_ca_techniques_run_in_sequence_in_one_stream(lab):
     assert channel.current.get() > 0
 
 
-def test_impedance_reading_is_one_event_with_arrays(lab):
+def test_impedance_reading_is_one_event_with_arrays(lab, cell):
     clock, channel, RE, docs = lab
     geis = GEIS(bias=PLATING, amplitude=-0.1 * PLATING)
 
@@ -114,7 +124,7 @@ def test_impedance_reading_is_one_event_with_arrays(lab):
     data = events[0]["data"]
     assert len(data["potentiostat_eis_frequency"]) == len(geis.frequencies())
     z = np.asarray(data["potentiostat_eis_z_real"]) + 1j * np.asarray(data["potentiostat_eis_z_imag"])
-    true = channel.backend.cell.impedance(geis.frequencies(), noisy=False)
+    true = cell.impedance(geis.frequencies(), noisy=False)
     assert np.median(np.abs(z - true) / np.abs(true)) < 0.02
     assert data["potentiostat_eis_i_dc"] == pytest.approx(PLATING)
 
