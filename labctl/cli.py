@@ -97,12 +97,15 @@ def cmd_run(args) -> int:
 
     experiment, lab, data_dir = load(args)
     storage = open_storage(lab, data_dir)
+    runner = None
     try:
         runner = ExperimentRunner(experiment, lab, storage, pace=args.pace)
         with ExperimentProgress(runner) as progress:
             outcomes = runner.run(on_step=progress.step_started)
         delivered = storage.flush()
     finally:
+        if runner is not None:
+            runner.lab.close()
         storage.close()
     print(f"\nsequence {runner.sequence_id}: {len(outcomes)} runs stored in {data_dir.resolve()}")
     for outcome in outcomes:
@@ -168,8 +171,11 @@ def cmd_shell(args) -> int:
 
     ns = namespace(lab, data_dir, experiment)
     print(ns["__doc__"])
-    IPython.start_ipython(argv=[], user_ns=ns)
-    ns["storage"].close()
+    try:
+        IPython.start_ipython(argv=[], user_ns=ns)
+    finally:
+        ns["lab"].close()
+        ns["storage"].close()
     return 0
 
 

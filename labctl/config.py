@@ -312,10 +312,16 @@ class PotentiostatConfig(ConfigModel):
         return self
 
 
+# Kinds the lab builder knows (devices.chamber.controllers.CONTROLLERS, devices.rig.protocol); "sim"
+# puts the simulator in process, any other kind puts the real driver in front of it on loopback.
+CHAMBER_KINDS = ("sim", "eurotherm-2000", "eurotherm-3200", "watlow-f4t", "binder-mb1", "binder-mb2")
+RIG_KINDS = ("sim", "mark10-rig")
+
+
 class ChamberConfig(ConfigModel):
     """The temperature chamber, its range, where it goes when a plan ends, and what counts as stable."""
 
-    kind: str
+    kind: Literal[CHAMBER_KINDS]
     address: str
     temperature_range: tuple[Temperature, Temperature]
     safe_setpoint: Temperature
@@ -336,7 +342,7 @@ class ChamberConfig(ConfigModel):
 class RigConfig(ConfigModel):
     """The stack-pressure rig: pressed area, pressure range, control band, and what to do at the end."""
 
-    kind: str
+    kind: Literal[RIG_KINDS]
     address: str
     area: Annotated[float, Unit("cm^2", gt=0)]
     pressure_range: tuple[Pressure, Pressure]

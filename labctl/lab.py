@@ -22,6 +22,13 @@ class Lab:
     rig: Any
     config: Any
     simulators: dict[str, Any] = field(default_factory=dict)
+    servers: list[Any] = field(default_factory=list)  # wire simulators on loopback, when the lab file asks
+
+    def close(self) -> None:
+        """Stop the wire simulators (their threads and sockets)."""
+        for server in self.servers:
+            server.close()
+        self.servers.clear()
 
     def devices(self) -> dict[str, Any]:
         """Return the devices by the role names plans use as arguments."""
@@ -82,13 +89,40 @@ def build_simulated_lab(config, cell_params, assets_dir: Path, clock: VirtualClo
         backend=backend, clock=clock, assets_dir=assets_dir, channel=inst.potentiostat.channel,
         name="potentiostat",
     )
+    chamber_backend, rig_backend, servers = wire_backends(inst, chamber_sim, rig_sim)
     chamber = TemperatureChamber(
-        backend=chamber_sim, clock=clock, temperature_range=tuple(inst.chamber.temperature_range),
+        backend=chamber_backend, clock=clock, temperature_range=tuple(inst.chamber.temperature_range),
         band=inst.chamber.stability_band, hold=inst.chamber.stability_hold, name="chamber",
     )
     rig = StackPressureRig(
-        backend=rig_sim, clock=clock, pressure_range=tuple(inst.rig.pressure_range), band=inst.rig.band,
+        backend=rig_backend, clock=clock, pressure_range=tuple(inst.rig.pressure_range), band=inst.rig.band,
         name="rig",
     )
     simulators = {"cell": cell, "chamber": chamber_sim, "rig": rig_sim, "potentiostat": pstat_sim}
-    return Lab(clock, potentiostat, chamber, rig, config, simulators)
+    return Lab(clock, potentiostat, chamber, rig, config, simulators, servers)
+
+
+def wire_backends(inst, chamber_sim, rig_sim):
+    """Return the chamber and rig backends and the servers behind them.
+
+    Kind ``sim``: the simulators in process. A controller kind (``eurotherm-3200``, ``mark10-rig``...):
+    the real drivers, talking over loopback to the simulators served at the wire (Modbus TCP, the
+    rig's line protocol), so the driver code a real lab runs is what the simulated lab runs too.
+    """
+    chamber_backend, rig_backend, servers = chamber_sim, rig_sim, []
+    if getattr(inst.chamber, "kind", "sim") != "sim":  # test stubs of the lab file omit kind
+        from devices.chamber.controllers import make_controller
+        from devices.modbus import ModbusLink
+        from devices.sim.wire import ModbusChamberServer
+
+        server = ModbusChamberServer(chamber_sim, inst.chamber.kind)
+        servers.append(server)
+        chamber_backend = make_controller(inst.chamber.kind, ModbusLink(server.address))
+    if getattr(inst.rig, "kind", "sim") != "sim":
+        from devices.rig.protocol import RigBackend
+        from devices.sim.wire import RigLineServer
+
+        server = RigLineServer(rig_sim)
+        servers.append(server)
+        rig_backend = RigBackend(server.address, area=inst.rig.area)
+    return chamber_backend, rig_backend, servers

@@ -21,4 +21,5 @@ def test_open_session_runs_plans_by_hand_into_the_catalog(tmp_path):
         assert run["potentiostat"].read()["potentiostat_Ewe"].size == 600
         assert run["impedance"].read()["potentiostat_eis_z_real"].shape[0] == 2
     finally:
+        ns["lab"].close()
         storage.close()

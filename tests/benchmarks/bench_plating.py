@@ -93,6 +93,7 @@ def measure(data_dir: Path, plan_of, *, live: bool | None) -> dict[str, float]:
     ``live=None`` runs the plan with no storage subscribed, to show what the simulation costs.
     """
     storage = Storage.open(data_dir, live=bool(live))
+    lab = None
     try:
         clock = VirtualClock()
         lab = build_simulated_lab(load_lab(LAB_FILE), CELL, storage.assets_dir, clock)
@@ -111,6 +112,8 @@ def measure(data_dir: Path, plan_of, *, live: bool | None) -> dict[str, float]:
         if live is not None:  # everything sent is in the server (not timed)
             assert stored_rows(storage.catalog[uid]) == (counter.rows, counter.spectra)
     finally:
+        if lab is not None:
+            lab.close()
         storage.close()
     return {"rows": counter.rows, "spectra": counter.spectra, "wall_s": wall, "sim_s": sim,
             "rows_per_s": counter.rows / wall, "day_wall_s": wall * DAY / sim}
