@@ -157,8 +157,8 @@ class FieldProblems(ValueError):
 
     Parameters
     ----------
-    problems : list of (str or None, str)
-        ``(field, message)`` pairs; ``None`` blames the model itself.
+    problems : list of (str, tuple of str, or None; str)
+        ``(field, message)`` pairs; a tuple is a path into nested fields; ``None`` blames the model.
     """
 
     def __init__(self, problems: list[tuple[str | None, str]]):
@@ -202,13 +202,17 @@ def _describe(error: dict, data: Any, model: type[BaseModel], extra_keys) -> lis
     location = _in_data(error["loc"], data, keep_missing=error["type"] == "missing")
     cause = (error.get("ctx") or {}).get("error")
     if isinstance(cause, FieldProblems):
-        return [((*location, f) if f else location, message) for f, message in cause.problems]
+        return [((*location, *_path(f)) if f else location, message) for f, message in cause.problems]
     if isinstance(cause, Exception):
         return [(location, str(cause))]  # our own messages (units, ranges) are already written for people
     if error["type"] == "extra_forbidden":
         allowed = [*_fields_at(model, location[:-1]), *extra_keys]
         return [(location, _unknown_key(location[-1], allowed))]
     return [(location, _message(error))]
+
+
+def _path(field: str | tuple[str, ...]) -> tuple[str, ...]:
+    return (field,) if isinstance(field, str) else field
 
 
 def _message(error: dict) -> str:
@@ -301,6 +305,7 @@ class PotentiostatConfig(ConfigModel):
 
     kind: str = Field(description="instrument model, e.g. biologic-sp200")
     address: str = Field(description="IP address or 'sim' for the simulator")
+    library: str | None = Field(None, description="path to EClib64.dll (EC-Lab Development Package), real labs")
     channel: int = Field(1, ge=1)
     current_limit: Annotated[float, Unit("mA", gt=0)]
     voltage_window: tuple[Voltage, Voltage]
@@ -383,6 +388,24 @@ class LabConfig(ConfigModel):
     seed: int = 0
     storage: StorageConfig = Field(default_factory=StorageConfig)
     instruments: Instruments
+
+    @model_validator(mode="after")
+    def _check_real(self):
+        """A real lab names the vendor library, real addresses and controller kinds."""
+        if self.simulated:
+            return self
+        problems = []
+        if self.instruments.potentiostat.library is None:
+            problems.append((("instruments", "potentiostat"),
+                             "a real lab needs library: the path to EClib64.dll of the EC-Lab Development Package"))
+        for role in ("potentiostat", "chamber", "rig"):
+            instrument = getattr(self.instruments, role)
+            if instrument.address == "sim":
+                problems.append((("instruments", role, "address"), "a real lab needs the instrument's address, not sim"))
+            if role != "potentiostat" and instrument.kind == "sim":
+                problems.append((("instruments", role, "kind"), "a real lab needs the controller's kind, not sim"))
+        raise_problems(problems)
+        return self
 
 
 # =================================================================================================

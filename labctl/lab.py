@@ -52,12 +52,45 @@ def cell_parameters(cell) -> "CellParameters":
 def build_lab(config, cell_params, assets_dir: Path, clock: VirtualClock | None = None) -> Lab:
     """Build the lab described by ``config`` (a ``LabConfig``) with the cell ``cell_params`` in it."""
     if not config.simulated:
-        raise LabctlError(
-            f"lab {config.name!r}: simulated: false needs the real instrument drivers (EC-Lab "
-            "Development Package, Modbus and serial), which labctl does not have yet; only "
-            "simulated labs (simulated: true) can be built"
-        )
+        return build_real_lab(config, assets_dir)
     return build_simulated_lab(config, cell_params, assets_dir, clock or VirtualClock())
+
+
+def build_real_lab(config, assets_dir: Path) -> Lab:
+    """The real instruments on the wall clock: the EC-Lab library, the chamber's Modbus controller, the rig.
+
+    The potentiostat comes first: without the vendor's DLL (Windows only) nothing else is touched.
+    """
+    from devices.biologic.backend import EClibBackend
+    from devices.biologic.channel import PotentiostatChannel
+    from devices.biologic.eclib import EClib
+    from devices.chamber.controllers import make_controller
+    from devices.chamber.device import TemperatureChamber
+    from devices.modbus import ModbusLink
+    from devices.rig.device import StackPressureRig
+    from devices.rig.protocol import RigBackend
+
+    clock, inst = WallClock(), config.instruments
+    try:
+        library = EClib.load(inst.potentiostat.library)
+    except OSError as error:
+        raise LabctlError(f"lab {config.name!r}: cannot load the EC-Lab library {inst.potentiostat.library!r}: {error}") from None
+    backend = EClibBackend(
+        library, clock, address=inst.potentiostat.address, channel=inst.potentiostat.channel,
+        voltage_window=tuple(inst.potentiostat.voltage_window), current_limit=inst.potentiostat.current_limit,
+    )
+    potentiostat = PotentiostatChannel(backend=backend, clock=clock, assets_dir=assets_dir,
+                                       channel=inst.potentiostat.channel, name="potentiostat")
+    chamber = TemperatureChamber(
+        backend=make_controller(inst.chamber.kind, ModbusLink(inst.chamber.address)), clock=clock,
+        temperature_range=tuple(inst.chamber.temperature_range), band=inst.chamber.stability_band,
+        hold=inst.chamber.stability_hold, name="chamber",
+    )
+    rig = StackPressureRig(
+        backend=RigBackend(inst.rig.address, area=inst.rig.area), clock=clock,
+        pressure_range=tuple(inst.rig.pressure_range), band=inst.rig.band, name="rig",
+    )
+    return Lab(clock, potentiostat, chamber, rig, config)
 
 
 def build_simulated_lab(config, cell_params, assets_dir: Path, clock: VirtualClock) -> Lab:

@@ -3,6 +3,7 @@
 import contextlib
 import io
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -126,3 +127,38 @@ def test_recover_reports_nothing_pending_after_a_clean_run(stored, capsys):
     data_dir, _ = stored
     assert main(["recover", "--data-dir", str(data_dir)]) == 0
     assert capsys.readouterr().out.strip() == f"0 pending runs in {data_dir / 'journal'}"
+
+
+REAL_LAB = """\
+name: bench-lab
+simulated: false
+instruments:
+  potentiostat:
+    kind: biologic-sp200
+    address: 192.168.0.10
+    library: C:/EC-Lab Development Package/lib/EClib64.dll
+    current_limit: 10 mA
+    voltage_window: [-10 V, 10 V]
+  chamber:
+    kind: eurotherm-3200
+    address: tcp://127.0.0.1:1
+    temperature_range: [-40 degC, 200 degC]
+    safe_setpoint: 25 degC
+  rig:
+    kind: mark10-rig
+    address: socket://127.0.0.1:1
+    area: 0.785 cm^2
+    pressure_range: [0 MPa, 20 MPa]
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="the vendor's DLL may be there")
+def test_a_real_lab_without_the_vendor_library_stops_before_touching_an_instrument(tmp_path, capsys):
+    (tmp_path / "lab.yaml").write_text(REAL_LAB)
+    experiment = tmp_path / "short.yaml"
+    experiment.write_text(SHORT_EXPERIMENT.replace(f"lab: {CONFIGS / 'lab-sim.yaml'}", "lab: lab.yaml"))
+    assert main(["check", str(experiment)]) == 0
+    assert main(["run", str(experiment), "--data-dir", str(tmp_path / "data")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot load the EC-Lab library 'C:/EC-Lab Development Package/lib/EClib64.dll'" in err
+    assert "Windows DLL" in err

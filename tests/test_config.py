@@ -238,6 +238,26 @@ def test_lab_errors_carry_field_and_line(tmp_path):
     assert all(e.path == str(tmp_path / "file.yaml") for e in errors)
 
 
+def test_a_real_lab_must_name_the_vendor_library_addresses_and_controller_kinds(tmp_path):
+    text = LAB.replace("simulated: true", "simulated: false").replace(
+        "  rig:\n    kind: sim\n    address: sim", "  rig:\n    kind: mark10-rig\n    address: /dev/ttyUSB0")
+    errors = errors_of(load_lab, write(tmp_path, text))
+    assert located(errors) == {
+        ("instruments.potentiostat", 5),
+        ("instruments.potentiostat.address", 7),
+        ("instruments.chamber.kind", 11),
+        ("instruments.chamber.address", 12),
+    }
+    assert any("EClib64.dll" in e.message for e in errors)
+
+
+def test_unknown_controller_kinds_are_refused_with_the_known_ones(tmp_path):
+    (error,) = errors_of(load_lab, write(tmp_path, LAB.replace("    kind: sim\n    address: sim\n    temperature",
+                                                                 "    kind: eurotherm-9999\n    address: sim\n    temperature")))
+    assert (error.field, error.line) == ("instruments.chamber.kind", 11)
+    assert "'eurotherm-3200'" in error.message and "'eurotherm-9999'" in error.message
+
+
 def test_voltage_window_items_are_located_one_by_one(tmp_path):
     text = LAB.replace("voltage_window: [-10 V, 10 V]", "voltage_window:\n      - -10 V\n      - 10 mA")
     (error,) = errors_of(load_lab, write(tmp_path, text))
