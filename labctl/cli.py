@@ -1,9 +1,12 @@
 """``labctl``: run, check and inspect experiments.
 
     labctl run configs/plating-overnight.yaml     # run on the lab the file names (simulated by default)
-    labctl check configs/plating-overnight.yaml   # validate only, touching nothing
+    labctl check configs/plating-overnight.yaml   # validate, and estimate durations by a simulated dry run
+    labctl plans                                  # the plans and their arguments, units and defaults
     labctl runs [--json]                          # what is stored
     labctl show UID                               # summary and a PNG of one run
+    labctl report UID                             # figures and an HTML summary of fits and stop reason
+    labctl export UID --format csv|netcdf         # every stream of a run to files
     labctl recover                                # write runs the server missed in from the journal
     labctl shell                                  # IPython with a RunEngine, the lab and the catalog
 """
@@ -46,12 +49,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pace", type=float, help="simulated seconds per wall second (demo); default: as fast as possible")
     p = command("check", cmd_check, "validate an experiment file against its lab, touching no instrument")
     p.add_argument("experiment", type=Path)
+    p.add_argument("--no-dry-run", action="store_true", help="validate only, without the simulated dry run")
+    sub.add_parser("plans", help="list the plans with their arguments, units and defaults").set_defaults(func=cmd_plans)
     p = command("runs", cmd_runs, "list stored runs")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--limit", type=int, default=None)
     p = command("show", cmd_show, "summarise a run and write its figure")
     p.add_argument("uid", help="run uid (a unique prefix is enough)")
     p.add_argument("--out", type=Path, default=None, help="folder for the PNG (default: DATA_DIR/figures)")
+    p = command("report", cmd_report, "write a run's figures and an HTML summary of its fits and how it ended")
+    p.add_argument("uid", help="run uid (a unique prefix is enough)")
+    p.add_argument("--out", type=Path, default=None, help="folder for the report (default: DATA_DIR/reports/UID8)")
+    p = command("export", cmd_export, "write every stream of a run to CSV files or one NetCDF file")
+    p.add_argument("uid", help="run uid (a unique prefix is enough)")
+    p.add_argument("--format", choices=["csv", "netcdf"], default="csv")
+    p.add_argument("--out", type=Path, default=None, help="folder for the files (default: DATA_DIR/exports)")
     command("recover", cmd_recover, "write runs the server missed (down, or a crash mid-run) in from the journal")
     p = command("shell", cmd_shell, "IPython with a RunEngine, the lab's devices, the plans and the catalog")
     p.add_argument("experiment", type=Path, nargs="?", help="experiment whose cell is put in the simulated lab")
@@ -86,8 +98,31 @@ def open_storage(lab, data_dir: Path):
 def cmd_check(args) -> int:
     experiment, lab, _ = load(args)
     print(f"{args.experiment}: valid: {len(experiment.steps)} steps for cell {experiment.cell.id} on lab {lab.name}")
-    for index, step in enumerate(experiment.steps):
-        print(f"  {index + 1}. {step.plan}" + (f" x{step.repeat}" if step.repeat > 1 else ""))
+    if args.no_dry_run:
+        for index, step in enumerate(experiment.steps):
+            print(f"  {index + 1}. {step.plan}" + (f" x{step.repeat}" if step.repeat > 1 else ""))
+        return 0
+    return print_dry_run(experiment, lab)
+
+
+def print_dry_run(experiment, lab) -> int:
+    """Run the experiment on a simulated copy of the lab (virtual clock, nothing stored); print durations."""
+    from labctl.dryrun import dry_run, format_duration
+
+    print("dry run on the simulated lab (durations on its virtual clock; a real cell may differ):")
+    outcomes = dry_run(experiment, lab)
+    for o in outcomes:
+        repeat = f" (repeat {o.repeat + 1})" if experiment.steps[o.index].repeat > 1 else ""
+        print(f"  {o.index + 1}. {o.plan + repeat:<32} {format_duration(o.duration):>9}  {o.exit_status}: {o.reason}")
+    print(f"  estimated total: {format_duration(sum(o.duration for o in outcomes))}")
+    return 0 if all(o.exit_status == "success" for o in outcomes) else 1
+
+
+def cmd_plans(args) -> int:
+    from labctl.catalog import describe_plans
+    from plans import PLANS
+
+    print(describe_plans(PLANS))
     return 0
 
 
@@ -147,6 +182,36 @@ def cmd_show(args) -> int:
     finally:
         storage.close()
     print(f"figure: {path}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from labctl.report import write_report
+
+    _, lab, data_dir = load(args)
+    storage = open_storage(lab, data_dir)
+    try:
+        run = storage.find(args.uid)
+        path = write_report(run, args.out or data_dir / "reports" / run.start["uid"][:8])
+    finally:
+        storage.close()
+    print(f"report: {path}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from labctl.export import export_csv, export_netcdf
+
+    _, lab, data_dir = load(args)
+    storage = open_storage(lab, data_dir)
+    try:
+        run = storage.find(args.uid)
+        out = args.out or data_dir / "exports"
+        paths = export_csv(run, out) if args.format == "csv" else [export_netcdf(run, out)]
+    finally:
+        storage.close()
+    for path in paths:
+        print(f"wrote {path}")
     return 0
 
 

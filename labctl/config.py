@@ -563,7 +563,8 @@ class Experiment(ConfigModel):
 # Step models generated from plan signatures
 # =================================================================================================
 
-RUNNER_FILLED = {"electrode_area", "cell_kind"}  # the runner passes these from the cell metadata
+# The runner passes these from the cell metadata (labctl.runner.runner_arguments).
+RUNNER_FILLED = {"electrode_area", "thickness", "cell_kind", "contains_lithium"}
 
 
 @functools.cache
@@ -685,11 +686,27 @@ def _current_problems(value: float, cell: Cell, lab: LabConfig) -> list[str]:
     ]
 
 
-# Checked for any plan with an argument of that name, so a new plan gets the checks for free.
+def _voltage_problems(value: float, cell: Cell, lab: LabConfig) -> list[str]:
+    low, high = lab.instruments.potentiostat.voltage_window
+    if low <= value <= high:
+        return []
+    return [
+        f"{_show(value, 'V')} is outside the potentiostat's voltage window [{_show(low, 'V')}, {_show(high, 'V')}] "
+        f"(lab {lab.name!r}): choose a voltage inside it"
+    ]
+
+
+# Checked for any plan with an argument of that name (a number, or a list of numbers, each checked),
+# so a new plan gets the checks for free.
 LAB_CHECKS: dict[str, Callable[[float, Cell, LabConfig], list[str]]] = {
     "temperature": _temperature_problems,
+    "test_temperature": _temperature_problems,
+    "temperatures": _temperature_problems,
     "pressure": _pressure_problems,
     "current_density": _current_problems,
+    "start_density": _current_problems,
+    "max_density": _current_problems,
+    "voltage": _voltage_problems,
 }
 
 
@@ -699,8 +716,11 @@ def check_against_lab(experiment: Experiment, lab: LabConfig) -> list[ConfigErro
     for index, step in enumerate(experiment.steps):
         for name, check in LAB_CHECKS.items():
             value = step.kwargs.get(name)
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                errors += [experiment.error(("steps", index, name), m) for m in check(value, experiment.cell, lab)]
+            items = enumerate(value) if isinstance(value, list) else [(None, value)]
+            for item, number in items:
+                if isinstance(number, (int, float)) and not isinstance(number, bool):
+                    location = ("steps", index, name) if item is None else ("steps", index, name, item)
+                    errors += [experiment.error(location, m) for m in check(number, experiment.cell, lab)]
     return errors
 
 

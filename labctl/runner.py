@@ -37,7 +37,9 @@ def device_arguments(plan: Callable, lab: Lab) -> list:
 def runner_arguments(plan: Callable, experiment) -> dict:
     """Return the arguments the runner fills in from the cell metadata."""
     names = inspect.signature(plan).parameters
-    filled = {"electrode_area": experiment.cell.electrode_area_m2, "cell_kind": experiment.cell.kind}
+    cell = experiment.cell
+    filled = {"electrode_area": cell.electrode_area_m2, "thickness": cell.thickness, "cell_kind": cell.kind,
+              "contains_lithium": cell.contains_lithium}
     return {k: v for k, v in filled.items() if k in names}
 
 

@@ -1,7 +1,5 @@
 """The ``labctl`` command line, in process: check, then run -> runs -> show on one data directory."""
 
-import contextlib
-import io
 import json
 import sys
 from pathlib import Path
@@ -12,31 +10,10 @@ import pytest
 from labctl.cli import main
 from labctl.storage import Storage
 
+from conftest import SHORT_EXPERIMENT
+
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 CASES = Path(__file__).resolve().parent / "config_cases"
-
-# A short version of the overnight experiment: an hour of plating, a spectrum every 20 min.
-SHORT_EXPERIMENT = f"""\
-name: cli-test
-lab: {CONFIGS / "lab-sim.yaml"}
-cell:
-  id: LLZTO-CLI-1
-  kind: symmetric
-  thickness: 1.2 mm
-  electrode_diameter: 2 mm
-steps:
-  - plan: set_temperature
-    temperature: 30 degC
-  - plan: set_pressure           # without it the stripping electrode loses contact within minutes
-    pressure: 5 MPa
-  - plan: rest
-    duration: 10 min
-  - plan: plate
-    current_density: 0.5 mA/cm^2
-    geis_interval: 20 min
-    geis_f_min: 1 Hz
-    max_duration: 1 h
-"""
 
 
 def test_check_accepts_the_overnight_experiment(capsys):
@@ -62,20 +39,6 @@ def test_run_with_an_invalid_file_touches_nothing(capsys, tmp_path):
     assert main(["run", str(CASES / "exp-out-of-range.yaml"), "--data-dir", str(tmp_path / "data")]) == 2
     assert "current_density" in capsys.readouterr().err
     assert not (tmp_path / "data").exists()  # no storage opened, no lab built
-
-
-@pytest.fixture(scope="module")
-def stored(tmp_path_factory):
-    """Run the short experiment through ``labctl run``; return (data dir, its output)."""
-    folder = tmp_path_factory.mktemp("cli")
-    experiment = folder / "short.yaml"
-    experiment.write_text(SHORT_EXPERIMENT)
-    data_dir = folder / "data"
-    buffer = io.StringIO()
-    with contextlib.redirect_stdout(buffer):
-        code = main(["run", str(experiment), "--data-dir", str(data_dir)])
-    assert code == 0, buffer.getvalue()
-    return data_dir, buffer.getvalue()
 
 
 def test_run_prints_runs_where_and_why(stored):

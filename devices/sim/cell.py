@@ -370,14 +370,16 @@ class SimCell:
         """Leave the cell at open circuit until ``times[-1]``; return the relaxing voltage."""
         return self.galvanostatic(times, 0.0)
 
-    def potentiostatic(self, times: np.ndarray, voltage: float) -> np.ndarray:
+    def potentiostatic(self, times: np.ndarray, voltage: float, since: float | None = None) -> np.ndarray:
         """Hold Ewe - Ece at ``voltage`` from state.time; return the current at ``times``.
 
         On a blocking cell the current decays from the ionic value to the electronic one,
         I = V/R_e at steady state, with the power-law tail of an R-CPE step response.
+        ``since`` is when the voltage was applied, for a step read out in several calls (an
+        instrument polled during the step); by default the step starts now.
         """
         times = np.asarray(times, dtype=float)
-        start = self.state.time
+        start = self.state.time if since is None else since
         temperature, pressure = self._temperature(start), self._pressure(start)
         drive = voltage - self.open_circuit_voltage()
         r_e = self.electronic_resistance()

@@ -405,7 +405,7 @@ class SimEClib:
             return None
         if technique.stem in ("ca", "calimit"):
             voltage = technique.get("Voltage_step", self.step)
-            current = self.cell.potentiostatic(times, voltage)
+            current = self.cell.potentiostatic(times, voltage, since=self.step_start)
             ewe = voltage + self.cell.rng.normal(0, self.cell.params.voltage_noise, len(times))
         else:
             applied = 0.0 if technique.stem == "ocv" else technique.get("Current_step", self.step)

@@ -1,0 +1,156 @@
+"""Preparing a cell: a heat treatment and its return to the test temperature, and stack-pressure programs."""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated
+
+import bluesky.plan_stubs as bps
+import bluesky.preprocessors as bpp
+
+from labctl.units import Unit
+from plans.stubs import ENVIRONMENT, plan_metadata, wait_recording
+
+LITHIUM_MELTING_POINT = 453.65  # K, 180.5 degC
+
+
+def condition_cell(
+    chamber,
+    rig=None,
+    *,
+    temperature: Annotated[float, Unit("degC", ge=-40, le=200)],
+    hold: Annotated[float, Unit("h", ge=0)],
+    test_temperature: Annotated[float, Unit("degC", ge=-40, le=200)],
+    record_interval: Annotated[float, Unit("s", gt=0)] = 60.0,
+    contains_lithium: bool = True,
+    md: dict | None = None,
+):
+    """Heat the cell, hold it there, cool it back to the test temperature and wait until it is stable.
+
+    For example 170 degC for 2 h for acid-treated pellets, then 30 degC. The chamber is recorded in
+    the environment stream throughout. If the plan fails or is stopped the chamber is sent to the
+    test temperature, so a cell is never left at the conditioning temperature.
+
+    Parameters
+    ----------
+    chamber : TemperatureChamber
+        The chamber; its lab-file band and hold time define "stable".
+    rig : optional
+        Recorded alongside.
+    temperature : float
+        Conditioning temperature, K (YAML: e.g. ``170 degC``); refused at or above lithium's melting
+        point (180.5 degC) when the cell contains lithium.
+    hold : float
+        Time at the conditioning temperature once it is stable, s.
+    test_temperature : float
+        Temperature to return to and stabilise at, K.
+    record_interval : float
+        How often the chamber is read into the environment stream, s.
+    contains_lithium : bool
+        Whether the cell has lithium metal in it; filled in from the cell metadata.
+    md : dict, optional
+        Extra metadata for the start document.
+    """
+    hottest = max(temperature, test_temperature)
+    if contains_lithium and hottest >= LITHIUM_MELTING_POINT:
+        raise ValueError(f"{hottest - 273.15:.1f} degC would melt the cell's lithium (180.5 degC): refused")
+    args = {"chamber": chamber.name, "temperature": temperature, "hold": hold,
+            "test_temperature": test_temperature, "record_interval": record_interval,
+            "contains_lithium": contains_lithium}
+    environment = [d for d in (chamber, rig) if d is not None]
+    finished = []
+
+    def body():
+        yield from bps.open_run(plan_metadata("condition_cell", args, md))
+        yield from _reach(chamber, temperature, environment, record_interval)
+        yield from _hold(hold, environment, record_interval)
+        yield from _reach(chamber, test_temperature, environment, record_interval)
+        reason = (f"held {hold / 3600:g} h at {temperature - 273.15:.1f} degC, "
+                  f"stable at {test_temperature - 273.15:.2f} degC")
+        yield from bps.close_run(exit_status="success", reason=reason)
+        finished.append(reason)
+        return reason
+
+    def back_to_test_temperature():
+        # Only the setpoint, and only if cut short: waiting here would hold up the RunEngine's cleanup.
+        if not finished:
+            yield from bps.abs_set(chamber, test_temperature)
+
+    return (yield from bpp.finalize_wrapper(body(), back_to_test_temperature()))
+
+
+def pressure_program(
+    rig,
+    chamber=None,
+    *,
+    pressure: Annotated[float, Unit("MPa", ge=0, le=100)],
+    ramp_rate: Annotated[float | None, Unit("MPa/min", gt=0)] = None,
+    hold: Annotated[float, Unit("min", ge=0)] = 0.0,
+    release: bool = False,
+    record_interval: Annotated[float, Unit("s", gt=0)] = 10.0,
+    md: dict | None = None,
+):
+    """Apply a stack pressure (ramped, or in one step), hold it recording the rig, and optionally release it.
+
+    Parameters
+    ----------
+    rig : StackPressureRig
+        The rig; its closed loop holds each setpoint.
+    chamber : optional
+        Recorded alongside.
+    pressure : float
+        Target, Pa (YAML: e.g. ``5 MPa``).
+    ramp_rate : float, optional
+        Ramp from the present pressure at this rate, Pa/s (YAML: e.g. ``1 MPa/min``); one step when
+        not given.
+    hold : float
+        Time at the target, recorded in the environment stream, s.
+    release : bool
+        Release the pressure after the hold (the rig's ``on_finish`` applies otherwise).
+    record_interval : float
+        How often force, pressure and crosshead position are recorded, s; also the ramp's step time.
+    md : dict, optional
+        Extra metadata for the start document.
+    """
+    args = {"rig": rig.name, "pressure": pressure, "ramp_rate": ramp_rate, "hold": hold, "release": release,
+            "record_interval": record_interval}
+    environment = [d for d in (rig, chamber) if d is not None]
+
+    def body():
+        yield from bps.open_run(plan_metadata("pressure_program", args, md))
+        yield from bps.trigger_and_read(environment, name=ENVIRONMENT)
+        start = yield from bps.rd(rig.pressure)
+        for setpoint in _ramp(start, pressure, ramp_rate, record_interval):
+            yield from _reach(rig, setpoint, environment, record_interval)
+        yield from _hold(hold, environment, record_interval)
+        reason = f"held {pressure / 1e6:g} MPa for {hold / 60:g} min"
+        if release:
+            yield from _reach(rig, 0.0, environment, record_interval)
+            reason += ", then released"
+        yield from bps.close_run(exit_status="success", reason=reason)
+        return reason
+
+    return (yield from body())
+
+
+def _ramp(start: float, target: float, rate: float | None, interval: float) -> list[float]:
+    """Return the setpoints of a ramp from ``start`` to ``target`` at ``rate`` per second, one per interval."""
+    if rate is None:
+        return [target]
+    steps = max(math.ceil(abs(target - start) / (rate * interval) - 1e-9), 1)  # never faster than rate
+    return [start + (target - start) * (k + 1) / steps for k in range(steps)]
+
+
+def _reach(device, value: float, environment: list, record_interval: float):
+    status = yield from bps.abs_set(device, value, group=device.name)
+    yield from wait_recording(status, environment, record_interval, device.name)
+
+
+def _hold(duration: float, environment: list, record_interval: float):
+    """Record the environment every ``record_interval`` for ``duration`` seconds."""
+    elapsed = 0.0
+    while elapsed < duration:
+        step = min(record_interval, duration - elapsed)
+        yield from bps.sleep(step)
+        elapsed += step
+        yield from bps.trigger_and_read(environment, name=ENVIRONMENT)

@@ -1,0 +1,84 @@
+"""Fixtures shared by the CLI, report and export tests: one short plating experiment, stored once."""
+
+import contextlib
+import io
+from pathlib import Path
+
+import pytest
+
+from labctl.cli import main
+from labctl.storage import Storage
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+# A short version of the overnight experiment: an hour of plating, a spectrum every 20 min.
+SHORT_EXPERIMENT = f"""\
+name: cli-test
+lab: {CONFIGS / "lab-sim.yaml"}
+cell:
+  id: LLZTO-CLI-1
+  kind: symmetric
+  thickness: 1.2 mm
+  electrode_diameter: 2 mm
+steps:
+  - plan: set_temperature
+    temperature: 30 degC
+  - plan: set_pressure           # without it the stripping electrode loses contact within minutes
+    pressure: 5 MPa
+  - plan: rest
+    duration: 10 min
+  - plan: plate
+    current_density: 0.5 mA/cm^2
+    geis_interval: 20 min
+    geis_f_min: 1 Hz
+    max_duration: 1 h
+"""
+
+
+@pytest.fixture(scope="session")
+def stored(tmp_path_factory):
+    """Run the short experiment once through ``labctl run``; return (data dir, what it printed)."""
+    folder = tmp_path_factory.mktemp("cli")
+    experiment = folder / "short.yaml"
+    experiment.write_text(SHORT_EXPERIMENT)
+    data_dir = folder / "data"
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        code = main(["run", str(experiment), "--data-dir", str(data_dir)])
+    assert code == 0, buffer.getvalue()
+    return data_dir, buffer.getvalue()
+
+
+@pytest.fixture(scope="session")
+def plating_run(stored):
+    """Return (data dir, plate run uid) of the short experiment."""
+    data_dir, out = stored
+    return data_dir, next(line.split()[0] for line in out.splitlines() if " plate " in line)
+
+
+class StoredRun:
+    """A run as databroker hands it out (start, stop, streams by name with ``read()``), from Datasets."""
+
+    def __init__(self, start: dict, stop: dict, streams: dict):
+        self.start, self.stop, self.streams = start, stop, streams
+
+    def __iter__(self):
+        return iter(self.streams)
+
+    def __getitem__(self, name):
+        return type("Stream", (), {"read": lambda _self: self.streams[name]})()
+
+
+@pytest.fixture(scope="session")
+def stored_run():
+    """Return the :class:`StoredRun` class, to build runs from Datasets without a server."""
+    return StoredRun
+
+
+@pytest.fixture(scope="session")
+def plate(plating_run):
+    """Return the stored plating run read back once, as a :class:`StoredRun` (no server kept open)."""
+    data_dir, uid = plating_run
+    with Storage.open(data_dir) as storage:
+        run = storage.catalog[uid]
+        return StoredRun(dict(run.start), dict(run.stop), {name: run[name].read() for name in run})

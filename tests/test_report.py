@@ -1,0 +1,107 @@
+"""``labctl report``: paper-style figures and an HTML summary of a stored run, checked for content."""
+
+import html
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from labctl.analysis import BULK_INTERFACE, arrhenius_fit
+from labctl.analysis.conductivity import BOLTZMANN_EV
+from labctl.cli import main
+from labctl.plots import fit_values, fitted_circuit
+from labctl.report import arrhenius_figure, conductivity_points, plated_capacity, write_report
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_writes_the_figures_and_a_summary_with_fits_and_stop_reason(plating_run, plate, tmp_path, capsys):
+    data_dir, uid = plating_run
+    stop, streams = plate.stop, plate.streams
+    assert main(["report", uid[:8], "--data-dir", str(data_dir), "--out", str(tmp_path)]) == 0
+    page = tmp_path / f"{uid[:8]}-plate.html"
+    assert f"report: {page}" in capsys.readouterr().out
+    text = page.read_text()
+    assert html.escape(stop["reason"]) in text and "time limit reached" in stop["reason"]  # an hour, no short
+    fits = streams["impedance_fit"]
+    for role in ("bulk", "interface"):
+        for value in fit_values(fits, f"asr_{role}"):
+            assert f"{value:.4g}" in text
+    pngs = sorted(tmp_path.glob("*.png"))
+    assert [p.name.removeprefix(uid[:8]) for p in pngs] == ["-plate-nyquist-plating.png", "-plate-resistances.png", "-plate.png"]
+    for png in pngs:
+        assert png.read_bytes()[:8] == PNG and png.stat().st_size > 10_000
+        assert f"src='{png.name}'" in text
+
+
+def test_stored_fits_redraw_as_curves_through_the_measured_spectra(plate):
+    streams = plate.streams
+    fits, spectra = streams["impedance_fit"], streams["impedance"]
+    circuit = fitted_circuit(fits)
+    assert circuit is BULK_INTERFACE
+    for i in range(len(spectra.time)):
+        f = spectra["potentiostat_eis_frequency"].values[i]
+        z = spectra["potentiostat_eis_z_real"].values[i] + 1j * spectra["potentiostat_eis_z_imag"].values[i]
+        params = [fit_values(fits, name)[i] for name in circuit.parameters]
+        model = circuit.impedance(params, f)
+        assert np.sqrt(np.mean(np.abs((model - z) / z) ** 2)) < 0.02  # the simulator's noise is 0.5 %
+
+
+def test_plated_capacity_follows_the_current(plate):
+    start, streams = plate.start, plate.streams
+    spectra = streams["impedance"]
+    times = spectra["potentiostat_eis_sweep_start"].values
+    capacity = plated_capacity(streams["potentiostat"], times, start["cell"]["electrode_area"])
+    assert capacity[0] == pytest.approx(0, abs=1e-3)  # the first spectrum is taken before plating
+    # 0.5 mA/cm^2 for the hour of plating, which the spectra do not interrupt
+    assert capacity[-1] == pytest.approx(0.5, rel=0.02)
+    assert np.all(np.diff(capacity) > 0)
+
+
+def test_conductivity_points_from_the_plans_conductivity_stream(stored_run):
+    t = np.array([253.15, 273.15, 298.15])
+    points = xr.Dataset({"conductivity_temperature": ("time", t), "conductivity_sigma": ("time", [1e-3, 5e-3, 2e-2]),
+                         "conductivity_r_bulk": ("time", [1e4, 2e3, 5e2])})
+    found = conductivity_points(stored_run({"uid": "x", "time": 0.0}, {}, {"conductivity": points}))
+    np.testing.assert_array_equal(found[0], t)
+    np.testing.assert_array_equal(found[1], [1e-3, 5e-3, 2e-2])
+    # the electronic-conductivity step's stream has no temperatures: no Arrhenius points
+    dc = xr.Dataset({"conductivity_sigma": ("time", [1e-9])})
+    assert conductivity_points(stored_run({"uid": "x", "time": 0.0}, {}, {"conductivity": dc})) is None
+
+
+def test_arrhenius_figure_from_arrays(tmp_path):
+    t = np.array([253.15, 273.15, 298.15, 323.15, 348.15])
+    sigma = 5e3 * np.exp(-0.42 / (BOLTZMANN_EV * t))
+    fit = arrhenius_fit(t, sigma)
+    path = arrhenius_figure(t, sigma, fit, tmp_path / "arrhenius.png")
+    assert path.read_bytes()[:8] == PNG and path.stat().st_size > 10_000
+
+
+def test_report_of_a_conductivity_run_has_an_arrhenius_fit(stored_run, tmp_path):
+    # A conductivity run: one fitted spectrum per temperature, the chamber's temperature beside it.
+    t = np.array([263.15, 283.15, 303.15, 323.15, 343.15])
+    thickness, area = 1.2e-3, np.pi * 1e-6
+    sigma = 5e3 * np.exp(-0.42 / (BOLTZMANN_EV * t))
+    r_bulk = thickness / (sigma * area)
+    events = np.arange(5.0) * 3600
+    fits = xr.Dataset({"impedance_fit_r_bulk": ("time", r_bulk), "impedance_fit_r_bulk_err": ("time", r_bulk * 0.01),
+                       "impedance_fit_residual_rms": ("time", np.full(5, 0.004))}, coords={"time": events})
+    environment = xr.Dataset({"chamber_temperature": ("time", t)}, coords={"time": events - 60})
+    run = stored_run({"uid": "c0ffee00-0000", "plan_name": "conductivity", "time": 0.0,
+                     "cell": {"id": "LLZTO-9", "thickness": thickness, "electrode_area": area}},
+                    {"exit_status": "success", "reason": "5 temperatures measured"},
+                    {"impedance_fit": fits, "environment": environment})
+    temperature, measured = conductivity_points(run)
+    np.testing.assert_allclose(temperature, t)
+    np.testing.assert_allclose(measured, sigma)
+    text = write_report(run, tmp_path).read_text()
+    assert "0.420 ± 0.000 eV" in text and "5 temperatures measured" in text
+    assert "<td>30.0</td><td>" + f"{sigma[2] * 10:.4g}</td>" in text  # mS/cm
+    (png,) = tmp_path.glob("*.png")  # no voltage or Nyquist figure for a run without those streams
+    assert png.name == "c0ffee00-conductivity-arrhenius.png"
+    assert png.read_bytes()[:8] == PNG and f"src='{png.name}'" in text
+
+
+def test_an_isothermal_run_has_no_arrhenius_points(plate):
+    assert conductivity_points(plate) is None
