@@ -36,6 +36,12 @@ steps:
 
 
 @pytest.fixture(scope="session")
+def short_experiment() -> str:
+    """The text of the short experiment file (its lab is configs/lab-sim.yaml, by absolute path)."""
+    return SHORT_EXPERIMENT
+
+
+@pytest.fixture(scope="session")
 def stored(tmp_path_factory):
     """Run the short experiment once through ``labctl run``; return (data dir, what it printed)."""
     folder = tmp_path_factory.mktemp("cli")

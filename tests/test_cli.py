@@ -10,8 +10,6 @@ import pytest
 from labctl.cli import main
 from labctl.storage import Storage
 
-from conftest import SHORT_EXPERIMENT
-
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 CASES = Path(__file__).resolve().parent / "config_cases"
 
@@ -116,10 +114,11 @@ instruments:
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="the vendor's DLL may be there")
-def test_a_real_lab_without_the_vendor_library_stops_before_touching_an_instrument(tmp_path, capsys):
+def test_a_real_lab_without_the_vendor_library_stops_before_touching_an_instrument(tmp_path, capsys,
+                                                                                   short_experiment):
     (tmp_path / "lab.yaml").write_text(REAL_LAB)
     experiment = tmp_path / "short.yaml"
-    experiment.write_text(SHORT_EXPERIMENT.replace(f"lab: {CONFIGS / 'lab-sim.yaml'}", "lab: lab.yaml"))
+    experiment.write_text(short_experiment.replace(f"lab: {CONFIGS / 'lab-sim.yaml'}", "lab: lab.yaml"))
     assert main(["check", str(experiment)]) == 0
     assert main(["run", str(experiment), "--data-dir", str(tmp_path / "data")]) == 2
     err = capsys.readouterr().err
