@@ -60,7 +60,7 @@ FSYNC_EVERY_SECONDS = 1.0
 # the real lab documents arrive minutes apart and each is written at once, so the catalog shows a
 # running experiment (~40-200 ms a write). Not live: a simulated day arrives within seconds; each
 # stream is written once, at the run's stop (tests/benchmarks/bench_plating.py: a 24 h plating run
-# takes ~25 s wall written live, ~3.5 s batched). The journal is written at once either way.
+# takes ~30 s wall written live, ~4.6 s batched). The journal is written at once either way.
 LIVE_BATCH_SIZE = 1
 BULK_BATCH_SIZE = 10_000_000
 
