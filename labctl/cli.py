@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -169,18 +170,23 @@ def cmd_runs(args) -> int:
     return 0
 
 
-def cmd_show(args) -> int:
-    from labctl.plots import run_figure, run_summary
-
+@contextlib.contextmanager
+def stored_run(args):
+    """Yield (the run ``args.uid``, the data dir) with the storage open; close it afterwards."""
     _, lab, data_dir = load(args)
     storage = open_storage(lab, data_dir)
     try:
-        run = storage.find(args.uid)
-        print(run_summary(run))
-        out = args.out or data_dir / "figures"
-        path = run_figure(run, out)
+        yield storage.find(args.uid), data_dir
     finally:
         storage.close()
+
+
+def cmd_show(args) -> int:
+    from labctl.plots import run_figure, run_summary
+
+    with stored_run(args) as (run, data_dir):
+        print(run_summary(run))
+        path = run_figure(run, args.out or data_dir / "figures")
     print(f"figure: {path}")
     return 0
 
@@ -188,13 +194,8 @@ def cmd_show(args) -> int:
 def cmd_report(args) -> int:
     from labctl.report import write_report
 
-    _, lab, data_dir = load(args)
-    storage = open_storage(lab, data_dir)
-    try:
-        run = storage.find(args.uid)
+    with stored_run(args) as (run, data_dir):
         path = write_report(run, args.out or data_dir / "reports" / run.start["uid"][:8])
-    finally:
-        storage.close()
     print(f"report: {path}")
     return 0
 
@@ -202,14 +203,9 @@ def cmd_report(args) -> int:
 def cmd_export(args) -> int:
     from labctl.export import export_csv, export_netcdf
 
-    _, lab, data_dir = load(args)
-    storage = open_storage(lab, data_dir)
-    try:
-        run = storage.find(args.uid)
+    with stored_run(args) as (run, data_dir):
         out = args.out or data_dir / "exports"
         paths = export_csv(run, out) if args.format == "csv" else [export_netcdf(run, out)]
-    finally:
-        storage.close()
     for path in paths:
         print(f"wrote {path}")
     return 0
