@@ -4,6 +4,7 @@ import contextlib
 import io
 from pathlib import Path
 
+import h5py
 import pytest
 
 from labctl.cli import main
@@ -88,3 +89,44 @@ def plate(plating_run):
     with Storage.open(data_dir) as storage:
         run = storage.catalog[uid]
         return StoredRun(dict(run.start), dict(run.stop), {name: run[name].read() for name in run})
+
+
+class LabConfigStub:
+    """The few lab-file fields the lab builder reads, as a validated LabConfig gives them (SI).
+
+    No ``kind``: the chamber and rig simulators stay in process, with no wire servers to start.
+    """
+
+    class storage:
+        data_dir, uri = "data", None
+
+    class instruments:
+        class potentiostat:
+            channel, current_limit, voltage_window = 1, 0.01, (-10.0, 10.0)
+
+        class chamber:
+            temperature_range, stability_band, stability_hold = (233.15, 473.15), 0.5, 300.0
+
+        class rig:
+            area, pressure_range, band = 0.785e-4, (0.0, 20e6), 0.1e6
+
+    name, simulated, seed = "test-lab", True, 1234
+
+
+@pytest.fixture(scope="session")
+def lab_config():
+    """A lab configuration for ``build_simulated_lab`` without a lab file."""
+    return LabConfigStub
+
+
+def _rows_on_disk(docs, field):
+    """The rows of ``field`` the flyer wrote to its HDF5 file, found from the stream resource."""
+    resource = next(d for n, d in docs if n == "stream_resource" and d["data_key"].endswith(field))
+    with h5py.File(resource["uri"].removeprefix("file://localhost"), "r", swmr=True) as f:
+        return f[resource["parameters"]["dataset"]][()]
+
+
+@pytest.fixture(scope="session")
+def rows_on_disk():
+    """Return the function reading a flyer's rows back from its HDF5 file."""
+    return _rows_on_disk

@@ -15,29 +15,10 @@ AREA = CellParameters().electrode_area
 HOUR = 3600.0
 
 
-class LabConfigStub:
-    """The few lab-file fields the builder reads, as a validated LabConfig would give them."""
-
-    class storage:
-        data_dir, uri = "data", None
-
-    class instruments:
-        class potentiostat:
-            channel, current_limit, voltage_window = 1, 0.01, (-10.0, 10.0)
-
-        class chamber:
-            temperature_range, stability_band, stability_hold = (233.15, 473.15), 0.5, 300.0
-
-        class rig:
-            area, pressure_range, band = 0.785e-4, (0.0, 20e6), 0.1e6
-
-    name, simulated, seed = "test-lab", True, 1234
-
-
 @pytest.fixture
-def lab(tmp_path):
+def lab(tmp_path, lab_config):
     def build(**cell):
-        lab = build_simulated_lab(LabConfigStub, CellParameters(**cell), tmp_path, VirtualClock(start=1e9))
+        lab = build_simulated_lab(lab_config, CellParameters(**cell), tmp_path, VirtualClock(start=1e9))
         RE = make_run_engine(lab.clock)
         docs = []
         RE.subscribe(lambda name, doc: docs.append((name, doc)))

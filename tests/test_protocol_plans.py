@@ -16,7 +16,6 @@ from labctl.lab import build_simulated_lab
 from labctl.session import make_run_engine
 from plans import PLANS, condition_cell, electronic_conductivity_step, peis, pressure_program
 from plans.conditioning import _ramp
-from test_plans import LabConfigStub
 
 ROOT = Path(__file__).resolve().parents[1]
 CASES = ROOT / "tests" / "config_cases"
@@ -26,8 +25,8 @@ REAL_PLAN_MESSAGES = {"exp-outside-chamber": "250 degC is out of range: allowed 
 
 
 @pytest.fixture
-def lab(tmp_path):
-    lab = build_simulated_lab(LabConfigStub, CellParameters(), tmp_path, VirtualClock(start=1e9))
+def lab(tmp_path, lab_config):
+    lab = build_simulated_lab(lab_config, CellParameters(), tmp_path, VirtualClock(start=1e9))
     RE = make_run_engine(lab.clock)
     docs = []
     RE.subscribe(lambda name, doc: docs.append((name, doc)))

@@ -2,7 +2,6 @@
 
 import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
-import h5py
 import numpy as np
 import pytest
 
@@ -21,22 +20,6 @@ from plans import plate, rest, set_pressure, set_temperature
 AREA = CellParameters().electrode_area
 PLATING = -5.0 * AREA  # 0.5 mA/cm^2
 HOUR = 3600.0
-
-
-class LabConfigStub:
-    """The lab-file fields the builder reads (as in tests/test_plans.py)."""
-
-    class instruments:
-        class potentiostat:
-            channel, current_limit, voltage_window = 1, 0.01, (-10.0, 10.0)
-
-        class chamber:
-            temperature_range, stability_band, stability_hold = (233.15, 473.15), 0.5, 300.0
-
-        class rig:
-            area, pressure_range, band = 0.785e-4, (0.0, 20e6), 0.1e6
-
-    name, simulated, seed = "test-lab", True, 1234
 
 
 def eclib_channel(clock, cell, assets_dir, **limits):
@@ -72,15 +55,9 @@ def fly(channel, technique):
     return plan()
 
 
-def rows_on_disk(docs, field):
-    resource = next(d for n, d in docs if n == "stream_resource" and d["data_key"].endswith(field))
-    with h5py.File(resource["uri"].removeprefix("file://localhost"), "r", swmr=True) as f:
-        return f[resource["parameters"]["dataset"]][()]
-
-
-def test_plating_with_operando_geis_runs_through_the_whole_stack_until_the_short(tmp_path):
+def test_plating_with_operando_geis_runs_through_the_whole_stack_until_the_short(tmp_path, lab_config, rows_on_disk):
     clock = VirtualClock(start=1e9)
-    lab = build_simulated_lab(LabConfigStub, CellParameters(), tmp_path, clock)
+    lab = build_simulated_lab(lab_config, CellParameters(), tmp_path, clock)
     potentiostat, sim = eclib_channel(clock, lab.simulators["cell"], tmp_path, voltage_window=(-10.0, 10.0))
     RE = make_run_engine(clock)
     docs = []
@@ -110,7 +87,7 @@ def test_plating_with_operando_geis_runs_through_the_whole_stack_until_the_short
     assert np.all(steps > 0) and np.median(steps) == pytest.approx(1.0, abs=1e-4)
 
 
-def test_the_instrument_stops_a_constant_current_at_the_voltage_window(bench):
+def test_the_instrument_stops_a_constant_current_at_the_voltage_window(bench, rows_on_disk):
     channel, sim, RE, docs = bench
     RE(fly(channel, CP(-0.005, 600.0, 1.0)))  # 5 mA through kiloohms: far past 2 V
     assert channel.end_reason.get() == "voltage limit"
@@ -133,7 +110,7 @@ def test_a_current_past_the_limit_is_refused_before_loading(bench):
     assert sim.loaded == []
 
 
-def test_rows_and_charge_match_the_in_process_simulator_contract(bench):
+def test_rows_and_charge_match_the_in_process_simulator_contract(bench, rows_on_disk):
     channel, sim, RE, docs = bench
     RE(fly(channel, OCV(120.0, 10.0)))
     RE(fly(channel, CP(PLATING, 900.0, 1.0)))

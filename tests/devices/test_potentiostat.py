@@ -2,7 +2,6 @@
 
 import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
-import h5py
 import numpy as np
 import pytest
 
@@ -59,13 +58,6 @@ def in_run(channel, *techniques):
             yield from fly(channel, technique)
 
     return inner()
-
-
-def rows_on_disk(docs, field):
-    resource = next(d for n, d in docs if n == "stream_resource" and d["data_key"].endswith(field))
-    path = resource["uri"].removeprefix("file://localhost")
-    with h5py.File(path, "r", swmr=True) as f:
-        return f[resource["parameters"]["dataset"]][()]
 
 
 def test_cp_rows_arrive_in_pages_not_events(lab):
@@ -129,7 +121,7 @@ def test_impedance_reading_is_one_event_with_arrays(lab, cell):
     assert data["potentiostat_eis_i_dc"] == pytest.approx(PLATING)
 
 
-def test_stop_leaves_the_cell_at_open_circuit_and_keeps_the_rows(lab):
+def test_stop_leaves_the_cell_at_open_circuit_and_keeps_the_rows(lab, rows_on_disk):
     clock, channel, RE, docs = lab
 
     def failing():
