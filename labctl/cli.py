@@ -219,9 +219,12 @@ def cmd_recover(args) -> int:
     finally:
         storage.close()
     for uid, outcome in outcomes.items():
-        print(f"  {uid}  {outcome}")
-    print(f"{len(outcomes)} pending runs in {storage.journal_dir}")
-    return 0 if all(o.startswith("delivered") for o in outcomes.values()) else 1
+        print(f"  {uid}  {outcome.message}")
+    lost = sum(outcome.points_lost for outcome in outcomes.values())
+    written = sum(outcome.delivered for outcome in outcomes.values())
+    print(f"{written} of {len(outcomes)} runs written in from the journal ({storage.journal_dir}); "
+          f"points of journalled pages lost: {lost}")
+    return 0 if written == len(outcomes) else 1
 
 
 def cmd_shell(args) -> int:

@@ -55,6 +55,9 @@ class ExperimentProgress:
 
     def _charge_changed(self, value=None, **kwargs) -> None:
         self._refresh(abs(value or 0.0))
+        if not self.console.is_terminal:  # a log (nohup, CI): one line per stored page
+            task = self.progress.tasks[0]
+            self.console.print(f"{task.fields['clock']}: {task.fields['capacity']}".strip(": "))
 
     def _refresh(self, charge: float | None = None) -> None:
         hours = (self.clock.now() - self.start) / 3600

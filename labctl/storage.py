@@ -5,8 +5,10 @@
 remote one instead. Subscribe ``storage.callback`` to a RunEngine: every document is first
 appended to ``data_dir/journal/<start uid>.jsonl`` (flushed at once), then handed to a
 background thread that feeds it to ``bluesky_tiled_plugins.TiledWriter``. A slow or dead server
-therefore never stalls or breaks the RunEngine; a run that could not be delivered keeps a
-``<start uid>.pending`` marker next to its journal, which holds every document.
+therefore never stalls or breaks the RunEngine. While a run is not yet (completely) in the
+server it keeps a ``<start uid>.pending`` marker next to its journal, which holds every document;
+when the server goes away, delivery retries with backoff and catches each run up from its
+journal when the server is back.
 
 Devices with long time series write them as HDF5 pages under ``storage.assets_dir`` (see
 :mod:`labctl.assets`); the server reads those files in place.
@@ -16,8 +18,9 @@ Reading a run back as xarray, in two lines::
     storage = Storage.open("data")                   # or Storage.open("data", "http://host:8000/api/v1?api_key=...")
     ds = storage.catalog[uid]["primary"].read()      # xarray.Dataset; run.primary.read() works too
 
-Runs the server missed (it was down, or the process died mid-run) stay in the journal with a
-``.pending`` marker; ``storage.recover()`` (``labctl recover``) writes them in from the journal.
+Runs the server missed (the process ended during an outage, or died mid-run) stay in the
+journal with a ``.pending`` marker; ``storage.recover()`` (``labctl recover``) writes them in
+from the journal (see :mod:`labctl.recovery`).
 
 Finding runs: ``storage.runs()`` (summaries, newest first), ``storage.search_cell("LLZO-7")``
 (a catalog node of that cell's runs), ``storage.catalog.search(Key("start.plan_name") == "plate")``.
@@ -25,18 +28,21 @@ Finding runs: ``storage.runs()`` (summaries, newest first), ``storage.search_cel
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
 import queue
 import threading
 import time
-import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
+
+from labctl.recovery import append_to_journal, complete_run
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +69,12 @@ FSYNC_EVERY_SECONDS = 1.0
 # takes ~30 s wall written live, ~4.6 s batched). The journal is written at once either way.
 LIVE_BATCH_SIZE = 1
 BULK_BATCH_SIZE = 10_000_000
+
+# When the server fails a write (after tiled's own retries, up to ~45 s), the run falls behind
+# and delivery tries again after RETRY_AFTER seconds, doubling up to RETRY_MAX: an outage of any
+# length is caught up within RETRY_MAX of the server's return.
+RETRY_AFTER = 1.0
+RETRY_MAX = 30.0
 
 
 def _jsonable(obj: Any) -> Any:
@@ -200,10 +212,23 @@ class Journal:
                 found[marker.stem] = "unreadable marker"
         return found
 
-    def read(self, run_uid: str) -> list[tuple[str, dict]]:
-        """All documents of a run, in the order they were written."""
+    def read(self, run_uid: str, limit: int | None = None) -> list[tuple[str, dict]]:
+        """The documents of a run (the first ``limit`` of them), in the order they were written.
+
+        A last line cut short by a crash mid-write is left out; a damaged line anywhere else raises.
+        """
+        documents = []
         with open(self.path(run_uid), encoding="utf-8") as file:
-            return [(entry["name"], entry["doc"]) for entry in map(json.loads, file)]
+            for number, line in enumerate(itertools.islice(file, limit), 1):
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    if not line.endswith("\n"):  # only the last line can lack its newline
+                        logger.warning("journal %s: last line cut short (a crash mid-write); ignored", run_uid)
+                        break
+                    raise ValueError(f"{self.path(run_uid)}:{number}: not a journal line") from None
+                documents.append((entry["name"], entry["doc"]))
+        return documents
 
     def open_runs(self) -> set[str]:
         """Runs this journal is still writing (started, not stopped)."""
@@ -265,11 +290,15 @@ def _joined(first: dict, second: dict) -> dict:
 
 
 class _Delivery:
-    """A thread that feeds journaled documents to one ``TiledWriter`` per run.
+    """A thread that feeds journaled documents to one ``TiledWriter`` per run, through outages.
 
-    Failures are contained per run: the first error is logged, the run is marked pending in the
-    journal and its later documents are skipped (the server copy is incomplete; the journal is
-    not). The next run tries again, reconnecting if needed.
+    When a write fails (the server is down, slow past tiled's own retries, or refuses a
+    document), the run falls *behind*: it is marked pending in the journal, its later documents
+    are only counted, and the thread retries with exponential backoff (``retry_after`` doubling
+    up to ``retry_max``). A retry catches the run up from its journal: the partial copy in the
+    server is deleted and every document the thread has seen so far is written again with a
+    fresh writer, which then takes the run's next documents live. The RunEngine never waits for
+    any of this (it only appends to the journal and the queue).
     """
 
     def __init__(self, connect, journal: Journal, batch_size: int) -> None:
@@ -278,7 +307,11 @@ class _Delivery:
         self._batch_size = batch_size
         self._client = None
         self._writers: dict[str, Any] = {}
-        self.failed: dict[str, str] = {}
+        self._seen: dict[str, int] = {}  # run uid -> documents taken off the queue so far
+        self.behind: dict[str, str] = {}  # run uid -> why its server copy is behind the journal
+        self._retry_after, self._retry_max = RETRY_AFTER, RETRY_MAX
+        self._backoff = RETRY_AFTER
+        self._next_retry = 0.0
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._outstanding = 0
         self._idle = threading.Condition()
@@ -293,9 +326,9 @@ class _Delivery:
         self._queue.put((run_uid, name, line))
 
     def wait(self, timeout: float) -> bool:
-        """Wait until every submitted document has been processed; False on timeout."""
+        """Wait until every submitted document is in the server; False on timeout."""
         with self._idle:
-            return self._idle.wait_for(lambda: self._outstanding == 0, timeout)
+            return self._idle.wait_for(lambda: self._outstanding == 0 and not self.behind, timeout)
 
     def stop(self, timeout: float) -> None:
         self._queue.put(_STOP)
@@ -309,8 +342,11 @@ class _Delivery:
     def _loop(self) -> None:
         while True:
             batch = self._take_waiting()
+            self._retry_behind()
             items = [item for item in batch if item is not _STOP]
             try:
+                for run_uid, _, _ in items:
+                    self._seen[run_uid] = self._seen.get(run_uid, 0) + 1
                 for run_uid, name, doc in coalesce_stream_datums(items):
                     self._deliver(run_uid, name, doc)
             except Exception:  # never let the thread die: later runs must still be delivered
@@ -323,8 +359,12 @@ class _Delivery:
                 return
 
     def _take_waiting(self) -> list:
-        """Block for one item, then take every item already queued behind it."""
-        batch = [self._queue.get()]
+        """Block for one item (or until the next retry is due), then take every item queued behind it."""
+        timeout = max(0.0, self._next_retry - time.monotonic()) if self.behind else None
+        try:
+            batch = [self._queue.get(timeout=timeout)]
+        except queue.Empty:
+            return []
         while True:
             try:
                 batch.append(self._queue.get_nowait())
@@ -332,7 +372,7 @@ class _Delivery:
                 return batch
 
     def _deliver(self, run_uid: str | None, name: str, doc: dict) -> None:
-        if run_uid is None or run_uid in self.failed:
+        if run_uid is None or run_uid in self.behind:
             return
         try:
             if name == "start":
@@ -342,11 +382,10 @@ class _Delivery:
                 raise RuntimeError(f"{name} document of run {run_uid} arrived without its start")
             writer(name, doc)
         except Exception as error:
-            self._fail(run_uid, name, error)
+            self._fall_behind(run_uid, f"delivery of its {name} document failed: {error!r}", error)
             return
         if name == "stop":
-            del self._writers[run_uid]
-            self._journal.mark_delivered(run_uid)
+            self._finished(run_uid)
 
     def _new_writer(self):
         from bluesky_tiled_plugins import TiledWriter
@@ -355,12 +394,64 @@ class _Delivery:
             self._client = self._connect()
         return TiledWriter(self._client, batch_size=self._batch_size)
 
-    def _fail(self, run_uid: str, name: str, error: Exception) -> None:
-        reason = f"delivery of its {name} document failed: {error!r}"
-        logger.error("storage: run %s stays in the journal only; %s", run_uid, reason, exc_info=error)
-        self.failed[run_uid] = reason
+    def _finished(self, run_uid: str) -> None:
+        self._writers.pop(run_uid, None)
+        self._seen.pop(run_uid, None)
+        self._journal.mark_delivered(run_uid)
+
+    def _fall_behind(self, run_uid: str, reason: str, error: Exception) -> None:
+        if not self.behind:
+            self._backoff = self._retry_after
+            self._next_retry = time.monotonic() + self._backoff
+        logger.warning("storage: run %s is behind in the server (kept in the journal; retrying): %s", run_uid, reason)
+        self.behind[run_uid] = reason
         self._writers.pop(run_uid, None)
         self._journal.mark_pending(run_uid, reason)
+        self.close_client()  # the next attempt connects afresh
+
+    def _retry_behind(self) -> None:
+        """Catch up the runs that fell behind, if a retry is due; back off further if it fails."""
+        if not self.behind or time.monotonic() < self._next_retry:
+            return
+        for run_uid in list(self.behind):
+            try:
+                self._catch_up(run_uid)
+            except Exception as error:
+                self.behind[run_uid] = f"still behind: {error!r}"
+                self._journal.mark_pending(run_uid, self.behind[run_uid])
+                self.close_client()
+                self._backoff = min(2 * self._backoff, self._retry_max)
+                self._next_retry = time.monotonic() + self._backoff
+                logger.info("storage: server still unavailable (%r); next try in %.0f s", error, self._backoff)
+                return
+        with self._idle:
+            self._idle.notify_all()
+
+    def _catch_up(self, run_uid: str) -> None:
+        """Rewrite a run from its journal up to the documents seen so far; go on live if it is open."""
+        documents = self._journal.read(run_uid, limit=self._seen.get(run_uid))
+        if self._client is None:
+            self._client = self._connect()
+        if run_uid in self._client:  # the partial copy from before the outage
+            self._client[run_uid].delete(recursive=True, external_only=False)
+        writer = self._new_writer()
+        for name, doc in documents:
+            writer(name, doc)
+        del self.behind[run_uid]
+        logger.info("storage: run %s caught up from the journal (%d documents)", run_uid, len(documents))
+        if documents and documents[-1][0] == "stop":
+            self._finished(run_uid)
+        else:
+            self._writers[run_uid] = writer
+
+
+@dataclass
+class Recovered:
+    """What :meth:`Storage.recover` did with one run."""
+
+    delivered: bool
+    message: str
+    points_lost: int = 0
 
 
 # ---- storage ----------------------------------------------------------------------------------
@@ -480,53 +571,64 @@ class Storage:
         self._delivery.submit(run_uid, name, line)
 
     def flush(self, timeout: float = 60) -> bool:
-        """Wait until every document so far has been processed by the delivery thread.
+        """Wait until every document so far is in the server (or ``timeout`` passes).
 
         Returns
         -------
         bool
-            True if the queue drained within ``timeout`` and every run of this session reached
-            the server; False if some documents are still only in the journal.
+            True if, within ``timeout``, every document so far reached the server (runs that
+            fell behind during an outage included); False if some are still only in the journal.
         """
-        drained = self._delivery.wait(timeout)
-        return drained and not self._delivery.failed
+        return self._delivery.wait(timeout)
 
     def pending(self) -> dict[str, str]:
         """Runs whose journal is not (completely) in the server: start uid -> reason."""
         return self.journal.pending()
 
-    def recover(self) -> dict[str, str]:
-        """Write the pending runs into the server from the journal; return uid -> what happened.
+    def recover(self) -> dict[str, Recovered]:
+        """Write every journalled run the server lacks or has incomplete in from the journal.
 
-        A run is pending when its delivery failed (the server was down) or when the process ended
-        before its stop document (a crash, a power cut). Each is written again in full from its
-        journal, replacing any partial copy in the server; a run cut short is closed with the
-        stop document it never had (exit status "abort"). Runs this process is still writing are
-        left alone; do not recover while another process writes into the same data directory,
-        whose running runs look pending from here.
+        A run needs it when its pending marker says the server copy is behind (the server was
+        down and this process ended before catching up, or the process died mid-run), or when
+        the catalog does not have it at all. Each is written again in full from its journal,
+        replacing any partial copy. A run cut short first gets its pages checked against their
+        HDF5 files (rows written after the last journalled page are announced too) and the stop
+        document it never had (exit status ``fail``, reason ``interrupted``), both appended to
+        its journal. Idempotent: a second call finds nothing to do. Runs this process is still
+        writing are left alone; do not recover while another process writes into the same data
+        directory, whose running runs look interrupted from here.
+
+        Returns
+        -------
+        dict of str to Recovered
+            Per run written in (or that failed to be): what happened and the points lost.
         """
         still_open = self.journal.open_runs()
         outcomes = {}
-        for run_uid in self.pending():
+        for run_uid in self._needing_recovery():
             if run_uid in still_open:
                 continue
             try:
                 outcomes[run_uid] = self._redeliver(run_uid)
             except Exception as error:  # keep going: other runs may still be recoverable
                 self.journal.mark_pending(run_uid, f"recovery failed: {error!r}")
-                outcomes[run_uid] = f"still pending: {error!r}"
+                outcomes[run_uid] = Recovered(False, f"still pending: {error!r}")
         return outcomes
 
-    def _redeliver(self, run_uid: str) -> str:
+    def _needing_recovery(self) -> list[str]:
+        pending = self.pending()
+        journalled = sorted(path.stem for path in self.journal_dir.glob("*.jsonl") if path.stem != "unrouted")
+        missing = set(journalled) - set(self.catalog) if journalled else set()
+        return [uid for uid in journalled if uid in pending or uid in missing]
+
+    def _redeliver(self, run_uid: str) -> Recovered:
         from bluesky_tiled_plugins import TiledWriter
 
         documents = self.journal.read(run_uid)
-        outcome = "delivered from the journal"
-        if documents[-1][0] != "stop":
-            stop = closing_stop(run_uid, documents)
-            self.journal.write("stop", stop)
-            documents.append(("stop", stop))
-            outcome += "; closed as aborted (the journal had no stop document)"
+        completion = complete_run(run_uid, documents)
+        if completion.appended:
+            append_to_journal(self.journal.path(run_uid), completion.appended)
+            documents += completion.appended
         client = self._connect_writer()
         try:
             if run_uid in client:  # a partial copy from the interrupted delivery
@@ -537,7 +639,8 @@ class Storage:
         finally:
             client.context.close()
         self.journal.mark_delivered(run_uid)
-        return outcome
+        message = "delivered from the journal" + (f"; {completion}" if str(completion) else "")
+        return Recovered(True, message, completion.points_lost)
 
     def close(self, timeout: float = 60) -> None:
         """Flush (up to ``timeout``), stop the delivery thread and the embedded server."""
@@ -592,31 +695,6 @@ class Storage:
         node = (self.catalog if node is None else node).sort(("start.time", -1))
         items = node.items() if limit is None else node.items()[:limit]
         return [_summary(run.metadata) for _, run in items]
-
-
-def closing_stop(run_uid: str, documents: list[tuple[str, dict]]) -> dict:
-    """The stop document a run cut short never got: aborted, at its last document's time."""
-    streams = {doc["uid"]: doc["name"] for name, doc in documents if name == "descriptor"}
-    counts: dict[str, int] = {}
-    for name, doc in documents:
-        if name == "event":
-            last = doc["seq_num"]
-        elif name == "event_page":
-            last = max(doc["seq_num"], default=0)
-        elif name == "stream_datum":
-            last = doc["seq_nums"]["stop"] - 1
-        else:
-            continue
-        stream = streams[doc["descriptor"]]
-        counts[stream] = max(counts.get(stream, 0), last)
-    return {
-        "uid": str(uuid.uuid4()),
-        "run_start": run_uid,
-        "time": max(doc.get("time", 0.0) for _, doc in documents),
-        "exit_status": "abort",
-        "reason": "recovered from the journal: the process ended before the run was closed",
-        "num_events": counts,
-    }
 
 
 def _summary(metadata: dict) -> dict:

@@ -87,7 +87,9 @@ def test_show_summarises_and_writes_a_png(stored, capsys, tmp_path):
 def test_recover_reports_nothing_pending_after_a_clean_run(stored, capsys):
     data_dir, _ = stored
     assert main(["recover", "--data-dir", str(data_dir)]) == 0
-    assert capsys.readouterr().out.strip() == f"0 pending runs in {data_dir / 'journal'}"
+    assert capsys.readouterr().out.strip() == (
+        f"0 of 0 runs written in from the journal ({data_dir / 'journal'}); points of journalled pages lost: 0"
+    )
 
 
 REAL_LAB = """\

@@ -1,0 +1,164 @@
+"""Overnight reliability at the storage level: a data server outage mid-run, a killed process."""
+
+import logging
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+import numpy as np
+import pytest
+from tiled.server import SimpleTiledServer
+
+import labctl.storage
+from devices.sim.cell import CellParameters
+from labctl.cli import main
+from labctl.clock import VirtualClock
+from labctl.lab import build_simulated_lab
+from labctl.session import make_run_engine
+from labctl.storage import Storage
+from plans import plate
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CELL = CellParameters(surface="lithiophilic")  # plates for hours without shorting
+
+
+def plating(storage, lab_config, watcher=None):
+    """Plate for two simulated hours into ``storage``; return (start uid, wall seconds of the plan).
+
+    Paced at 15 simulated minutes per wall second, so that the outage happens while it runs.
+    """
+    lab = build_simulated_lab(lab_config, CELL, storage.assets_dir, VirtualClock(start=1e9))
+    RE = make_run_engine(lab.clock, pace=900.0)
+    RE.subscribe(storage.callback)
+    if watcher is not None:
+        RE.subscribe(watcher)
+    began = time.perf_counter()
+    result = RE(plate(lab.potentiostat, lab.chamber, lab.rig, current_density=5.0, electrode_area=CELL.electrode_area,
+                      geis_interval=600.0, geis_f_min=1.0, page_interval=300.0, max_duration=7200.0))
+    return result.run_start_uids[0], time.perf_counter() - began
+
+
+class Outage:
+    """Stops the embedded server at one impedance spectrum and starts it again at a later one.
+
+    Both happen on threads of their own, as an outage would: the RunEngine never waits for them.
+    """
+
+    def __init__(self, storage, stop_at: int, restart_at: int):
+        self.storage, self.stop_at, self.restart_at = storage, stop_at, restart_at
+        self.spectra, self.descriptor, self.threads = 0, None, []
+        url = urlparse(storage.uri)
+        self.port, self.api_key = url.port, parse_qs(url.query)["api_key"][0]
+
+    def __call__(self, name, doc):
+        if name == "descriptor" and doc["name"] == "impedance":
+            self.descriptor = doc["uid"]
+        if name != "event" or doc["descriptor"] != self.descriptor:
+            return
+        self.spectra += 1
+        if self.spectra == self.stop_at:
+            self._start(self.storage.server.close)
+        elif self.spectra == self.restart_at:
+            self._start(self._restart)
+
+    def _start(self, action):
+        self.threads[-1:] and self.threads[-1].join()  # a restart waits for the stop to finish
+        thread = threading.Thread(target=action)
+        thread.start()
+        self.threads.append(thread)
+
+    def _restart(self):
+        data_dir = self.storage.data_dir
+        self.storage.server = SimpleTiledServer(directory=data_dir / "tiled", api_key=self.api_key, port=self.port,
+                                                readable_storage=[data_dir / "assets"])
+
+    def join(self):
+        for thread in self.threads:
+            thread.join()
+
+
+def test_a_server_outage_mid_run_costs_the_plan_no_time_and_loses_no_document(tmp_path, lab_config, monkeypatch,
+                                                                             caplog):
+    # Fail fast and retry often, so the outage outlasts tiled's own retries and the test is quick.
+    monkeypatch.setattr("tiled.client.utils.TILED_RETRY_ATTEMPTS", 1)
+    monkeypatch.setattr(labctl.storage, "RETRY_AFTER", 0.1)
+    monkeypatch.setattr(labctl.storage, "RETRY_MAX", 0.5)
+    caplog.set_level(logging.INFO, logger="labctl.storage")
+    with Storage.open(tmp_path, live=True) as storage:
+        outage = Outage(storage, stop_at=2, restart_at=8)
+        uid, seconds = plating(storage, lab_config, outage)
+        outage.join()
+        assert outage.spectra == 13
+        assert storage.flush(timeout=60), storage.pending()
+        assert f"storage: run {uid} is behind in the server" in caplog.text  # it did fall behind...
+        assert f"storage: run {uid} caught up from the journal" in caplog.text  # ...and caught up
+        assert storage.pending() == {}
+
+        run = storage.catalog[uid]
+        journal = storage.journal.read(uid)
+        assert run.metadata["stop"]["exit_status"] == "success"
+        assert run.metadata["stop"]["num_events"] == journal[-1][1]["num_events"]
+        assert len(run["impedance"].read()["potentiostat_eis_z_real"]) == 13
+        rows = sum(d["indices"]["stop"] - d["indices"]["start"] for n, d in journal
+                   if n == "stream_datum" and d["stream_resource"] == journal_resource(journal, "potentiostat_Ewe"))
+        assert len(run["potentiostat"].read()["potentiostat_Ewe"]) == rows == 7200
+    # The pace alone makes the plan take 7200 s / 900 = 8 s of wall time.
+    print(f"plan wall time through the outage: {seconds:.2f} s, of which 8 s is the pace")
+    assert seconds < 8.0 + 3.0
+
+
+def journal_resource(journal, data_key):
+    return next(d["uid"] for n, d in journal if n == "stream_resource" and d["data_key"] == data_key)
+KILL_EXPERIMENT = """\
+name: kill-test
+lab: {lab}
+cell:
+  id: LLZTO-KILL-1
+  kind: symmetric
+  surface: lithiophilic
+  thickness: 1.2 mm
+  electrode_diameter: 2 mm
+steps:
+  - plan: plate
+    current_density: 0.5 mA/cm^2
+    geis_interval: 10 min
+    geis_f_min: 1 Hz
+    page_interval: 1 min
+    max_duration: 3 h
+"""
+
+
+def test_sigkill_mid_plating_then_recover_gives_back_every_journalled_page(tmp_path, capsys):
+    experiment = tmp_path / "kill.yaml"
+    experiment.write_text(KILL_EXPERIMENT.format(lab=CONFIGS / "lab-sim.yaml"))
+    data_dir = tmp_path / "data"
+    # Paced at 20 simulated minutes per second: a page a minute is 20 pages a second of wall time.
+    command = [sys.executable, "-m", "labctl.cli", "run", str(experiment), "--data-dir", str(data_dir), "--pace", "1200"]
+    with subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) as run:
+        pages = 0
+        for line in run.stderr:  # one line per stored page (stderr is not a terminal)
+            pages += "plated" in line
+            if pages == 12:
+                run.send_signal(signal.SIGKILL)
+                break
+    assert run.returncode == -signal.SIGKILL
+
+    assert main(["recover", "--data-dir", str(data_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "points of journalled pages lost: 0" in out and "1 of 1 runs" in out
+    with Storage.open(data_dir) as storage:
+        (uid,) = [path.stem for path in storage.journal_dir.glob("*.jsonl")]
+        journal = storage.journal.read(uid)
+        journalled = max(d["indices"]["stop"] for n, d in journal if n == "stream_datum")
+        assert journalled >= 10 * 60  # the pages before the kill, each a minute at 1 Hz
+        assert f"potentiostat: {journalled} points in" in out
+        run = storage.catalog[uid]
+        stop = run.metadata["stop"]
+        assert (stop["exit_status"], stop["reason"].split(":")[0]) == ("fail", "interrupted")
+        ewe = run["potentiostat"].read()["potentiostat_Ewe"].values
+        assert len(ewe) == journalled and np.all(np.isfinite(ewe))
+        assert storage.recover() == {}
