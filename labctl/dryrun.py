@@ -44,6 +44,8 @@ def dry_run(experiment, lab_config, on_document: Callable[[str, dict], None] | N
     config = lab_config.model_copy(update={"simulated": True})
     with tempfile.TemporaryDirectory(prefix="labctl-dry-") as assets:
         lab = build_simulated_lab(config, cell_parameters(experiment.cell), assets, VirtualClock())
+        # The chamber's melting-point interlock follows the cell, as in a run.
+        lab.chamber.contains_lithium.put(experiment.cell.contains_lithium)
         try:
             outcomes = _steps(experiment, lab, registry, on_document)
             if inspect is not None:

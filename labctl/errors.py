@@ -147,3 +147,34 @@ class CurrentOutOfRange(LimitError):
             potentiostat, "current", requested, (-limit, limit), unit="mA",
             fix=fix or "lower the current density or use a smaller electrode",
         )
+
+
+LITHIUM_MELTING_POINT = 453.65  # K (180.5 degC); cell-model.md asks for no margin below it
+
+
+class LithiumWouldMelt(LabctlError, ValueError):
+    """A temperature at or above lithium's melting point for a cell with lithium metal in it.
+
+    The experiment file's validation, the conditioning plan and the chamber device all ask
+    :meth:`refuses`, so the rule is stated once. Also a ``ValueError``, as the other limits are.
+
+    Parameters
+    ----------
+    instrument : str
+        The device (or step) that was asked, e.g. ``"chamber"``.
+    requested : float
+        The requested temperature, K (degC in the message).
+    """
+
+    def __init__(self, instrument: str, requested: float):
+        self.instrument, self.requested = instrument, requested
+        melts = LITHIUM_MELTING_POINT - 273.15
+        super().__init__(
+            f"{instrument}: {requested - 273.15:.2f} degC would melt the cell's lithium (Li melts at {melts:g} degC): "
+            f"keep a cell with lithium in it below {melts:g} degC"
+        )
+
+    @staticmethod
+    def refuses(kelvin: float, contains_lithium: bool) -> bool:
+        """Return whether ``kelvin`` is refused: at or above lithium's melting point, with lithium in the cell."""
+        return contains_lithium and kelvin >= LITHIUM_MELTING_POINT

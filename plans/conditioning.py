@@ -8,10 +8,9 @@ from typing import Annotated
 import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
 
+from labctl.errors import LithiumWouldMelt
 from labctl.units import Unit
 from plans.stubs import ENVIRONMENT, plan_metadata, wait_recording
-
-LITHIUM_MELTING_POINT = 453.65  # K, 180.5 degC
 
 
 def condition_cell(
@@ -25,11 +24,13 @@ def condition_cell(
     contains_lithium: bool = True,
     md: dict | None = None,
 ):
-    """Heat the cell, hold it there, cool it back to the test temperature and wait until it is stable.
+    """Heat the cell, soak it there, cool it back to the test temperature and wait until it is stable.
 
-    For example 170 degC for 2 h for acid-treated pellets, then 30 degC. The chamber is recorded in
-    the environment stream throughout. If the plan fails or is stopped the chamber is sent to the
-    test temperature, so a cell is never left at the conditioning temperature.
+    For example 170 degC for 2 h for acid-treated pellets, then 30 degC. The hold is the chamber's
+    soak: counted once the chamber is stable at the conditioning temperature, and only while it stays
+    there. The plan ends stable at the test temperature, recorded in the environment stream with the
+    rest of the run. If it fails or is stopped the chamber is sent to the test temperature, so a cell
+    is never left at the conditioning temperature.
 
     Parameters
     ----------
@@ -38,10 +39,10 @@ def condition_cell(
     rig : optional
         Recorded alongside.
     temperature : float
-        Conditioning temperature, K (YAML: e.g. ``170 degC``); refused at or above lithium's melting
-        point (180.5 degC) when the cell contains lithium.
+        Conditioning temperature, K (YAML: e.g. ``170 degC``); refused before anything runs at or
+        above lithium's melting point (180.5 degC) when the cell contains lithium.
     hold : float
-        Time at the conditioning temperature once it is stable, s.
+        Soak at the conditioning temperature once it is stable, s.
     test_temperature : float
         Temperature to return to and stabilise at, K.
     record_interval : float
@@ -52,8 +53,8 @@ def condition_cell(
         Extra metadata for the start document.
     """
     hottest = max(temperature, test_temperature)
-    if contains_lithium and hottest >= LITHIUM_MELTING_POINT:
-        raise ValueError(f"{hottest - 273.15:.1f} degC would melt the cell's lithium (180.5 degC): refused")
+    if LithiumWouldMelt.refuses(hottest, contains_lithium):  # before the run opens; the chamber refuses it too
+        raise LithiumWouldMelt(chamber.name, hottest)
     args = {"chamber": chamber.name, "temperature": temperature, "hold": hold,
             "test_temperature": test_temperature, "record_interval": record_interval,
             "contains_lithium": contains_lithium}
@@ -62,8 +63,7 @@ def condition_cell(
 
     def body():
         yield from bps.open_run(plan_metadata("condition_cell", args, md))
-        yield from _reach(chamber, temperature, environment, record_interval)
-        yield from _hold(hold, environment, record_interval)
+        yield from _reach(chamber, temperature, environment, record_interval, soak=hold)
         yield from _reach(chamber, test_temperature, environment, record_interval)
         reason = (f"held {hold / 3600:g} h at {temperature - 273.15:.1f} degC, "
                   f"stable at {test_temperature - 273.15:.2f} degC")
@@ -141,8 +141,9 @@ def _ramp(start: float, target: float, rate: float | None, interval: float) -> l
     return [start + (target - start) * (k + 1) / steps for k in range(steps)]
 
 
-def _reach(device, value: float, environment: list, record_interval: float):
-    status = yield from bps.abs_set(device, value, group=device.name)
+def _reach(device, value: float, environment: list, record_interval: float, **options):
+    """Set ``device`` to ``value`` (``options`` go to its ``set``), recording ``environment`` until done."""
+    status = yield from bps.abs_set(device, value, group=device.name, **options)
     yield from wait_recording(status, environment, record_interval, device.name)
 
 

@@ -9,7 +9,7 @@ import bluesky.plan_stubs as bps
 from bluesky.utils import Msg
 
 from devices.biologic.techniques import CP, GEIS
-from labctl.analysis import ShortDetector, critical_current_density
+from labctl.analysis import CriticalCurrentDetector, ShortDetector
 from labctl.units import Unit
 from plans.electrochemistry import POTENTIOSTAT, SpectrumFitter, _safely, measure_impedance, run_technique
 from plans.stubs import ComputedValues, plan_metadata
@@ -127,17 +127,21 @@ def ccd_staircase(
     electrode_area: Annotated[float, Unit("cm^2", gt=0)],
     sample_interval: Annotated[float, Unit("s", gt=0)] = 1.0,
     short_drop: Annotated[float, Unit("%", gt=0, lt=100)] = 0.5,
+    short_hold: Annotated[float, Unit("s", ge=0)] = 60.0,
     page_interval: Annotated[float, Unit("min", gt=0)] = 900.0,
     check_interval: Annotated[float, Unit("s", gt=0)] = 10.0,
     md: dict | None = None,
 ):
     """Plate at increasing current densities, ``step_capacity`` per step, until the cell shorts or a limit.
 
-    The critical current density is the step during which the cell's resistance V / j collapsed
-    (:func:`labctl.analysis.critical_current_density`); it is stored as one event of the
-    ``critical_current`` stream and quoted in the stop reason. Reaching the channel's voltage
-    limit also ends the staircase (reported, with no critical value). The cell is left at open
-    circuit.
+    The critical current density is the step during which the cell short-circuited: its resistance
+    V / j fell by ``short_drop`` from one check to the next and stayed down for ``short_hold``
+    (:class:`labctl.analysis.CriticalCurrentDetector`). Judged against the check before, not the
+    staircase's start, the rule holds on lithiophobic cells too, whose resistance falls several-fold
+    but gradually as the first lithium wets the interface; the hold lets soft shorts pass. The
+    result is stored as one event of the ``critical_current`` stream and quoted in the stop reason.
+    Reaching the channel's voltage limit also ends the staircase (reported, with no critical value).
+    The cell is left at open circuit.
 
     Parameters
     ----------
@@ -154,7 +158,9 @@ def ccd_staircase(
     sample_interval : float
         Time between voltage samples, s.
     short_drop : float
-        Fall of V / j below the previous step's that counts as a short (fraction; YAML ``50 %``).
+        Fall of V / j from one check to the next that counts as a collapse (fraction; YAML ``50 %``).
+    short_hold : float
+        How long the collapse must last to be a short, s; longer than a soft short (tens of s).
     page_interval : float
         How often rows are handed to storage and the environment read, s.
     check_interval : float
@@ -167,18 +173,16 @@ def ccd_staircase(
     args = {k: v for k, v in locals().items() if k not in ("potentiostat", "chamber", "rig", "md")}
     environment = [d for d in (chamber, rig) if d is not None]
     densities = _staircase(start_density, density_step, max_density)
-    samples = {"t": [], "j": [], "v": []}
-    result = ComputedValues(CRITICAL_CURRENT, source="labctl.analysis.critical_current_density")
+    detector = CriticalCurrentDetector(drop=short_drop, hold=short_hold)
+    result = ComputedValues(CRITICAL_CURRENT, source="labctl.analysis.CriticalCurrentDetector")
     outcome = {}
 
     def check(density):
         def short():
             reading = (yield Msg("read", potentiostat.ewe))[potentiostat.ewe.name]
-            samples["t"].append(reading["timestamp"])
-            samples["j"].append(density)
-            samples["v"].append(-reading["value"])  # plating: Ewe < 0; V / j positive
-            found = critical_current_density(samples["t"], samples["j"], samples["v"], drop=short_drop)
-            return "short circuit" if found.density is not None else None
+            # Plating: Ewe < 0, so -Ewe / j is the cell's (positive) resistance.
+            found = detector.add(reading["timestamp"], density, -reading["value"])
+            return "short circuit" if found is not None else None
         return short
 
     def body():
@@ -193,8 +197,7 @@ def ccd_staircase(
             )
             if stop or end == "voltage limit":
                 break
-        found = critical_current_density(samples["t"], samples["j"], samples["v"], drop=short_drop)
-        outcome["reason"] = yield from _report(found, end, result)
+        outcome["reason"] = yield from _report(detector.outcome(), end, result)
         yield from bps.close_run(exit_status="success", reason=outcome["reason"])
 
     yield from _safely(potentiostat, body())

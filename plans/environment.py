@@ -14,10 +14,14 @@ def set_temperature(
     chamber,
     *,
     temperature: Annotated[float, Unit("degC", ge=-40, le=200)],
+    soak: Annotated[float, Unit("h", ge=0)] = 0.0,
     record_interval: Annotated[float, Unit("s", gt=0)] = 60.0,
     md: dict | None = None,
 ):
-    """Set the chamber temperature and wait until it is stable there.
+    """Set the chamber temperature, wait until it is stable there, and optionally soak the cell at it.
+
+    The chamber refuses a temperature at or above lithium's melting point while the cell has lithium
+    in it (the experiment file's validation refuses it before that).
 
     Parameters
     ----------
@@ -25,15 +29,20 @@ def set_temperature(
         The chamber; its lab-file band and hold time define "stable".
     temperature : float
         Setpoint, K (YAML: e.g. ``30 degC``).
+    soak : float
+        Time to hold at the temperature once stable, s (YAML: e.g. ``2 h``), counted on the session
+        clock while the chamber stays in its band.
     record_interval : float
-        How often the chamber is read into the environment stream while waiting, s.
+        How often the chamber is read into the environment stream while waiting and soaking, s.
     md : dict, optional
         Extra metadata for the start document.
     """
-    args = {"chamber": chamber.name, "temperature": temperature, "record_interval": record_interval}
+    args = {"chamber": chamber.name, "temperature": temperature, "soak": soak, "record_interval": record_interval}
 
     reason = f"stable at {temperature - 273.15:.2f} degC"
-    return (yield from _settle(chamber, temperature, record_interval, plan_metadata("set_temperature", args, md), reason))
+    reason += f", soaked {soak / 3600:.3g} h" if soak else ""
+    md = plan_metadata("set_temperature", args, md)
+    return (yield from _settle(chamber, temperature, record_interval, md, reason, soak=soak))
 
 
 def set_pressure(
@@ -62,11 +71,12 @@ def set_pressure(
     return (yield from _settle(rig, pressure, record_interval, plan_metadata("set_pressure", args, md), reason))
 
 
-def _settle(device, value: float, record_interval: float, md: dict, reason: str):
-    """One run: set ``device`` to ``value``, recording it until its status finishes; return the reason."""
+def _settle(device, value: float, record_interval: float, md: dict, reason: str, **options):
+    """One run: set ``device`` to ``value`` (``options`` go to its ``set``), recording it until its status
+    finishes; return the reason."""
     yield from bps.open_run(md)
     yield from bps.trigger_and_read([device], name=ENVIRONMENT)
-    status = yield from bps.abs_set(device, value, group=device.name)
+    status = yield from bps.abs_set(device, value, group=device.name, **options)
     yield from wait_recording(status, [device], record_interval, device.name)
     yield from bps.trigger_and_read([device], name=ENVIRONMENT)
     yield from bps.close_run(exit_status="success", reason=reason)

@@ -113,6 +113,22 @@ class LabConfigStub:
     name, simulated, seed = "test-lab", True, 1234
 
 
+@pytest.fixture
+def lab(tmp_path, lab_config):
+    """(simulated lab with the default cell, a RunEngine on its clock, the documents it emits)."""
+    from devices.sim.cell import CellParameters
+    from labctl.clock import VirtualClock
+    from labctl.lab import build_simulated_lab
+    from labctl.session import make_run_engine
+
+    lab = build_simulated_lab(lab_config, CellParameters(), tmp_path, VirtualClock(start=1e9))
+    RE = make_run_engine(lab.clock)
+    docs = []
+    RE.subscribe(lambda name, doc: docs.append((name, doc)))
+    yield lab, RE, docs
+    lab.close()
+
+
 @pytest.fixture(scope="session")
 def lab_config():
     """A lab configuration for ``build_simulated_lab`` without a lab file."""

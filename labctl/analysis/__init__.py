@@ -9,6 +9,7 @@ from labctl.analysis.circuits import BLOCKING, BULK_INTERFACE, SHORTED, Circuit
 from labctl.analysis.conductivity import (
     ArrheniusFit,
     CriticalCurrent,
+    CriticalCurrentDetector,
     arrhenius_fit,
     critical_current_density,
     electronic_conductivity,
@@ -21,7 +22,7 @@ from labctl.analysis.shorts import ShortDetector
 
 __all__ = [
     "BLOCKING", "BULK_INTERFACE", "SHORTED", "Circuit",
-    "ArrheniusFit", "CriticalCurrent", "arrhenius_fit", "critical_current_density",
+    "ArrheniusFit", "CriticalCurrent", "CriticalCurrentDetector", "arrhenius_fit", "critical_current_density",
     "electronic_conductivity", "ionic_conductivity", "steady_current",
     "FitResult", "fit_spectrum", "initial_guess",
     "KKResult", "linear_kk",

@@ -135,12 +135,62 @@ class CriticalCurrent:
     time: float | None
 
 
-def critical_current_density(times, current_density, voltage, *, drop: float = 0.5) -> CriticalCurrent:
-    """Find the critical current density in a galvanostatic staircase.
+class CriticalCurrentDetector:
+    """Follow a galvanostatic staircase reading by reading; find the step at which the cell shorted.
 
-    The cell's area-specific resistance V / j is followed step by step; the cell has shorted at the
-    first sample where it falls below ``(1 - drop)`` of the median of the previous step (for the
-    first step, of its own first tenth), as the voltage collapses to j A R_short.
+    A short is a collapse of the cell's area-specific resistance V / j below ``(1 - drop)`` of its
+    value at the last reading before, lasting ``hold`` seconds. Comparing with the reading just
+    before, not with the start of the staircase or of a step, is what keeps the rule sound on both
+    surfaces: a lithiophobic interface wets as the first lithium is plated and the cell's resistance
+    falls three- to fourfold over minutes, gradually, whereas a filament bridging the pellet takes it
+    to R_short between two readings. The hold lets soft shorts (brief parallel paths) pass. Readings
+    must be close enough together that wetting alone never costs ``drop`` between two of them (10 s
+    apart is enough for a staircase that starts below ~2 mA/cm^2 on the simulator's lithiophobic cell).
+
+    Parameters
+    ----------
+    drop : float
+        Fraction of V / j lost at once that counts as a collapse (0.5: to half or less).
+    hold : float
+        How long the collapse must last, s.
+    """
+
+    def __init__(self, drop: float = 0.5, hold: float = 60.0):
+        self.drop, self.hold = drop, hold
+        self._reference: float | None = None  # V / j at the last reading that had not collapsed
+        self._step: float | None = None  # |j| of the present step
+        self._held: float | None = None  # |j| of the step before it: the highest held so far
+        self._collapse: tuple[float, float, float | None] | None = None  # (time, step, held) when it began
+        self.found: CriticalCurrent | None = None
+
+    def add(self, time: float, current_density: float, voltage: float) -> CriticalCurrent | None:
+        """Take one reading (s, A/m^2 of either sign, V); return the outcome once a short has lasted."""
+        if current_density == 0 or self.found is not None:
+            return self.found  # rests between steps carry no resistance
+        if abs(current_density) != self._step:
+            self._step, self._held = abs(current_density), self._step
+        asr = voltage / current_density
+        if self._reference is None or asr >= (1 - self.drop) * self._reference:
+            self._reference, self._collapse = asr, None
+            return None
+        if self._collapse is None:
+            self._collapse = (time, self._step, self._held)
+        start, step, held = self._collapse
+        if time - start >= self.hold:
+            self.found = CriticalCurrent(density=step, last_stable=held, time=start)
+        return self.found
+
+    def outcome(self) -> CriticalCurrent:
+        """Return the short if one has lasted ``hold``, else no critical value and the highest step held."""
+        if self.found is not None:
+            return self.found
+        held = self._collapse[2] if self._collapse is not None else self._step  # a collapse still on holds nothing
+        return CriticalCurrent(density=None, last_stable=held, time=None)
+
+
+def critical_current_density(times, current_density, voltage, *, drop: float = 0.5,
+                             hold: float = 60.0) -> CriticalCurrent:
+    """Find the critical current density in a galvanostatic staircase (rules of :class:`CriticalCurrentDetector`).
 
     Parameters
     ----------
@@ -151,27 +201,16 @@ def critical_current_density(times, current_density, voltage, *, drop: float = 0
     voltage : array_like
         Cell voltage at each sample, V.
     drop : float
-        Fractional fall of V / j that counts as a short (0.5: to half).
+        Fraction of V / j lost at once that counts as a collapse (0.5: to half or less).
+    hold : float
+        How long the collapse must last to be a short, s.
 
     Returns
     -------
     CriticalCurrent
     """
-    t = np.asarray(times, dtype=float)
-    j = np.asarray(current_density, dtype=float)
-    asr = np.asarray(voltage, dtype=float) / np.where(j == 0, np.nan, j)
-    starts = np.flatnonzero(np.concatenate([[True], j[1:] != j[:-1]]))
-    ends = np.append(starts[1:], j.size)
-    reference, last_stable = None, None
-    for start, end in zip(starts, ends):
-        if j[start] == 0:
-            continue  # rests between steps carry no resistance
-        step = asr[start:end]
-        if reference is None:
-            reference = np.median(step[: max(step.size // 10, 1)])
-        failed = np.flatnonzero(step < (1 - drop) * reference)
-        if failed.size:
-            return CriticalCurrent(density=float(abs(j[start])), last_stable=last_stable,
-                                   time=float(t[start + failed[0]]))
-        last_stable, reference = float(abs(j[start])), np.median(step)
-    return CriticalCurrent(density=None, last_stable=last_stable, time=None)
+    detector = CriticalCurrentDetector(drop, hold)
+    for t, j, v in zip(times, current_density, voltage):
+        if detector.add(float(t), float(j), float(v)) is not None:
+            break
+    return detector.outcome()

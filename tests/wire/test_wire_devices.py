@@ -99,13 +99,13 @@ def test_heating_to_170_degC_and_back_under_held_pressure(clock, chamber_sim, ri
         hot = advance_until_done(clock, chamber.set(443.15))
         assert chamber.temperature.get() == pytest.approx(443.15, abs=0.5)
         assert hot > 145 / 3 * 60, "the ramp is limited to 3 K/min"
-        # Near the melting point creep takes ~0.4 MPa per 5 s control tick: the loop keeps up only
-        # roughly (without it over half the pressure would be gone within 3 h).
+        # Near the melting point creep takes ~0.2 MPa per 5 s control period (without the loop over
+        # half the pressure would be gone within 3 h); the loop learns that drift and holds the band.
         hot_pressures = []
         for _ in range(36):
             clock.advance(300.0)
             hot_pressures.append(rig.pressure.get())
-        assert 4.6e6 < np.mean(hot_pressures) < 5.0e6
+        assert np.max(np.abs(np.array(hot_pressures) - 5e6)) < 0.1e6
         advance_until_done(clock, chamber.set(303.15))
         assert chamber.temperature.get() == pytest.approx(303.15, abs=0.5)
         assert rig.pressure.get() == pytest.approx(5e6, abs=0.1e6)
