@@ -6,7 +6,8 @@ from __future__ import annotations
 from typing import Callable
 
 from ophyd import Signal, SignalRO
-from ophyd.status import DeviceStatus, Status
+from ophyd.status import DeviceStatus as OphydDeviceStatus
+from ophyd.status import Status
 
 from labctl.clock import Clock
 
@@ -59,6 +60,26 @@ class ClockSignal(Signal):
         return description
 
 
+class DeviceStatus(OphydDeviceStatus):
+    """ophyd's ``DeviceStatus``, whose text, once it has failed, is why; it leaves stopping to the plan.
+
+    bluesky ends a run whose status failed with ``FailedStatus(status)`` and records ``str()`` of it
+    as the stop reason: this makes that reason the error (which names the instrument, its address
+    and what happened) instead of ``DeviceStatus(device=..., done=True, success=False)``. ophyd would
+    also call the device's ``stop()`` on a failure, from its callback thread, where it would race
+    the plan's own cleanup (which opens the circuit and reports if it cannot) and any error would
+    only be logged; so it does not.
+    """
+
+    def __init__(self, device, **kwargs):
+        super().__init__(device, call_stop_on_failure=False, **kwargs)
+
+    def __str__(self) -> str:
+        if self.done and not self.success:
+            return str(self.exception(timeout=0))
+        return super().__str__()
+
+
 def finished_status() -> Status:
     """Return a status that is already done: for steps that complete as they are asked."""
     status = Status()
@@ -80,7 +101,10 @@ def status_when(
 
     The condition is checked every ``period`` seconds on ``clock``, so on the virtual clock it
     completes as simulated time passes and on the wall clock as real time does. After
-    ``timeout`` seconds the status fails with a ``TimeoutError`` saying what was awaited.
+    ``timeout`` seconds the status fails with a ``TimeoutError`` saying what was awaited. If
+    ``condition()`` raises (the instrument is lost), the status fails with that error: on the wall
+    clock the check runs on a timer thread, where an exception would otherwise vanish and leave the
+    status waiting until its timeout.
     """
     status = DeviceStatus(device)
     start = clock.now()
@@ -90,7 +114,12 @@ def status_when(
         if status.done:
             return
         now = clock.now()
-        if condition():
+        try:
+            met = condition()
+        except Exception as error:
+            status.set_exception(error)
+            return
+        if met:
             since[0] = now if since[0] is None else since[0]
             if now - since[0] >= hold:
                 status.set_finished()

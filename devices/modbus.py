@@ -5,8 +5,9 @@ RTU over a serial port (``rtu:/dev/ttyUSB0?baudrate=9600``) or RTU tunnelled thr
 (``rtu:socket://host:port``, any pyserial URL). Every request has a timeout; a request that gets
 no valid reply (timeout, garbled frame, lost connection) closes the connection, waits with
 exponential backoff and tries again, and after the last attempt raises
-:class:`ModbusCommunicationError` naming the address. A Modbus exception reply is the device
-refusing the request: it is not retried and raises :class:`ModbusDeviceError`.
+:class:`ModbusCommunicationError` naming the device and its address. A Modbus exception reply is
+the device refusing the request: it is not retried and raises :class:`ModbusDeviceError`. Both are
+:class:`devices.errors.InstrumentFault`, so a plan's stop reason names the instrument.
 
 A :class:`Register` says where a value lives and how it is encoded (data type, scaling, word
 order, limits); :func:`register` turns a role in a register map into a property of a driver class,
@@ -28,6 +29,8 @@ from pymodbus.exceptions import ModbusException
 from pymodbus.framer import FramerType
 from pymodbus.pdu import ExceptionResponse
 
+from devices.errors import InstrumentFault, InstrumentLost
+
 log = logging.getLogger(__name__)
 
 # struct codes and register counts of the data types registers hold
@@ -36,11 +39,11 @@ EXCEPTION_NAMES = {1: "illegal function", 2: "illegal data address", 3: "illegal
                    4: "device failure", 5: "acknowledge", 6: "device busy"}
 
 
-class ModbusCommunicationError(ConnectionError):
-    """No valid reply from a Modbus device after every attempt; the message names the address."""
+class ModbusCommunicationError(InstrumentLost):
+    """No valid reply from a Modbus device after every attempt; the message names it and its address."""
 
 
-class ModbusDeviceError(RuntimeError):
+class ModbusDeviceError(InstrumentFault, RuntimeError):
     """The device answered with a Modbus exception (it refused the request)."""
 
 
@@ -162,11 +165,15 @@ class ModbusLink:
         First wait before a retry, s, doubled at each further retry up to ``max_backoff``.
     sleep : callable
         How to wait between attempts (``time.sleep``; tests pass a recorder).
+    name : str, optional
+        The instrument's role, e.g. ``chamber``, for error messages.
     """
 
     def __init__(self, url: str, *, device_id: int = 1, timeout: float = 0.5, attempts: int = 4,
-                 backoff: float = 0.05, max_backoff: float = 2.0, sleep: Callable[[float], None] = time.sleep):
+                 backoff: float = 0.05, max_backoff: float = 2.0, sleep: Callable[[float], None] = time.sleep,
+                 name: str | None = None):
         self.url, self.device_id = url, device_id
+        self.label = f"{name} (Modbus device {device_id})" if name else f"Modbus device {device_id}"
         self.attempts, self.backoff, self.max_backoff, self.sleep = attempts, backoff, max_backoff, sleep
         self.client = make_client(url, timeout)
         self.reconnects = 0  # connections dropped and re-opened so far
@@ -208,18 +215,17 @@ class ModbusLink:
                 self.reconnects += 1
                 if attempt == self.attempts:
                     raise ModbusCommunicationError(
-                        f"Modbus device {self.device_id} at {self.url}: no valid reply to the {what} "
-                        f"after {self.attempts} attempts ({exc}); check the address, cable and unit id"
+                        self.label, self.url, f"no valid reply to the {what} after {self.attempts} attempts "
+                        f"({exc}); check the address, cable and unit id"
                     ) from exc
-                log.warning("Modbus device %s at %s: %s failed (%s); retrying in %.3g s",
-                            self.device_id, self.url, what, exc, delay)
+                log.warning("%s at %s: %s failed (%s); retrying in %.3g s", self.label, self.url, what, exc, delay)
                 self.sleep(delay)
                 delay = min(2 * delay, self.max_backoff)
                 continue
             if isinstance(response, ExceptionResponse) or response.isError():
                 code = getattr(response, "exception_code", 0)
                 raise ModbusDeviceError(
-                    f"Modbus device {self.device_id} at {self.url} refused the {what}: exception {code} "
-                    f"({EXCEPTION_NAMES.get(code, 'unknown')})"
+                    self.label, self.url,
+                    f"refused the {what}: exception {code} ({EXCEPTION_NAMES.get(code, 'unknown')})",
                 )
             return response

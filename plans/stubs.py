@@ -7,7 +7,25 @@ from typing import Any, Iterable
 import bluesky.plan_stubs as bps
 from bluesky.utils import Msg
 
+from labctl.errors import LabctlError
+
 ENVIRONMENT = "environment"
+
+
+class NotAtOpenCircuit(LabctlError):
+    """A plan failed, and then its cleanup could not open the circuit: the cell may still carry current.
+
+    Parameters
+    ----------
+    failure : Exception
+        What ended the plan.
+    error : Exception
+        Why the circuit could not be opened (it names the potentiostat and what still stops it).
+    """
+
+    def __init__(self, failure: Exception, error: Exception):
+        self.failure, self.error = failure, error
+        super().__init__(f"{str(failure) or type(failure).__name__}; then {error}")
 
 
 def wait_recording(status, readables: Iterable[Any], interval: float, group: str):
@@ -37,7 +55,7 @@ def wait_for(status, group: str, expected: float = 0.0, poll: float = 1.0):
 
 
 def open_circuit(potentiostat):
-    """Put the cell at open circuit: the RunEngine calls the channel's ``stop()``."""
+    """Put the cell at open circuit: the RunEngine calls the channel's ``stop()``, which raises if it cannot."""
     yield Msg("stop", potentiostat)
 
 

@@ -11,12 +11,26 @@ record already measured is still read out.
 
 The library has no callbacks, so the backend polls on the session clock: at the technique's
 expected end, every ``poll_interval`` before it (a limit can end it early), and whenever rows or the
-latest sample are asked for. Each poll drains the channel's memory.
+latest sample are asked for. Each poll drains the channel's memory, one buffer at a time, so a
+failure loses none already read.
+
+Faults: a call that fails with a code in ``TRANSIENT`` (a timeout, a garbled reply, a dropped
+session) is tried again, after a backoff that doubles each time, on a fresh session (``BL_Disconnect``,
+``BL_Connect``, the kernel reloaded if the channel lost it). The instrument runs on while the link is
+down, so a technique survives a short outage with every record. When every attempt has failed the
+backend raises :class:`~devices.errors.InstrumentLost` naming the instrument and its address; any
+other error code raises :class:`~devices.errors.InstrumentFault` at once. A loss found while a
+technique runs (by a poll) ends it with that error, which fails the device's status. The channel may
+still be running on the instrument then, so ``stop()`` keeps trying to open the circuit (one attempt
+a call, the retries having been spent) and, when it cannot, raises saying so and what still stops
+the channel: the technique's own end and its safety limits.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from typing import Callable
 
 import numpy as np
@@ -25,11 +39,25 @@ from devices.biologic import eclib
 from devices.biologic.data import DataReader, Frame, impedance
 from devices.biologic.ecc import Hardware, load_sequence
 from devices.biologic.techniques import CA, CALIMIT, CP, CPLIMIT, GEIS, PEIS, Limit, sweep_duration
+from devices.errors import InstrumentFault, InstrumentLost
 from labctl.clock import Clock, Scheduled
 from labctl.errors import CurrentOutOfRange
 
+log = logging.getLogger(__name__)
+
 EMPTY_ROWS = {"time": np.empty(0), "Ewe": np.empty(0), "I": np.empty(0)}
 LATE_POLL = 1.0  # s between polls once the expected end has passed
+# Return codes worth another try on a fresh session: the link or a reply failed, not the request.
+TRANSIENT = {
+    -1,  # ERR_GEN_NOTCONNECTED: the session dropped
+    -2,  # ERR_GEN_CONNECTIONINPROGRESS
+    -12,  # ERR_GEN_FUNCTIONINPROGRESS
+    -104,  # ERR_INSTR_RESPERROR: a reply that made no sense
+    -200,  # ERR_COMM_COMMFAILED
+    -201,  # ERR_COMM_CONNECTIONFAILED
+    -202,  # ERR_COMM_WAITINGACK: no reply in time
+    -404,  # ERR_TECH_DATACORRUPTED: a data buffer that arrived corrupted
+}
 
 
 class EClibBackend:
@@ -53,19 +81,29 @@ class EClibBackend:
         Longest time between two reads of the channel while a technique runs, s.
     name : str
         Used in error messages.
+    attempts : int
+        Tries per library call before the instrument counts as lost.
+    backoff, max_backoff : float
+        First and longest wait between attempts, s; the wait doubles each time.
+    sleep : callable
+        How to wait between attempts (``time.sleep``; tests pass a recorder).
     """
 
     def __init__(self, lib: eclib.EClib, clock: Clock, *, address: str = "USB0", channel: int = 1,
                  voltage_window=(-10.0, 10.0), current_limit: float = 0.01, poll_interval: float = 60.0,
-                 name: str = "potentiostat"):
+                 name: str = "potentiostat", attempts: int = 4, backoff: float = 0.05, max_backoff: float = 2.0,
+                 sleep: Callable[[float], None] = time.sleep):
         self.lib, self.clock, self.name, self.poll_interval = lib, clock, name, poll_interval
         self.voltage_window, self.current_limit = tuple(voltage_window), current_limit
-        self.device_id, self.device_info = lib.connect(address)
-        self.channel = channel - 1
-        if lib.channel_info(self.device_id, self.channel).FirmwareCode != eclib.FIRMWARE_KERNEL:
-            lib.load_firmware(self.device_id, [self.channel])
-        board_type = lib.board_type(self.device_id, self.channel)
-        info = lib.channel_info(self.device_id, self.channel)
+        self.address, self.channel = address, channel - 1
+        self.where = f"{address}, channel {channel}"
+        self.attempts, self.backoff, self.max_backoff, self.sleep = attempts, backoff, max_backoff, sleep
+        self.device_id: int | None = None
+        self.reader: DataReader | None = None
+        self.reconnects = 0  # sessions reopened after the first, for logs and tests
+        self.failure: InstrumentFault | None = None  # why the instrument was given up on, until a stop reaches it
+        self._session_lost = True  # connect before the first call
+        board_type, info, values = self._retrying("connecting", self._describe_channel)
         self.hardware = Hardware(board_type, info.MinIRange, info.MaxIRange, info.MaxBandwidth,
                                  self.voltage_window, current_limit)
         self.reader = DataReader(lib, self.device_id, self.channel, board_type)
@@ -73,34 +111,106 @@ class EClibBackend:
         self.end_reason: str | None = None
         self._lock = threading.RLock()
         self._poll_event: Scheduled | None = None
+        self._end = clock.now()
         self._rows: list[dict[str, np.ndarray]] = []
         self._dc: list[dict[str, np.ndarray]] = []
         self._sweep: list[Frame] = []
         self._spectrum: dict | None = None
-        self._on_done: Callable[[str], None] | None = None
-        values = lib.current_values(self.device_id, self.channel)
+        self._on_done: Callable[..., None] | None = None
         self._latest = {"time": clock.now(), "Ewe": float(values.Ewe), "I": 0.0}
+
+    def _describe_channel(self):
+        """Return the channel's board type, information and current values."""
+        board_type = self.lib.board_type(self.device_id, self.channel)
+        info = self.lib.channel_info(self.device_id, self.channel)
+        return board_type, info, self.lib.current_values(self.device_id, self.channel)
 
     @property
     def running(self) -> bool:
         """Get whether a technique is running on the channel (as of the last poll)."""
         return self.technique is not None
 
+    # ---- the link ------------------------------------------------------------------------------
+    def _connect(self) -> None:
+        """Open a fresh session: drop the old one, ``BL_Connect``, load the kernel if the channel lacks it."""
+        if self.device_id is not None:
+            self.reconnects += 1
+            try:
+                self.lib.disconnect(self.device_id)
+            except eclib.EClibError:
+                pass  # a session on a dead link cannot be closed cleanly; BL_Connect replaces it
+        self.device_id, self.device_info = self.lib.connect(self.address)
+        if self.lib.channel_info(self.device_id, self.channel).FirmwareCode != eclib.FIRMWARE_KERNEL:
+            self.lib.load_firmware(self.device_id, [self.channel])
+        if self.reader is not None:
+            self.reader.device_id = self.device_id
+        self._session_lost = False
+
+    def _retrying(self, what: str, call: Callable, attempts: int | None = None):
+        """Return ``call()``, retrying transient failures on a fresh session; raise naming the instrument.
+
+        Raises
+        ------
+        InstrumentLost
+            Every attempt failed with a transient code.
+        InstrumentFault
+            The library returned any other error code.
+        """
+        attempts = attempts or self.attempts
+        delay = self.backoff
+        for attempt in range(1, attempts + 1):
+            try:
+                if self._session_lost:
+                    self._connect()
+                return call()
+            except eclib.EClibError as error:
+                if error.code not in TRANSIENT:
+                    raise InstrumentFault(self.name, self.where, f"{what}: {error}") from error
+                self._session_lost, last = True, error
+            if attempt < attempts:
+                log.warning("%s at %s: %s failed (%s); retrying in %.3g s", self.name, self.where, what, last, delay)
+                self.sleep(delay)
+                delay = min(2 * delay, self.max_backoff)
+        tries = "1 attempt" if attempts == 1 else f"{attempts} attempts, reconnecting before each retry"
+        raise InstrumentLost(
+            self.name, self.where,
+            f"{what}: no valid reply after {tries} (last: {last}); check the instrument's power, cable or network",
+        ) from last
+
+    def _give_up(self, failure: InstrumentFault) -> None:
+        """Take ``failure`` as final: end the running technique with it, so its status fails."""
+        self.failure = failure
+        if self.running:
+            self._finish("instrument lost", failure)
+
     # ---- starting ------------------------------------------------------------------------------
-    def start(self, technique, on_done: Callable[[str], None] | None = None) -> float:
-        """Load and start ``technique`` now; return when it should end. ``on_done(reason)`` runs at its end."""
+    def start(self, technique, on_done: Callable[..., None] | None = None) -> float:
+        """Load and start ``technique`` now; return when it should end.
+
+        ``on_done(reason, failure)`` runs at its end; ``failure`` is the :class:`InstrumentFault` that
+        ended it if the instrument was lost, else None.
+        """
         with self._lock:
             if self.running:
                 raise RuntimeError(f"{self.name}: channel busy, stop the running technique first")
             self._check_current(technique)
-            load_sequence(self.lib, self.device_id, self.channel, [self._with_limits(technique)], self.hardware)
-            self.lib.start_channel(self.device_id, self.channel)
+            sequence = [self._with_limits(technique)]
+            try:
+                self._retrying("loading and starting the technique", lambda: self._load_and_start(sequence))
+            except InstrumentFault as failure:
+                self.failure = failure  # it may have started before the link failed: stop() tries to make sure
+                raise
+            self.failure = None  # the channel was stopped, or it could not have been loaded
             now = self.clock.now()
             self.technique, self.end_reason, self._on_done = technique, None, on_done
             self._start, self._end = now, now + self._duration(technique)
             self._dc, self._sweep, self._spectrum = [], [], None
             self._schedule_poll()
             return self._end
+
+    def _load_and_start(self, sequence) -> None:
+        load_sequence(self.lib, self.device_id, self.channel, sequence, self.hardware)
+        self.lib.start_channel(self.device_id, self.channel)
 
     def _check_current(self, technique) -> None:
         current = abs(getattr(technique, "current", getattr(technique, "bias", 0.0)))
@@ -138,15 +248,27 @@ class EClibBackend:
             self._schedule_poll()
 
     def _poll(self) -> None:
-        """Drain the channel's memory; finish the technique if the channel has stopped."""
+        """Drain the channel's memory; finish the technique if the channel has stopped, or if it is lost."""
         with self._lock:
             if not self.running:
                 return
-            frames, stopped = self.reader.drain()
-            for frame in frames:
-                self._take(frame)
+            try:
+                stopped = self._drain()
+            except InstrumentFault as failure:
+                self._give_up(failure)
+                return
             if stopped:
                 self._finish(self._reason())
+
+    def _drain(self) -> bool:
+        """Take every buffer the channel holds; return whether the channel has stopped.
+
+        The state comes with the call that found the memory empty, so "stopped" means every record
+        of the technique has been taken.
+        """
+        while (frame := self._retrying("reading data", self.reader.read)) is not None:
+            self._take(frame)
+        return self.reader.values.State == eclib.STATE_STOP
 
     def _take(self, frame: Frame) -> None:
         columns = frame.columns
@@ -167,14 +289,14 @@ class EClibBackend:
             return "current limit"
         return "completed"
 
-    def _finish(self, reason: str) -> None:
+    def _finish(self, reason: str, failure: InstrumentFault | None = None) -> None:
         technique, self.technique, self.end_reason = self.technique, None, reason
         if self._poll_event is not None:
             self._poll_event.cancel()
-        if isinstance(technique, (GEIS, PEIS)):
+        if isinstance(technique, (GEIS, PEIS)) and failure is None:
             self._spectrum = self._assemble_spectrum(technique)
         if self._on_done is not None:
-            self._on_done(reason)
+            self._on_done(reason, failure)
 
     def _assemble_spectrum(self, technique) -> dict:
         z = np.concatenate([impedance(f) for f in self._sweep]) if self._sweep else np.empty(0, complex)
@@ -202,7 +324,7 @@ class EClibBackend:
         return {key: np.concatenate([r[key] for r in rows]) for key in EMPTY_ROWS}
 
     def latest(self) -> dict[str, float]:
-        """Return the most recent sample (time, Ewe, I), reading the channel first."""
+        """Return the most recent sample (time, Ewe, I), reading the channel first (the last one read, if lost)."""
         self._poll()
         return dict(self._latest)
 
@@ -212,16 +334,41 @@ class EClibBackend:
         return spectrum
 
     def stop(self) -> None:
-        """Open the circuit now (``BL_StopChannel``), keeping every record measured so far."""
+        """Open the circuit now (``BL_StopChannel``), keeping every record measured so far.
+
+        Raises
+        ------
+        InstrumentFault
+            The circuit could not be opened: the message says why, and what still stops the channel.
+        """
         with self._lock:
-            self._poll()  # it may have ended on its own already
-            if not self.running:
+            self._poll()  # it may have ended on its own already, or be found lost
+            if not self.running and self.failure is None:
                 return
-            self.lib.stop_channel(self.device_id, self.channel)
-            frames, _ = self.reader.drain()
-            for frame in frames:
-                self._take(frame)
-            self._finish("stopped")
+            # A lost instrument has had its retries: one attempt a call, so a failing plan's cleanup does not wait long.
+            attempts = 1 if self.failure is not None else None
+            try:
+                self._retrying("opening the circuit", lambda: self.lib.stop_channel(self.device_id, self.channel),
+                               attempts)
+            except InstrumentFault as failure:
+                # The error goes to the caller: failing the technique's status as well would throw a
+                # second one into the plan's cleanup.
+                self.failure = failure
+                if self.running:
+                    self._finish("instrument lost")
+                raise type(failure)(self.name, self.where, f"{failure.detail}; {self._still_stops()}") from failure
+            self.failure = None
+            try:
+                self._drain()  # the circuit is open: a failure here loses records, not the safe state
+            finally:
+                if self.running:
+                    self._finish("stopped")
+
+    def _still_stops(self) -> str:
+        """Say what opens the circuit on the instrument without this process."""
+        left = self._end - self.clock.now()
+        when = f"within {left:.0f} s" if left > 0 else "at its set duration"
+        return f"the channel still ends the technique it may be running {when}, its safety limits before that"
 
     def close(self) -> None:
         """Stop the channel and disconnect from the instrument."""

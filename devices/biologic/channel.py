@@ -6,8 +6,10 @@ StreamResource/StreamDatum documents, never one event per point. ``channel.eis``
 impedance spectrum per ``trigger()``, read as one event with frequency, Z' and Z'' arrays.
 
 The channel talks to a backend with ``start(technique, on_done)``, ``read_rows()``,
-``latest()``, ``read_spectrum()`` and ``stop()``: today the in-process simulator; the EClib binding tomorrow.
-``stop()`` and ``pause()`` put the cell at open circuit, keeping everything measured.
+``latest()``, ``read_spectrum()`` and ``stop()``: ``devices.biologic.backend.EClibBackend``.
+``stop()`` and ``pause()`` put the cell at open circuit, keeping everything measured. A technique
+the backend ends because the instrument is lost fails its status with that error (which names the
+instrument and its address), so a plan waiting on it ends with that reason.
 """
 
 from __future__ import annotations
@@ -17,10 +19,10 @@ from pathlib import Path
 import numpy as np
 from ophyd import Component as Cpt
 from ophyd import Device, Signal
-from ophyd.status import DeviceStatus, Status
+from ophyd.status import Status
 
 from devices.biologic.techniques import GEIS, PEIS
-from devices.common import ClockSignal, ReadbackSignal, finished_status
+from devices.common import ClockSignal, DeviceStatus, ReadbackSignal, finished_status
 from labctl.assets import FieldSpec, HDF5StreamWriter
 
 ROW_FIELDS = {
@@ -54,10 +56,12 @@ class ImpedanceMeter(Device):
         status = DeviceStatus(self)
         backend = self.parent.backend
 
-        def done(reason: str) -> None:
-            spectrum = backend.read_spectrum()
-            self._store(spectrum)
+        def done(reason: str, failure: Exception | None = None) -> None:
             self.parent.end_reason.put(reason)
+            if failure is not None:
+                status.set_exception(failure)
+                return
+            self._store(backend.read_spectrum())
             status.set_finished()
 
         backend.start(self._technique, on_done=done)
@@ -116,10 +120,18 @@ class PotentiostatChannel(Device):
         return super().stage()
 
     def unstage(self):
-        self.stop()
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        """Close the run's HDF5 file, first stopping a technique still running (a plan cut short).
+
+        A lost channel is left to the plan's finalizer, which tries to open its circuit and reports
+        what happened: an error raised here would replace the one that ended the plan.
+        """
+        try:
+            if self.backend.running:
+                self.backend.stop()
+        finally:
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
         return super().unstage()
 
     # ---- flyer ---------------------------------------------------------------------------------
@@ -138,9 +150,13 @@ class PotentiostatChannel(Device):
         self.backend.start(self._technique, on_done=self._technique_done)
         return finished_status()
 
-    def _technique_done(self, reason: str) -> None:
+    def _technique_done(self, reason: str, failure: Exception | None = None) -> None:
         self.end_reason.put(reason)
-        if self._done_status is not None and not self._done_status.done:
+        if self._done_status is None or self._done_status.done:
+            return
+        if failure is not None:
+            self._done_status.set_exception(failure)
+        else:
             self._done_status.set_finished()
 
     def complete(self) -> DeviceStatus:
@@ -178,7 +194,10 @@ class PotentiostatChannel(Device):
 
     # ---- what the RunEngine calls on stop and pause --------------------------------------------
     def stop(self, *, success: bool = False) -> None:
-        """Open the circuit; the rows measured so far stay in the backend until collected."""
+        """Open the circuit; the rows measured so far stay in the backend until collected.
+
+        Raises the backend's :class:`~devices.errors.InstrumentFault` if the circuit could not be opened.
+        """
         self.backend.stop()
 
     def pause(self) -> None:
@@ -186,4 +205,5 @@ class PotentiostatChannel(Device):
         self.backend.stop()
 
     def resume(self) -> None:
-        """Nothing to restore: the plan starts its next segment after resuming."""
+        """Nothing to restore: the paused technique has ended ("stopped"), and the plan, which does
+        not rewind, goes on from there with its next segment."""

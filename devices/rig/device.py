@@ -52,6 +52,21 @@ class StackPressureRig(Device):
     def _read_position(self) -> float:
         return self.backend.crosshead_position()
 
+    # The RunEngine calls stop() on a rig a plan has set, at the end of every plan and on a pause,
+    # and pause()/resume() on every device a plan has read. The hold loop runs in the rig's firmware,
+    # so each leaves it holding: a paused or finished step keeps the stack pressure (a stripping
+    # electrode loses contact within a minute without it), and an approach under way goes on to the
+    # target. Whether the pressure is released when an experiment ends is the lab file's ``on_finish``,
+    # applied by ``labctl.lab.Lab.make_safe``.
+    def stop(self, *, success: bool = False) -> None:
+        """Keep holding (see the comment above)."""
+
+    def pause(self) -> None:
+        """Keep holding while the plan is paused."""
+
+    def resume(self) -> None:
+        """Nothing to restore: the loop held throughout."""
+
     def set(self, pascal: float) -> DeviceStatus:
         """Hold ``pascal`` with the closed loop (or release at 0); finishes when within the band."""
         low, high = self.pressure_range

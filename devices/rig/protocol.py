@@ -42,6 +42,8 @@ from pymeasure.adapters import SerialAdapter
 from pymeasure.instruments import Instrument
 from pymeasure.instruments.validators import strict_discrete_set, strict_range
 
+from devices.errors import InstrumentLost
+
 log = logging.getLogger(__name__)
 
 NEWTONS_PER = {"N": 1.0, "lbF": 4.4482216152605, "kgF": 9.80665}
@@ -168,17 +170,20 @@ class RigBackend:
         First and longest wait between attempts, s.
     sleep : callable
         How to wait between attempts (``time.sleep``; tests pass a recorder).
+    name : str
+        The instrument's role, for error messages.
     """
 
     def __init__(self, url: str, *, area: float, timeout: float = 0.5, attempts: int = 4,
-                 backoff: float = 0.05, max_backoff: float = 2.0, sleep: Callable[[float], None] = time.sleep):
-        self.url, self.timeout = url, timeout
+                 backoff: float = 0.05, max_backoff: float = 2.0, sleep: Callable[[float], None] = time.sleep,
+                 name: str = "rig controller"):
+        self.url, self.timeout, self.name = url, timeout, name
         self.params = RigSettings(area=area)
         self.attempts, self.backoff, self.max_backoff, self.sleep = attempts, backoff, max_backoff, sleep
         try:
             self.controller = RigController.open(url, timeout=timeout)
         except (serial.SerialException, OSError) as exc:
-            raise ConnectionError(f"rig controller at {url}: cannot open the line ({exc})") from exc
+            raise InstrumentLost(name, url, f"cannot open the line ({exc})") from exc
         self.reconnects = 0
         # A backend dropped without close() (a lab rebuilt in a session) must not leak its line.
         self._line = {"port": self.controller.adapter.connection}
@@ -218,14 +223,14 @@ class RigBackend:
             try:
                 return call(self.controller)
             except RigRefused as exc:
-                raise RigRefused(f"rig controller at {self.url}, {what}: {exc}") from exc
+                raise RigRefused(f"{self.name} at {self.url}, {what}: {exc}") from exc
             except (RigProtocolError, serial.SerialException, OSError) as exc:
                 if attempt == self.attempts:
-                    raise ConnectionError(
-                        f"rig controller at {self.url}: no valid {what} after {self.attempts} attempts "
-                        f"({exc}); check the cable and the address"
+                    raise InstrumentLost(
+                        self.name, self.url,
+                        f"no valid {what} after {self.attempts} attempts ({exc}); check the cable and the address",
                     ) from exc
-                log.warning("rig controller at %s: %s failed (%s); retrying in %.3g s", self.url, what, exc, delay)
+                log.warning("%s at %s: %s failed (%s); retrying in %.3g s", self.name, self.url, what, exc, delay)
                 self.sleep(delay)
                 delay = min(2 * delay, self.max_backoff)
                 self._reopen()
@@ -239,4 +244,4 @@ class RigBackend:
             self._line["port"] = self.controller.adapter.connection
         except (serial.SerialException, OSError) as exc:
             # Keep the closed line: the next attempt fails at once and backs off again.
-            log.warning("rig controller at %s: cannot reopen the line (%s)", self.url, exc)
+            log.warning("%s at %s: cannot reopen the line (%s)", self.name, self.url, exc)

@@ -24,6 +24,17 @@ technique that wrote it; the time bases of OCV, CP and CALIMIT are the guide's, 
 (taken as CALIMIT's) and of the impedance techniques are assumptions. A limit test that trips ends
 the step at, and records, the sample that met it. The physics runs lazily, up to the clock's present, whenever the library
 is called: there are no callbacks, as with the real instrument.
+
+Fault switches, for the reliability tests: set ``fault`` to one of ``FAULTS`` (None for none) and
+every call that talks to the instrument fails with the library's code for it: ``no_reply`` with
+``ERR_COMM_COMMFAILED`` (-200; ``BL_Connect`` with ``ERR_COMM_CONNECTIONFAILED``, -201), as when the
+network or USB link is gone; ``garbled`` with ``ERR_INSTR_RESPERROR`` (-104), a reply that did not
+make sense; ``exception`` with ``ERR_INSTR_VMEERROR`` (-101), the instrument failing inside
+(``BL_Connect`` still succeeds: the instrument answers). ``disconnect()`` drops the library's
+session: calls fail with ``ERR_GEN_NOTCONNECTED`` (-1) until ``BL_Connect`` again. Calls the library
+answers by itself (messages, parameter definitions, conversions) never fail. A failed call has no
+effect on the instrument (the request did not reach it), and the instrument runs on regardless: a
+technique keeps running and recording into the channel's memory while the link is down.
 """
 
 from __future__ import annotations
@@ -69,6 +80,11 @@ TECHNIQUES: dict[str, tuple[int, float, dict[str, tuple[int, int]]]] = {
     "loop": (150, 20e-6, {"loop_N_times": (I, 1), "protocol_number": (I, 1)}),
 }
 E_RANGE_VOLTS = {0: 2.5, 1: 5.0, 2: 10.0, 3: 10.0}
+FAULTS = (None, "no_reply", "garbled", "exception")
+# ERR_COMM_COMMFAILED, ERR_INSTR_RESPERROR, ERR_INSTR_VMEERROR; BL_Connect: ERR_COMM_CONNECTIONFAILED, and an
+# instrument failing inside still connects.
+FAULT_CODES = {"no_reply": -200, "garbled": -104, "exception": -101}
+CONNECT_FAULT_CODES = {"no_reply": -201, "garbled": -104}
 EIS_SETTLE = 0.1  # s per frequency besides the periods averaged, as techniques.sweep_duration
 BUFFER_WORDS = eclib.BUFFER_WORDS
 
@@ -142,6 +158,7 @@ class SimEClib:
         self.clock, self.cell, self.channel, self.board_type = clock, cell, channel, board_type
         self.suffix = {eclib.BOARD_ESSENTIAL: "", eclib.BOARD_PREMIUM: "4"}[board_type]
         self.connected = self.firmware = self.built = False
+        self.fault: str | None = None
         self.loaded: list[Loaded] = []
         self.memory: deque[Chunk] = deque()
         self.state = eclib.STATE_STOP
@@ -159,6 +176,8 @@ class SimEClib:
     def BL_Connect(self, address, timeout, p_id, p_info) -> int:
         if not address:
             return -203  # ERR_COMM_INVALIDIPADDRESS
+        if self.fault in CONNECT_FAULT_CODES:
+            return CONNECT_FAULT_CODES[self.fault]
         self.connected = True
         p_id.contents.value = self.device_id
         info = p_info.contents
@@ -175,9 +194,15 @@ class SimEClib:
     def BL_TestConnection(self, device_id) -> int:
         return self._check(device_id)
 
+    def disconnect(self) -> None:
+        """Drop the library's session with the instrument, as a link that went down does (for tests)."""
+        self.connected = False
+
     def _check(self, device_id, channel: int | None = None) -> int:
         if not self.connected or device_id != self.device_id:
             return -1  # ERR_GEN_NOTCONNECTED
+        if self.fault is not None:
+            return FAULT_CODES[self.fault]
         if channel is not None and channel != self.channel:
             return -3  # ERR_GEN_CHANNELNOTPLUGGED
         return 0

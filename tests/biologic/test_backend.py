@@ -9,6 +9,7 @@ from devices.biologic.backend import EClibBackend
 from devices.biologic.channel import PotentiostatChannel
 from devices.biologic.eclib import EClib
 from devices.biologic.techniques import CA, CP, GEIS, OCV
+from devices.errors import InstrumentFault, InstrumentLost
 from devices.sim.cell import CellParameters
 from devices.sim.eclib import SimEClib
 from labctl.clock import VirtualClock
@@ -156,3 +157,57 @@ def test_a_spectrum_is_read_once_with_its_dc_level(bench, clock):
     z = spectrum["z_real"] + 1j * spectrum["z_imag"]
     assert np.median(np.abs(z - truth) / np.abs(truth)) < 0.02
     assert spectrum["I"] == pytest.approx(PLATING, rel=1e-5) and spectrum["Ewe"] < 0
+
+
+# -- faults: retried on a fresh session, or the instrument given up on, naming it ------------------------
+
+
+def test_a_technique_keeps_every_row_through_a_dropped_session(tmp_path, clock, cell):
+    sleeps = []
+    sim = SimEClib(clock, cell)
+    backend = EClibBackend(EClib(sim), clock, address="10.0.0.7", sleep=sleeps.append)
+    end = backend.start(CP(PLATING, 600.0, 1.0))
+    clock.advance(300.5)
+    sim.disconnect()
+    clock.advance_to(end + 2.0)
+    rows = backend.read_rows()
+    assert backend.end_reason == "completed" and backend.reconnects == 1 and sleeps == [0.05]
+    np.testing.assert_allclose(rows["time"] - rows["time"][0], np.arange(600), atol=1e-4)
+
+
+def test_a_lost_channel_ends_its_technique_with_the_error_and_stop_says_what_still_stops_it(clock, cell):
+    sleeps, ended = [], []
+    sim = SimEClib(clock, cell)
+    backend = EClibBackend(EClib(sim), clock, address="10.0.0.7", sleep=sleeps.append)
+    backend.start(CP(PLATING, 3600.0, 1.0), on_done=lambda reason, failure=None: ended.append((reason, failure)))
+    clock.advance(600.0)
+    sim.fault = "no_reply"
+    clock.advance(60.0)  # the next poll finds it gone
+    (reason, failure), = ended
+    assert reason == "instrument lost" and isinstance(failure, InstrumentLost)
+    assert str(failure).startswith("potentiostat at 10.0.0.7, channel 1: reading data: no valid reply after 4 attempts")
+    assert sleeps == [0.05, 0.1, 0.2] and not backend.running and sim.running
+    with pytest.raises(InstrumentLost, match=r"opening the circuit: .*the technique it may be running within 2940 s"):
+        backend.stop()
+    sim.fault = None
+    backend.stop()  # the link is back: the circuit is opened, the records of the outage read
+    assert not sim.running and backend.failure is None
+    rows = backend.read_rows()  # every second until the stop, 660 s in, the outage's included
+    np.testing.assert_allclose(rows["time"] - rows["time"][0], np.arange(660), atol=1e-4)
+
+
+def test_a_refusal_is_not_retried(clock, cell):
+    sleeps = []
+    sim = SimEClib(clock, cell)
+    backend = EClibBackend(EClib(sim), clock, sleep=sleeps.append)
+    sim.fault = "exception"
+    with pytest.raises(InstrumentFault, match=r"potentiostat at USB0, channel 1: loading and .*-101"):
+        backend.start(OCV(60.0))
+    assert sleeps == [] and backend.failure is not None
+
+
+def test_an_instrument_out_of_reach_is_reported_with_its_address(clock, cell):
+    sim = SimEClib(clock, cell)
+    sim.fault = "no_reply"
+    with pytest.raises(InstrumentLost, match=r"potentiostat at 10\.0\.0\.7, channel 1: connecting: no valid .*-201"):
+        EClibBackend(EClib(sim), clock, address="10.0.0.7", sleep=lambda seconds: None)

@@ -108,3 +108,34 @@ def test_conversion_of_a_word_into_a_single_is_its_ieee_bits(lib):
 def test_the_real_library_is_refused_off_windows_with_the_way_out():
     with pytest.raises(OSError, match="SimEClib"):
         EClib.load("C:/EC-Lab Development Package/EClib64.dll")
+
+
+@pytest.mark.parametrize("fault, code, connect_code", [
+    ("no_reply", -200, -201), ("garbled", -104, -104), ("exception", -101, 0),
+])
+def test_fault_switches_fail_instrument_calls_with_the_library_codes_while_the_channel_runs_on(
+        connected, sim, clock, fault, code, connect_code):
+    lib, device_id = connected
+    ecc.load_sequence(lib, device_id, 0, [OCV(600.0, 1.0)], ecc.Hardware())
+    lib.start_channel(device_id, 0)
+    sim.fault = fault
+    for call in (lambda: lib.current_values(device_id, 0), lambda: lib.stop_channel(device_id, 0)):
+        with pytest.raises(EClibError) as raised:
+            call()
+        assert raised.value.code == code
+    assert lib.to_single(0x3F800000) == 1.0  # the library answers this one by itself
+    device, info = ctypes.c_int32(), DeviceInfo()
+    assert sim.BL_Connect(b"USB0", 5, ctypes.pointer(device), ctypes.pointer(info)) == connect_code
+    clock.advance(300.0)
+    sim.fault = None
+    assert lib.current_values(device_id, 0).State == eclib.STATE_RUN, "the failed stop did not reach the channel"
+    assert sum(len(chunk.words) for chunk in sim.memory) == 300, "it recorded through the fault"
+
+
+def test_a_dropped_session_answers_not_connected_until_connected_again(connected, sim):
+    lib, device_id = connected
+    sim.disconnect()
+    with pytest.raises(GeneralError, match="ERR_GEN_NOTCONNECTED"):
+        lib.current_values(device_id, 0)
+    device_id, _ = lib.connect("USB0")
+    assert lib.channel_info(device_id, 0).FirmwareCode == eclib.FIRMWARE_KERNEL, "the kernel stays loaded"

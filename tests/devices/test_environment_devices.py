@@ -2,8 +2,10 @@
 
 import numpy as np
 import pytest
+from bluesky.utils import FailedStatus
 
 from devices.chamber.device import TemperatureChamber
+from devices.errors import InstrumentLost
 from devices.rig.device import StackPressureRig
 from devices.sim.chamber import SimChamber
 from devices.sim.rig import SimRig
@@ -82,3 +84,19 @@ def test_rig_refuses_pressure_past_its_range(rig):
     with pytest.raises(ValueError, match="outside the rig's range"):
         rig.set(25e6)
     assert rig.backend.target == 0.0
+
+
+def test_a_set_status_fails_with_the_error_of_an_instrument_that_stops_answering(clock, chamber):
+    """The stability check runs on the clock, not in the plan: its error must reach the plan and its reason."""
+    lost = InstrumentLost("chamber", "tcp://10.0.0.5:502", "no valid reply to the read of register 32770")
+
+    def unanswered():
+        raise lost
+
+    status = chamber.set(303.15)
+    clock.advance(60.0)
+    chamber.backend.read_temperature = unanswered
+    clock.advance(5.0)
+    assert status.done and not status.success and status.exception() is lost
+    # bluesky records str(FailedStatus(status)) as the stop reason of a run that waited on it.
+    assert str(FailedStatus(status)) == "chamber at tcp://10.0.0.5:502: no valid reply to the read of register 32770"

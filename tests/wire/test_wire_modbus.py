@@ -133,7 +133,7 @@ def test_exception_fault(eurotherm_server, sleeps):
     link = ModbusLink(eurotherm_server.address, sleep=sleeps.append)
     eurotherm_server.fault = "exception"
     before = eurotherm_server.requests
-    with pytest.raises(ModbusDeviceError, match=r"at tcp://127\.0\.0\.1:\d+ refused .*\(device failure\)"):
+    with pytest.raises(ModbusDeviceError, match=r"at tcp://127\.0\.0\.1:\d+: refused .*\(device failure\)"):
         Eurotherm(link).read_temperature()
     assert eurotherm_server.requests == before + 1 and sleeps == []
     link.close()
