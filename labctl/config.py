@@ -26,7 +26,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, create_model, model_validator
 
-from labctl.errors import ConfigError, ConfigErrors
+from labctl.errors import ConfigError, ConfigErrors, LithiumWouldMelt
 from labctl.units import Unit
 
 Location = tuple  # a location in a document: keys and list indices, e.g. ("steps", 3, "current_density")
@@ -321,6 +321,7 @@ class PotentiostatConfig(ConfigModel):
 # puts the simulator in process, any other kind puts the real driver in front of it on loopback.
 CHAMBER_KINDS = ("sim", "eurotherm-2000", "eurotherm-3200", "watlow-f4t", "binder-mb1", "binder-mb2")
 RIG_KINDS = ("sim", "mark10-rig")
+ANALYSER_KINDS = ("biologic-mtz35",)  # devices.biologic.mtz35; simulated labs only (README, "The MTZ-35")
 
 
 class ChamberConfig(ConfigModel):
@@ -360,12 +361,22 @@ class RigConfig(ConfigModel):
         return self
 
 
+class ImpedanceAnalyserConfig(ConfigModel):
+    """The impedance analyser for potentiostatic EIS (BioLogic MTZ-35), and the lab's cap on its amplitude."""
+
+    kind: Literal[ANALYSER_KINDS]
+    address: str = Field(description="'sim' for the simulator; labctl cannot drive a real MTZ-35 yet")
+    # The lab's own cap on the sine amplitude (peak); the generator cannot pass +/- 10 V.
+    max_amplitude: Annotated[float, Unit("V", gt=0, le=10)]
+
+
 class Instruments(ConfigModel):
-    """The instruments of a lab, by the role names plans use."""
+    """The instruments of a lab, by the role names plans use; with an impedance analyser, peis runs on it."""
 
     potentiostat: PotentiostatConfig
     chamber: ChamberConfig
     rig: RigConfig
+    impedance_analyser: ImpedanceAnalyserConfig | None = None
 
 
 class StorageConfig(ConfigModel):
@@ -404,6 +415,11 @@ class LabConfig(ConfigModel):
                 problems.append((("instruments", role, "address"), "a real lab needs the instrument's address, not sim"))
             if role != "potentiostat" and instrument.kind == "sim":
                 problems.append((("instruments", role, "kind"), "a real lab needs the controller's kind, not sim"))
+        if self.instruments.impedance_analyser is not None:
+            problems.append((("instruments", "impedance_analyser"),
+                             "labctl cannot drive a real MTZ-35: BioLogic publishes no programming interface for it "
+                             "(README, 'The MTZ-35 impedance analyser'); remove this section and peis runs on the "
+                             "potentiostat"))
         raise_problems(problems)
         return self
 
@@ -412,7 +428,6 @@ class LabConfig(ConfigModel):
 # The experiment file
 # =================================================================================================
 
-LITHIUM_MELTING_POINT = 453.65  # K, 180.5 degC
 ELECTRODE_BY_KIND = {"symmetric": "Li", "tracer": "LiMg", "blocking": "Ni"}
 CELL_QUANTITIES = {"thickness": "mm", "electrode_diameter": "mm", "electrode_area": "cm^2"}
 CELL_SI_UNITS = {"thickness": "m", "electrode_diameter": "m", "electrode_area": "m^2"}
@@ -530,13 +545,38 @@ class Step(BaseModel):
         return self._line
 
 
+class Guard(ConfigModel):
+    """What a plating step does when one condition leaves its band (see ``plans.guards``)."""
+
+    action: Literal["pause", "end"]
+    resume_after: Annotated[float, Unit("min", gt=0)] = 600.0
+    give_up_after: Annotated[float, Unit("h", gt=0)] = 7200.0
+
+
+class TemperatureGuard(Guard):
+    band: Annotated[float, Unit("K", gt=0, le=50)]  # a difference: "2 K", not "2 degC"
+
+
+class PressureGuard(Guard):
+    band: Annotated[float, Unit("MPa", gt=0)]
+
+
+class Guards(ConfigModel):
+    """The experiment's guards: chamber temperature, stack pressure, potentiostat compliance."""
+
+    temperature: TemperatureGuard | None = None
+    pressure: PressureGuard | None = None
+    compliance: Guard | None = None
+
+
 class Experiment(ConfigModel):
-    """An experiment file: the cell and the steps to run on it, in order."""
+    """An experiment file: the cell, the guards of its steps, and the steps to run on it, in order."""
 
     name: str
     description: str | None = None
     lab: str | None = Field(None, description="lab file, relative to this file")
     cell: Cell
+    guards: Guards | None = None
     steps: list[Step] = Field(min_length=1)
     _document: Document | None = PrivateAttr(None)
 
@@ -563,8 +603,8 @@ class Experiment(ConfigModel):
 # Step models generated from plan signatures
 # =================================================================================================
 
-# The runner passes these from the cell metadata (labctl.runner.runner_arguments).
-RUNNER_FILLED = {"electrode_area", "thickness", "cell_kind", "contains_lithium"}
+# The runner passes these from the cell metadata and the guards section (labctl.runner.runner_arguments).
+RUNNER_FILLED = {"electrode_area", "thickness", "cell_kind", "contains_lithium", "guards"}
 
 
 @functools.cache
@@ -657,7 +697,7 @@ def _temperature_problems(value: float, cell: Cell, lab: LabConfig) -> list[str]
             f"{_show(value, 'degC')} is outside the chamber's range [{_show(low, 'degC')}, {_show(high, 'degC')}] "
             f"(lab {lab.name!r}): choose a temperature inside it"
         )
-    if cell.contains_lithium and value >= LITHIUM_MELTING_POINT:
+    if LithiumWouldMelt.refuses(value, cell.contains_lithium):  # the chamber refuses it too, as a last line
         problems.append(
             f"{_show(value, 'degC')} would melt the cell's lithium (Li melts at 180.5 degC): keep a cell with "
             f"{cell.electrode_material} electrodes below 180.5 degC"

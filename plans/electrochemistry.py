@@ -12,7 +12,8 @@ from bluesky.utils import Msg
 from devices.biologic.techniques import CP, GEIS, OCV, sweep_duration
 from labctl.analysis import ShortDetector, fit_spectrum
 from labctl.units import Unit
-from plans.stubs import ENVIRONMENT, ComputedValues, open_circuit, plan_metadata, wait_for
+from plans.guards import Guards
+from plans.stubs import ENVIRONMENT, ComputedValues, NotAtOpenCircuit, open_circuit, plan_metadata, wait_for
 
 POTENTIOSTAT = "potentiostat"
 IMPEDANCE = "impedance"
@@ -164,6 +165,7 @@ def plate(
     short_bulk_decline: Annotated[float, Unit("%", gt=0, lt=100)] = 0.2,
     page_interval: Annotated[float, Unit("min", gt=0)] = 900.0,
     check_interval: Annotated[float, Unit("s", gt=0)] = 60.0,
+    guards: Guards | None = None,
     md: dict | None = None,
 ):
     """Plate lithium at constant current with a GEIS spectrum every ``geis_interval``, until a stop.
@@ -207,12 +209,18 @@ def plate(
     page_interval : float
         How often rows are handed to storage and the environment read, s.
     check_interval : float
-        How often the voltage rule looks at the latest voltage sample, s.
+        How often the voltage rule (and the guards) look at the latest sample, s.
+    guards : Guards, optional
+        What to do when the chamber temperature or the stack pressure leaves its band, or the
+        potentiostat reaches its voltage limit (:mod:`plans.guards`); from the experiment file's
+        ``guards`` section. Without them a voltage limit ends the step.
     md : dict, optional
         Extra metadata for the start document.
     """
     current = -current_density * electrode_area
-    args = {k: v for k, v in locals().items() if k not in ("potentiostat", "chamber", "rig", "md")}
+    args = {k: v for k, v in locals().items() if k not in ("potentiostat", "chamber", "rig", "md", "guards")}
+    guards = guards or Guards()
+    guards.check_interval = check_interval
     environment = [d for d in (chamber, rig) if d is not None]
     geis = GEIS(
         bias=current, amplitude=geis_amplitude * electrode_area, f_max=geis_f_max, f_min=geis_f_min,
@@ -231,7 +239,9 @@ def plate(
     def voltage_check():
         # A bare Msg, not bps.rd, for speed as in run_technique.
         reading = (yield Msg("read", potentiostat.ewe))[potentiostat.ewe.name]
-        return detector.add_voltage(reading["timestamp"], reading["value"])
+        return detector.add_voltage(reading["timestamp"], reading["value"]) or (
+            (yield from guards.breach(chamber, rig)) if guards else None
+        )
 
     def body():
         yield from bps.open_run(plan_metadata("plate", args, md))
@@ -245,11 +255,18 @@ def plate(
             if segment < sample_interval:  # less than one sample left: a limit is reached
                 reason = _capacity_reason(plated) if by_capacity <= by_time else _time_reason(elapsed)
                 break
+            began = potentiostat.clock.now()
             end, stop = yield from run_technique(
                 potentiostat, CP(current, segment, sample_interval), environment,
                 page_interval=page_interval, check=voltage_check, check_interval=check_interval,
             )
-            elapsed += segment
+            elapsed += potentiostat.clock.now() - began
+            if guards.compliance and end == "voltage limit" and not stop:
+                stop = ("compliance", (yield from bps.rd(potentiostat.ewe)), "the potentiostat reached its voltage limit")
+            if isinstance(stop, tuple):  # a guard's condition left its band: pause or end, as the guards say
+                stop = yield from guards.respond(potentiostat, chamber, rig, *stop)
+                if not stop:
+                    continue
             # A cell the voltage rule has already put at open circuit is measured at zero bias.
             short = yield from fitter.record((yield from measure_impedance(potentiostat, at_rest if stop else geis)))
             stop = stop or short
@@ -293,7 +310,29 @@ def _time_reason(elapsed: float) -> str:
 
 
 def _safely(potentiostat, plan):
-    """Stage the channel for the run and leave the cell at open circuit whatever happens."""
-    return (
-        yield from bpp.finalize_wrapper(bpp.stage_wrapper(plan, [potentiostat]), open_circuit(potentiostat))
-    )
+    """Stage the channel for the run and leave the cell at open circuit whatever happens.
+
+    If opening the circuit fails too (the potentiostat itself is lost), the error that ends the run
+    names both failures, so the stop document's reason says the cell may not be at open circuit and
+    why. The run does not rewind: a paused flyer cannot be replayed (the pause opened the circuit,
+    ending its technique), so after ``RE.resume()`` the plan goes on from where it was.
+    """
+    failures = []
+
+    def watched():
+        try:
+            return (yield from bpp.stage_wrapper(plan, [potentiostat]))
+        except Exception as failure:
+            failures.append(failure)
+            raise
+
+    def open_circuit_after_failures():
+        try:
+            yield from open_circuit(potentiostat)
+        except Exception as error:
+            if not failures:
+                raise
+            raise NotAtOpenCircuit(failures[0], error) from error
+
+    safely = bpp.finalize_wrapper(watched(), open_circuit_after_failures())
+    return (yield from bpp.rewindable_wrapper(safely, False))

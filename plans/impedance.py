@@ -1,7 +1,7 @@
-"""Potentiostatic impedance (PEIS) on the SP-200 channel, single or repeated, each spectrum fitted.
+"""Potentiostatic impedance (PEIS), single or repeated, each spectrum fitted.
 
-The MTZ-35 impedance analyser has no driver yet (issue 3 continues), so PEIS runs on the
-potentiostat's own impedance channel; a plan for the MTZ-35 would take that device instead.
+PEIS runs on the lab's impedance analyser (the MTZ-35) when the lab has one, and on the SP-200
+channel's own impedance meter otherwise; both give the same reading (frequency, Z', Z'' arrays).
 """
 
 from __future__ import annotations
@@ -9,13 +9,18 @@ from __future__ import annotations
 from typing import Annotated
 
 import bluesky.plan_stubs as bps
+import bluesky.preprocessors as bpp
 import numpy as np
+from bluesky.utils import Msg
 
-from devices.biologic.techniques import PEIS
+from devices.biologic.techniques import PEIS, sweep_duration
 from labctl.analysis import BLOCKING, BULK_INTERFACE, fit_spectrum
 from labctl.units import Unit
-from plans.electrochemistry import IMPEDANCE_FIT, _safely, measure_impedance
-from plans.stubs import ENVIRONMENT, ComputedValues, plan_metadata
+from plans.electrochemistry import IMPEDANCE, IMPEDANCE_FIT, _safely
+from plans.stubs import ENVIRONMENT, ComputedValues, open_circuit, plan_metadata, wait_for
+
+
+DEVICE_ROLES = ("potentiostat", "chamber", "rig", "impedance_analyser")  # peis's device arguments
 
 
 def circuit_for(cell_kind: str):
@@ -23,15 +28,32 @@ def circuit_for(cell_kind: str):
     return BLOCKING if cell_kind == "blocking" else BULK_INTERFACE
 
 
+def impedance_meter(device):
+    """Return the device whose reading is a spectrum: a potentiostat channel's ``eis``, or an analyser itself."""
+    return getattr(device, "eis", device)
+
+
+def measure_spectrum(meter, technique):
+    """Run one sweep on ``meter``, store it as one event of the impedance stream and return the reading."""
+    yield from bps.prepare(meter, technique, wait=True)
+    status = yield from bps.trigger(meter, group="eis")
+    yield from wait_for(status, "eis", expected=sweep_duration(technique))
+    yield from bps.create(name=IMPEDANCE)
+    reading = yield from bps.read(meter)
+    yield from bps.save()
+    return reading
+
+
 class FitRecorder:
     """Fits spectra (warm-started) and stores each fit as one event of ``impedance_fit``.
 
     Unlike :class:`plans.electrochemistry.SpectrumFitter` it watches for no short circuit and takes
-    the circuit, so it serves blocking cells and conductivity measurements too.
+    the circuit, so it serves blocking cells and conductivity measurements too. ``meter`` is the
+    device whose readings are fitted: a potentiostat channel (its ``eis``) or an impedance analyser.
     """
 
-    def __init__(self, potentiostat, electrode_area: float, circuit):
-        self.prefix = potentiostat.eis.name
+    def __init__(self, meter, electrode_area: float, circuit):
+        self.prefix = impedance_meter(meter).name
         self.area, self.circuit = electrode_area, circuit
         self.values = ComputedValues(IMPEDANCE_FIT, source="labctl.analysis.fit_spectrum")
         self.previous = None
@@ -53,9 +75,10 @@ def peis(
     potentiostat,
     chamber=None,
     rig=None,
+    impedance_analyser=None,
     *,
     amplitude: Annotated[float, Unit("mV", gt=0, le=1000)] = 0.01,
-    f_max: Annotated[float, Unit("Hz", gt=0, le=7e6)] = 7e6,
+    f_max: Annotated[float, Unit("Hz", gt=0, le=35e6)] = 7e6,
     f_min: Annotated[float, Unit("Hz", gt=0)] = 1.0,
     points_per_decade: int = 10,
     repeats: int = 1,
@@ -66,16 +89,20 @@ def peis(
 ):
     """Measure potentiostatic impedance spectra at open circuit, once or repeatedly, fitting each.
 
-    Runs on the SP-200 channel; the MTZ-35 analyser is not supported yet. Each spectrum is one
-    event of the ``impedance`` stream and its equivalent-circuit fit (bulk and interface arcs, or
-    the blocking circuit for a blocking cell) one event of ``impedance_fit``.
+    Runs on the impedance analyser when one is given (the runner passes the lab's MTZ-35: up to
+    35 MHz), else on the potentiostat's channel (up to 7 MHz); a sweep the instrument cannot run is
+    refused before it is sent. Each spectrum is one event of the ``impedance`` stream and its
+    equivalent-circuit fit (bulk and interface arcs, or the blocking circuit for a blocking cell) one
+    event of ``impedance_fit``. The start document names the instrument (``impedance_device``).
 
     Parameters
     ----------
     potentiostat : PotentiostatChannel
-        The channel the cell is on.
+        The channel the cell is on; with an analyser it is only held at open circuit.
     chamber, rig : optional
         Read into the environment stream with every spectrum.
+    impedance_analyser : ImpedanceAnalyser, optional
+        The lab's impedance analyser; when given, the spectra are measured on it.
     amplitude : float
         Sine amplitude, V (YAML: e.g. ``10 mV``).
     f_max, f_min : float
@@ -95,18 +122,21 @@ def peis(
     """
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}")
-    args = {k: v for k, v in locals().items() if k not in ("potentiostat", "chamber", "rig", "md")}
+    args = {k: v for k, v in locals().items() if k not in (*DEVICE_ROLES, "md")}
     environment = [d for d in (chamber, rig) if d is not None]
     technique = PEIS(amplitude=amplitude, f_max=f_max, f_min=f_min, points_per_decade=points_per_decade)
-    recorder = FitRecorder(potentiostat, electrode_area, circuit_for(cell_kind))
+    meter = impedance_analyser if impedance_analyser is not None else potentiostat.eis
+    recorder = FitRecorder(meter, electrode_area, circuit_for(cell_kind))
     outcome = {}
 
     def body():
-        yield from bps.open_run(plan_metadata("peis", args, md))
+        yield from bps.open_run(plan_metadata("peis", args, md, impedance_device=meter.name))
+        if impedance_analyser is not None:
+            yield from open_circuit(potentiostat)  # one instrument drives the cell at a time
         for index in range(repeats):
             if environment:
                 yield from bps.trigger_and_read(environment, name=ENVIRONMENT)
-            fit = yield from recorder.record((yield from measure_impedance(potentiostat, technique)))
+            fit = yield from recorder.record((yield from measure_spectrum(meter, technique)))
             if index + 1 < repeats and interval > 0:
                 yield from bps.sleep(interval)
         role = "bulk" if "bulk" in recorder.circuit.roles else next(iter(recorder.circuit.roles))
@@ -114,5 +144,8 @@ def peis(
         outcome["reason"] = f"{spectra}; last {role} resistance {fit.value(role):.4g} ohm"
         yield from bps.close_run(exit_status="success", reason=outcome["reason"])
 
-    yield from _safely(potentiostat, body())
+    if impedance_analyser is None:
+        yield from _safely(potentiostat, body())
+    else:  # the generator off whatever happens
+        yield from bpp.finalize_wrapper(body(), Msg("stop", impedance_analyser))
     return outcome.get("reason")
