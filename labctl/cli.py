@@ -1,6 +1,7 @@
 """``labctl``: run, check and inspect experiments.
 
-    labctl run configs/plating-overnight.yaml     # run on the lab the file names (simulated by default)
+    labctl run configs/plating-overnight.yaml     # run on the lab the file names (simulated by default);
+                                                  # Ctrl-C pauses (cell at open circuit), again aborts
     labctl check configs/plating-overnight.yaml   # validate, and estimate durations by a simulated dry run
     labctl plans                                  # the plans and their arguments, units and defaults
     labctl runs [--json]                          # what is stored
@@ -17,6 +18,7 @@ import argparse
 import contextlib
 import json
 import sys
+import threading
 from pathlib import Path
 
 from labctl.errors import LabctlError
@@ -137,7 +139,7 @@ def cmd_run(args) -> int:
     try:
         runner = ExperimentRunner(experiment, lab, storage, pace=args.pace)
         with ExperimentProgress(runner) as progress:
-            outcomes = runner.run(on_step=progress.step_started)
+            outcomes = runner.run(on_step=progress.step_started, on_pause=ask_resume_or_abort)
         delivered = storage.flush()
     finally:
         if runner is not None:
@@ -146,9 +148,34 @@ def cmd_run(args) -> int:
     print(f"\nsequence {runner.sequence_id}: {len(outcomes)} runs stored in {data_dir.resolve()}")
     for outcome in outcomes:
         print(f"  {outcome.uid}  {outcome.plan:<16} {outcome.exit_status:<8} {outcome.reason}")
+    print("lab left safe: " + "; ".join(str(action) for action in runner.safe_actions))
     if not delivered:
         print(f"  some runs are only in the journal ({storage.journal_dir}); `labctl recover` writes them in")
     return 0 if all(o.exit_status == "success" for o in outcomes) else 1
+
+
+def ask_resume_or_abort() -> str:
+    """While paused: Enter resumes, Ctrl-C aborts; return ``"resume"`` or ``"abort"``.
+
+    Without a terminal (nohup, a service) nobody can press Enter: it waits for a second SIGINT.
+    """
+    answered = threading.Event()
+
+    def read_answer():
+        if sys.stdin.readline():  # "" is end of input: no one will answer
+            answered.set()
+
+    try:
+        print("\nPaused: the cell is at open circuit, the chamber and the rig hold their setpoints.\n"
+              "Press Enter to resume, Ctrl-C to abort.", file=sys.stderr, flush=True)
+        threading.Thread(target=read_answer, daemon=True).start()
+        while not answered.wait(0.2):  # short waits, so that SIGINT is handled at once
+            pass
+    except KeyboardInterrupt:
+        print("aborting: the cell stays at open circuit", file=sys.stderr, flush=True)
+        return "abort"
+    print("resuming", file=sys.stderr, flush=True)
+    return "resume"
 
 
 def cmd_runs(args) -> int:
@@ -156,10 +183,11 @@ def cmd_runs(args) -> int:
     storage = open_storage(lab, data_dir)
     try:
         runs = storage.runs(limit=args.limit)
+        pending = storage.pending()
     finally:
         storage.close()
     if args.json:
-        print(json.dumps(runs, indent=1, default=str))
+        print(json.dumps([{**run, "pending_upload": pending.get(run["uid"])} for run in runs], indent=1, default=str))
         return 0
     print(f"{'uid':<10} {'plan':<16} {'cell':<16} {'start':<20} {'exit':<8} reason")
     for run in runs:
@@ -167,6 +195,10 @@ def cmd_runs(args) -> int:
             f"{run['uid'][:8]:<10} {run['plan_name'] or '':<16} {run['cell_id'] or '':<16} "
             f"{(run['start'] or '')[:19]:<20} {run['exit_status'] or 'open':<8} {run['reason'] or ''}"
         )
+    if pending:
+        print("\npending upload (in the journal, not or not completely in the server; `labctl recover` writes them in):")
+        for uid, reason in pending.items():
+            print(f"  {uid}  {reason}")
     return 0
 
 

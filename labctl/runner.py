@@ -8,9 +8,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from bluesky.utils import RunEngineInterrupted
+
 from labctl.clock import VirtualClock
 from labctl.lab import Lab, build_lab, cell_parameters
 from labctl.session import make_run_engine
+from plans.guards import Guard, Guards
+
+ABORTED_BY_OPERATOR = "aborted by the operator while paused (Ctrl-C)"
 
 
 @dataclass
@@ -35,12 +40,20 @@ def device_arguments(plan: Callable, lab: Lab) -> list:
 
 
 def runner_arguments(plan: Callable, experiment) -> dict:
-    """Return the arguments the runner fills in from the cell metadata."""
+    """Return the arguments the runner fills in from the cell metadata and the guards section."""
     names = inspect.signature(plan).parameters
     cell = experiment.cell
     filled = {"electrode_area": cell.electrode_area_m2, "thickness": cell.thickness, "cell_kind": cell.kind,
-              "contains_lithium": cell.contains_lithium}
+              "contains_lithium": cell.contains_lithium, "guards": step_guards(experiment)}
     return {k: v for k, v in filled.items() if k in names}
+
+
+def step_guards(experiment) -> Guards | None:
+    """A fresh ``plans.guards.Guards`` for one step, from the experiment file's guards section."""
+    if experiment.guards is None:
+        return None
+    policies = {name: Guard(**policy.model_dump()) for name, policy in experiment.guards if policy is not None}
+    return Guards(**policies)
 
 
 def step_metadata(experiment, lab: Lab, sequence_id: str, index: int, step, repeat: int) -> dict:
@@ -83,34 +96,66 @@ class ExperimentRunner:
         self.storage = storage
         clock = VirtualClock() if lab_config.simulated else None
         self.lab = build_lab(lab_config, cell_parameters(experiment.cell), Path(storage.assets_dir), clock)
+        # The chamber's melting-point interlock follows the cell (armed unless it has no lithium).
+        self.lab.chamber.contains_lithium.put(experiment.cell.contains_lithium)
         self.RE = make_run_engine(self.lab.clock, pace)
         self.RE.subscribe(storage.callback)
         self.sequence_id = str(uuid.uuid4())
+        self.safe_actions: list = []
 
-    def run(self, on_step: Callable[[int, object], None] | None = None) -> list[StepOutcome]:
-        """Run every step in order; stop at the first step that does not end successfully."""
+    def run(self, on_step: Callable[[int, object], None] | None = None,
+            on_pause: Callable[[], str] | None = None) -> list[StepOutcome]:
+        """Run every step in order; stop at the first step that does not end successfully.
+
+        Parameters
+        ----------
+        on_step : callable, optional
+            Called with (step index, step) as each step starts.
+        on_pause : callable, optional
+            Called when the RunEngine pauses (Ctrl-C) with the cell at open circuit; returns
+            ``"resume"`` or ``"abort"``. Without it a pause aborts the step.
+
+        Afterwards ``safe_actions`` says what :meth:`labctl.lab.Lab.make_safe` did.
+        """
         outcomes = []
-        for index, step in enumerate(self.experiment.steps):
-            for repeat in range(step.repeat):
-                if on_step is not None:
-                    on_step(index, step)
-                outcome = self.run_step(index, step, repeat)
-                outcomes.append(outcome)
-                if outcome.exit_status != "success":
-                    return outcomes
-        return outcomes
+        try:
+            for index, step in enumerate(self.experiment.steps):
+                for repeat in range(step.repeat):
+                    if on_step is not None:
+                        on_step(index, step)
+                    outcome = self.run_step(index, step, repeat, on_pause)
+                    outcomes.append(outcome)
+                    if outcome.exit_status != "success":
+                        return outcomes
+            return outcomes
+        finally:  # the experiment is over, however it ended: leave the lab safe (see Lab.make_safe)
+            self.safe_actions = self.lab.make_safe()
 
-    def run_step(self, index: int, step, repeat: int = 0) -> StepOutcome:
+    def run_step(self, index: int, step, repeat: int = 0, on_pause: Callable[[], str] | None = None) -> StepOutcome:
         plan = self.registry[step.plan]
         md = step_metadata(self.experiment, self.lab, self.sequence_id, index, step, repeat)
         kwargs = {**step.kwargs, **runner_arguments(plan, self.experiment)}
         starts: list[str] = []
         token = self.RE.subscribe(lambda name, doc: starts.append(doc["uid"]), "start")
         try:
-            result = self.RE(plan(*device_arguments(plan, self.lab), **kwargs, md=md))
+            result = self._until_done(plan(*device_arguments(plan, self.lab), **kwargs, md=md), on_pause)
         except Exception as err:  # the RunEngine has closed the run as failed; say why
             return StepOutcome(index, step.plan, starts[-1] if starts else None, "fail", f"{type(err).__name__}: {err}")
         finally:
             self.RE.unsubscribe(token)
         reason = result.reason or (result.plan_result if isinstance(result.plan_result, str) else "")
         return StepOutcome(index, step.plan, starts[-1] if starts else None, result.exit_status, reason)
+
+    def _until_done(self, plan, on_pause):
+        """Run ``plan``; each time the RunEngine pauses, resume or abort as ``on_pause`` decides."""
+        call = lambda: self.RE(plan)  # noqa: E731
+        while True:
+            try:
+                return call()
+            except RunEngineInterrupted:
+                if self.RE.state != "paused":  # already aborted (Ctrl-C twice)
+                    raise
+                if on_pause is not None and on_pause() == "resume":
+                    call = self.RE.resume
+                else:
+                    return self.RE.abort(reason=ABORTED_BY_OPERATOR)

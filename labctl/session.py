@@ -3,14 +3,88 @@
 from __future__ import annotations
 
 import asyncio
+import signal
+import threading
 
 from bluesky import RunEngine
+from bluesky.utils import RunEngineInterrupted
 
 from labctl.clock import VirtualClock, WallClock
 
+SECOND_INTERRUPT = "aborted: Ctrl-C pressed twice"
 
-def make_run_engine(clock: VirtualClock | WallClock, pace: float | None = None, **kwargs) -> RunEngine:
-    """Return a RunEngine whose ``sleep`` advances ``clock`` when it is virtual.
+
+class LabRunEngine(RunEngine):
+    """bluesky's RunEngine with the lab's Ctrl-C policy: one press pauses, a second aborts.
+
+    Pausing calls ``pause()`` on every device the plan touched: the potentiostat opens the
+    circuit, the chamber and the rig keep their setpoints. ``RE.resume()`` carries on from where
+    the plan was (plating starts its next segment); ``RE.abort()`` ends the run with the cell at
+    open circuit. A second Ctrl-C before the paused RunEngine has handed back control aborts at
+    once; after that (at a prompt) the choice is ``RE.resume()`` or ``RE.abort()``, or in
+    ``labctl run`` Enter or Ctrl-C.
+
+    Not rewindable: bluesky's rewind replays the messages since the last checkpoint, which
+    would kick off a technique twice; an instrument cannot un-plate lithium.
+    """
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("context_managers", [PauseOnInterrupt])
+        super().__init__(*args, **kwargs)
+        self.rewindable = False
+        self.interrupts = 0
+
+    def __call__(self, *args, **kwargs):
+        return self._aborting_on_second_interrupt(super().__call__, *args, **kwargs)
+
+    def resume(self):
+        return self._aborting_on_second_interrupt(super().resume)
+
+    def _aborting_on_second_interrupt(self, call, *args, **kwargs):
+        self.interrupts = 0
+        try:
+            return call(*args, **kwargs)
+        except RunEngineInterrupted:
+            if self.interrupts >= 2 and self.state == "paused":
+                return self.abort(reason=SECOND_INTERRUPT)
+            raise
+
+
+class PauseOnInterrupt:
+    """RunEngine context manager: SIGINT requests an immediate pause and counts the presses.
+
+    It replaces bluesky's ``SigintHandler``, whose first press is a deferred pause at the next
+    checkpoint; these plans have none, so the cell would keep plating.
+    """
+
+    def __init__(self, RE: LabRunEngine):
+        self.RE = RE
+        self.previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._interrupted)
+        return self
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+            self.previous = None
+
+    def _interrupted(self, signum, frame):
+        self.RE.interrupts += 1
+        if self.RE.interrupts == 1:
+            print("Ctrl-C: pausing (the cell goes to open circuit); Ctrl-C again aborts.", flush=True)
+            # request_pause waits for the RunEngine's loop; never block inside a signal handler.
+            threading.Thread(target=self._pause, daemon=True).start()
+
+    def _pause(self):
+        if self.RE.state.can_pause:
+            self.RE.request_pause(defer=False)
+
+
+def make_run_engine(clock: VirtualClock | WallClock, pace: float | None = None, **kwargs) -> LabRunEngine:
+    """Return a :class:`LabRunEngine` whose ``sleep`` advances ``clock`` when it is virtual.
 
     Parameters
     ----------
@@ -20,7 +94,7 @@ def make_run_engine(clock: VirtualClock | WallClock, pace: float | None = None, 
         For demos on the virtual clock: simulated seconds per wall second (e.g. 3600 shows an
         hour a second). None runs as fast as the computer can.
     """
-    RE = RunEngine({}, call_returns_result=True, **kwargs)
+    RE = LabRunEngine({}, call_returns_result=True, **kwargs)
     if getattr(clock, "is_virtual", False):
         RE.register_command("sleep", _virtual_sleep(clock, pace))
     return RE

@@ -1,6 +1,7 @@
 """Overnight reliability at the storage level: a data server outage mid-run, a killed process."""
 
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from urllib.parse import parse_qs, urlparse
 
 import numpy as np
 import pytest
+from bluesky.utils import RunEngineInterrupted
 from tiled.server import SimpleTiledServer
 
 import labctl.storage
@@ -18,7 +20,7 @@ from devices.sim.cell import CellParameters
 from labctl.cli import main
 from labctl.clock import VirtualClock
 from labctl.lab import build_simulated_lab
-from labctl.session import make_run_engine
+from labctl.session import SECOND_INTERRUPT, make_run_engine
 from labctl.storage import Storage
 from plans import plate
 
@@ -147,6 +149,8 @@ def test_sigkill_mid_plating_then_recover_gives_back_every_journalled_page(tmp_p
                 break
     assert run.returncode == -signal.SIGKILL
 
+    assert main(["runs", "--data-dir", str(data_dir)]) == 0
+    assert "pending upload" in capsys.readouterr().out
     assert main(["recover", "--data-dir", str(data_dir)]) == 0
     out = capsys.readouterr().out
     assert "points of journalled pages lost: 0" in out and "1 of 1 runs" in out
@@ -162,3 +166,75 @@ def test_sigkill_mid_plating_then_recover_gives_back_every_journalled_page(tmp_p
         ewe = run["potentiostat"].read()["potentiostat_Ewe"].values
         assert len(ewe) == journalled and np.all(np.isfinite(ewe))
         assert storage.recover() == {}
+
+
+def test_ctrl_c_in_labctl_run_pauses_then_resumes_then_aborts(tmp_path):
+    experiment = tmp_path / "interrupt.yaml"
+    experiment.write_text(KILL_EXPERIMENT.format(lab=CONFIGS / "lab-sim.yaml"))
+    data_dir = tmp_path / "data"
+    command = [sys.executable, "-m", "labctl.cli", "run", str(experiment), "--data-dir", str(data_dir), "--pace", "1200"]
+    with subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True) as run:
+        lines = iter(run.stderr)
+
+        def read_until(text):
+            return next(line for line in lines if text in line)
+
+        for _ in range(5):
+            read_until("plated")
+        run.send_signal(signal.SIGINT)
+        read_until("Press Enter to resume, Ctrl-C to abort")
+        run.stdin.write("\n")
+        run.stdin.flush()
+        read_until("resuming")
+        for _ in range(5):
+            read_until("plated")  # plating goes on after the resume
+        run.send_signal(signal.SIGINT)
+        read_until("Press Enter to resume, Ctrl-C to abort")
+        run.send_signal(signal.SIGINT)
+        read_until("aborting")
+        out, _ = run.communicate()
+    assert run.returncode == 1
+    assert "plate" in out and "abort" in out and "aborted by the operator while paused" in out
+
+    with Storage.open(data_dir) as storage:
+        (summary,) = storage.runs()
+        assert (summary["exit_status"], summary["reason"]) == ("abort", "aborted by the operator while paused (Ctrl-C)")
+        ewe = storage.catalog[summary["uid"]]["potentiostat"].read()["potentiostat_Ewe"].values
+        assert 8 * 60 <= len(ewe) < 3 * 3600  # pages from before and after the resume, cut short by the abort
+        assert storage.pending() == {}
+
+
+@pytest.mark.parametrize("presses", [1, 2])
+def test_ctrl_c_once_pauses_with_the_cell_at_open_circuit_twice_aborts(tmp_path, lab_config, presses):
+    lab = build_simulated_lab(lab_config, CELL, tmp_path, VirtualClock(start=1e9))
+    RE = make_run_engine(lab.clock)
+    stops, pages = [], []
+
+    def press_ctrl_c(name, doc):
+        if name == "stop":
+            stops.append(doc)
+        if name == "stream_datum":
+            pages.append(doc)
+            if len(pages) == 8:  # mid-plating; each press is handled before the next is sent
+                for press in range(presses):
+                    os.kill(os.getpid(), signal.SIGINT)
+                    while RE.interrupts == press:
+                        pass
+
+    RE.subscribe(press_ctrl_c)
+    potentiostat = lab.simulators["potentiostat"]
+    plan = plate(lab.potentiostat, lab.chamber, lab.rig, current_density=5.0, electrode_area=CELL.electrode_area,
+                 page_interval=60.0, max_duration=7200.0)
+    if presses == 1:
+        with pytest.raises(RunEngineInterrupted):
+            RE(plan)
+        assert RE.state == "paused" and not potentiostat.running, "a paused plating step must not keep plating"
+        assert lab.simulators["chamber"].setpoint == lab.chamber.setpoint.get()  # the chamber holds
+        result = RE.resume()
+        assert (result.exit_status, result.plan_result) == ("success", "time limit reached: 2.00 h")
+    else:
+        result = RE(plan)
+        assert (result.exit_status, stops[-1]["reason"]) == ("abort", SECOND_INTERRUPT)
+    assert RE.state == "idle" and not potentiostat.running
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # our handler is gone again
