@@ -325,7 +325,7 @@ ANALYSER_KINDS = ("biologic-mtz35",)  # devices.biologic.mtz35; simulated labs o
 
 
 class ChamberConfig(ConfigModel):
-    """The temperature chamber, its range, where it goes when a plan ends, and what counts as stable."""
+    """The temperature chamber: its range, its safe setpoint (see Lab.make_safe) and what counts as stable."""
 
     kind: Literal[CHAMBER_KINDS]
     address: str
@@ -346,7 +346,7 @@ class ChamberConfig(ConfigModel):
 
 
 class RigConfig(ConfigModel):
-    """The stack-pressure rig: pressed area, pressure range, control band, and what to do at the end."""
+    """The stack-pressure rig: pressed area, pressure range, control band, and what it does when an experiment ends (Lab.make_safe)."""
 
     kind: Literal[RIG_KINDS]
     address: str

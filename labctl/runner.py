@@ -30,7 +30,7 @@ class StepOutcome:
 
 
 def device_arguments(plan: Callable, lab: Lab) -> list:
-    """Return the devices a plan takes positionally, matched by role name (potentiostat, chamber, rig)."""
+    """Return the devices a plan takes positionally, matched by role name (the keys of ``Lab.devices()``)."""
     devices = lab.devices()
     return [
         devices[p.name]
