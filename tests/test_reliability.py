@@ -1,5 +1,6 @@
 """Overnight reliability at the storage level: a data server outage mid-run, a killed process."""
 
+import errno
 import logging
 import os
 import signal
@@ -238,3 +239,29 @@ def test_ctrl_c_once_pauses_with_the_cell_at_open_circuit_twice_aborts(tmp_path,
         assert (result.exit_status, stops[-1]["reason"]) == ("abort", SECOND_INTERRUPT)
     assert RE.state == "idle" and not potentiostat.running
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # our handler is gone again
+
+
+def test_a_full_disk_stops_plating_with_the_cell_at_open_circuit(tmp_path, lab_config, monkeypatch):
+    with Storage.open(tmp_path, live=False) as storage:
+        lab = build_simulated_lab(lab_config, CELL, storage.assets_dir, VirtualClock(start=1e9))
+        RE = make_run_engine(lab.clock)
+        RE.subscribe(storage.callback)
+        written = storage.journal.write
+        pages = []
+
+        def filling_up(name, doc):
+            pages.append(name == "stream_datum")
+            if sum(pages) > 12:
+                raise OSError(errno.ENOSPC, "No space left on device", str(storage.journal.directory))
+            return written(name, doc)
+
+        monkeypatch.setattr(storage.journal, "write", filling_up)
+        with pytest.raises(OSError, match="No space left on device"):
+            RE(plate(lab.potentiostat, lab.chamber, lab.rig, current_density=5.0, electrode_area=CELL.electrode_area,
+                     page_interval=60.0, max_duration=7200.0))
+        assert RE.state == "idle" and not lab.simulators["potentiostat"].running
+        monkeypatch.undo()
+        storage.flush(timeout=10)
+    with Storage.open(tmp_path) as storage:  # space freed: what was journalled is recoverable
+        (outcome,) = storage.recover().values()
+        assert outcome.delivered and outcome.points_lost == 0 and "interrupted" in outcome.message
