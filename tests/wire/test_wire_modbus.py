@@ -26,6 +26,15 @@ def float_words(value, word_order="big"):
     return words if word_order == "big" else words[::-1]
 
 
+def celsius(chamber_sim):
+    return chamber_sim.temperature() - 273.15
+
+
+def words_float(words, word_order="big"):
+    words = list(words) if word_order == "big" else list(words)[::-1]
+    return struct.unpack(">f", struct.pack(">2H", *words))[0]
+
+
 # -- Register encoding ----------------------------------------------------------------------
 
 
@@ -70,8 +79,11 @@ def test_eurotherm_readbacks_follow_the_chamber(eurotherm_server, chamber_sim, c
     controller.set_setpoint(303.15)
     clock.advance(60.0)  # the working setpoint ramps at 3 K/min
     assert controller.working_setpoint == pytest.approx(28.0, abs=1e-4)
+    assert words_float(raw_words(eurotherm_server, 0x8000 + 2 * 5)) == pytest.approx(28.0, abs=1e-4)  # WKG.SP
     assert controller.status & (1 << 13), "bit 13 says the setpoint is ramping"
+    assert raw_words(eurotherm_server, 75, count=1)[0] & (1 << 13)  # StAt, integer region only
     assert controller.output > 0
+    assert words_float(raw_words(eurotherm_server, 0x8000 + 2 * 4)) > 0  # WRK.OP at 4 (3 is MAN.OP)
     assert controller.read_temperature() == pytest.approx(chamber_sim.temperature(), abs=0.3)
     clock.advance(3600.0)
     assert controller.status == 0
@@ -94,6 +106,8 @@ def test_watlow_f4t_loops_and_low_word_first(chamber_sim):
         controller = make_controller("watlow-f4t", ModbusLink(server.address), loop=2)
         controller.set_setpoint(308.15)
         assert raw_words(server, 2782 + 160) == float_words(35.0, "little")
+        assert words_float(raw_words(server, 2810 + 160), "little") == pytest.approx(controller.working_setpoint)
+        assert words_float(raw_words(server, 2820 + 160), "little") == pytest.approx(celsius(chamber_sim), abs=0.3)
         assert controller.setpoint == pytest.approx(308.15, abs=1e-5)
         assert controller.ramp_rate is None
         with pytest.raises(ValueError, match="no setpoint-rate register"):
@@ -106,8 +120,25 @@ def test_binder_over_rtu_framing(chamber_sim):
         assert server.address.startswith("rtu:socket://")
         controller = make_controller("binder-mb1", ModbusLink(server.address))
         controller.set_setpoint(313.15)
-        assert raw_words(server, 0x1581) == float_words(40.0, "little")
+        assert raw_words(server, 0x1581) == float_words(40.0, "little")  # set point 1 manual
+        assert words_float(raw_words(server, 0x11A9), "little") == pytest.approx(celsius(chamber_sim), abs=0.3)
+        assert words_float(raw_words(server, 0x1077), "little") == pytest.approx(controller.working_setpoint)
         assert controller.read_temperature() == pytest.approx(chamber_sim.temperature(), abs=0.3)
+        assert controller.ramp_rate is None
+        controller.close()
+
+
+def test_binder_mb2_has_its_own_map(chamber_sim):
+    with ModbusChamberServer(chamber_sim, "binder-mb2", framing="rtu") as server:
+        controller = make_controller("binder-mb2", ModbusLink(server.address))
+        controller.set_setpoint(313.15)
+        assert chamber_sim.setpoint == pytest.approx(313.15)
+        assert raw_words(server, 0x114C) == float_words(40.0, "little")  # manual setpoint
+        assert words_float(raw_words(server, 0x1004), "little") == pytest.approx(celsius(chamber_sim), abs=0.3)
+        assert words_float(raw_words(server, 0x10B2), "little") == pytest.approx(controller.working_setpoint)
+        assert controller.read_temperature() == pytest.approx(chamber_sim.temperature(), abs=0.3)
+        with pytest.raises(ModbusDeviceError, match="illegal data address"):
+            controller.link.read(Register(0x1581, "float32", word_order="little"))  # MB1's address: not an MB2's
         controller.close()
 
 
