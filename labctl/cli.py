@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import signal
 import sys
 import threading
 from pathlib import Path
@@ -136,6 +137,9 @@ def cmd_run(args) -> int:
     experiment, lab, data_dir = load(args)
     storage = open_storage(lab, data_dir)
     runner = None
+    # Outside a plan (at the pause prompt, between steps) SIGTERM ends the run as Ctrl-C does;
+    # while a plan runs, the RunEngine's handler aborts it with the cell at open circuit.
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
         runner = ExperimentRunner(experiment, lab, storage, pace=args.pace)
         with ExperimentProgress(runner) as progress:
@@ -152,6 +156,10 @@ def cmd_run(args) -> int:
     if not delivered:
         print(f"  some runs are only in the journal ({storage.journal_dir}); `labctl recover` writes them in")
     return 0 if all(o.exit_status == "success" for o in outcomes) else 1
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def ask_resume_or_abort() -> str:

@@ -12,6 +12,7 @@ from bluesky.utils import RunEngineInterrupted
 from labctl.clock import VirtualClock, WallClock
 
 SECOND_INTERRUPT = "aborted: Ctrl-C pressed twice"
+TERMINATED = "aborted: the process was asked to terminate (SIGTERM)"
 
 
 class LabRunEngine(RunEngine):
@@ -33,6 +34,7 @@ class LabRunEngine(RunEngine):
         super().__init__(*args, **kwargs)
         self.rewindable = False
         self.interrupts = 0
+        self.abort_reason = SECOND_INTERRUPT
 
     def __call__(self, *args, **kwargs):
         return self._aborting_on_second_interrupt(super().__call__, *args, **kwargs)
@@ -46,30 +48,33 @@ class LabRunEngine(RunEngine):
             return call(*args, **kwargs)
         except RunEngineInterrupted:
             if self.interrupts >= 2 and self.state == "paused":
-                return self.abort(reason=SECOND_INTERRUPT)
+                return self.abort(reason=self.abort_reason)
             raise
 
 
 class PauseOnInterrupt:
-    """RunEngine context manager: SIGINT requests an immediate pause and counts the presses.
+    """RunEngine context manager: SIGINT requests an immediate pause and counts the presses; SIGTERM aborts.
 
     It replaces bluesky's ``SigintHandler``, whose first press is a deferred pause at the next
-    checkpoint; these plans have none, so the cell would keep plating.
+    checkpoint; these plans have none, so the cell would keep plating. SIGTERM (a service stopped,
+    the machine shutting down) pauses and aborts at once, so the plan's cleanup runs: without it
+    Python would exit with the cell still under current.
     """
 
     def __init__(self, RE: LabRunEngine):
         self.RE = RE
-        self.previous = None
+        self.previous = {}
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGINT, self._interrupted)
+            self.previous = {signal.SIGINT: signal.signal(signal.SIGINT, self._interrupted),
+                             signal.SIGTERM: signal.signal(signal.SIGTERM, self._terminated)}
         return self
 
     def __exit__(self, *exc):
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
-            self.previous = None
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+        self.previous = {}
 
     def _interrupted(self, signum, frame):
         self.RE.interrupts += 1
@@ -77,6 +82,10 @@ class PauseOnInterrupt:
             print("Ctrl-C: pausing (the cell goes to open circuit); Ctrl-C again aborts.", flush=True)
             # request_pause waits for the RunEngine's loop; never block inside a signal handler.
             threading.Thread(target=self._pause, daemon=True).start()
+
+    def _terminated(self, signum, frame):
+        self.RE.interrupts, self.RE.abort_reason = 2, TERMINATED
+        threading.Thread(target=self._pause, daemon=True).start()
 
     def _pause(self):
         if self.RE.state.can_pause:

@@ -21,7 +21,7 @@ from devices.sim.cell import CellParameters
 from labctl.cli import main
 from labctl.clock import VirtualClock
 from labctl.lab import build_simulated_lab
-from labctl.session import SECOND_INTERRUPT, make_run_engine
+from labctl.session import SECOND_INTERRUPT, TERMINATED, make_run_engine
 from labctl.storage import Storage
 from plans import plate
 
@@ -265,3 +265,22 @@ def test_a_full_disk_stops_plating_with_the_cell_at_open_circuit(tmp_path, lab_c
     with Storage.open(tmp_path) as storage:  # space freed: what was journalled is recoverable
         (outcome,) = storage.recover().values()
         assert outcome.delivered and outcome.points_lost == 0 and "interrupted" in outcome.message
+
+
+def test_sigterm_to_labctl_run_aborts_with_the_run_closed_and_the_lab_made_safe(tmp_path):
+    experiment = tmp_path / "term.yaml"
+    experiment.write_text(KILL_EXPERIMENT.format(lab=CONFIGS / "lab-sim.yaml"))
+    data_dir = tmp_path / "data"
+    command = [sys.executable, "-m", "labctl.cli", "run", str(experiment), "--data-dir", str(data_dir), "--pace", "1200"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as run:
+        lines = iter(run.stderr)
+        for _ in range(5):
+            next(line for line in lines if "plated" in line)
+        run.send_signal(signal.SIGTERM)
+        out, _ = run.communicate()
+    assert run.returncode == 1
+    assert "abort" in out and "lab left safe: potentiostat: open circuit: done;" in out
+    assert "chamber: setpoint 25 degC (safe_setpoint): done" in out
+    with Storage.open(data_dir) as storage:
+        (summary,) = storage.runs()
+        assert (summary["exit_status"], summary["reason"]) == ("abort", TERMINATED)
