@@ -1,19 +1,26 @@
-"""Figures and summaries of stored runs (``labctl show``)."""
+"""Figures and summaries of stored runs (``labctl show``).
+
+Figures are drawn on :class:`matplotlib.figure.Figure` objects and saved, never through pyplot,
+so writing a PNG needs no backend and leaves a session's live windows (``labctl.liveplot``) alone.
+"""
 
 from __future__ import annotations
 
+import re
+from datetime import datetime
 from pathlib import Path
 
 import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # files, never a window: labctl show runs headless too
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from labctl.analysis import BLOCKING, BULK_INTERFACE, SHORTED  # noqa: E402
+from labctl.analysis import BLOCKING, BULK_INTERFACE, SHORTED
 
 POTENTIOSTAT, IMPEDANCE, IMPEDANCE_FIT = "potentiostat", "impedance", "impedance_fit"
 FIT_PREFIX = IMPEDANCE_FIT + "_"
+VIRIDIS = matplotlib.colormaps["viridis"]
+# How labctl.analysis.ShortDetector words a short in the stop reason: "short circuit at <ISO time>..."
+SHORT_REASON = re.compile(r"short circuit at (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:[+-]\d\d:\d\d)?)")
 
 
 def streams(run) -> list[str]:
@@ -23,6 +30,15 @@ def streams(run) -> list[str]:
 def read_stream(run, name: str):
     """Return a stream of a run as an xarray Dataset."""
     return run[name].read()
+
+
+def spectrum_field(spectra, field: str) -> np.ndarray:
+    """Return a field (``frequency``, ``z_real``...) of an ``impedance`` Dataset, whichever device measured
+    it: the SP-200 (``potentiostat_eis_``) or the MTZ-35 (``impedance_analyser_``)."""
+    for prefix in ("potentiostat_eis_", "impedance_analyser_"):
+        if prefix + field in spectra:
+            return np.asarray(spectra[prefix + field])
+    raise KeyError(f"the impedance stream has no {field}")
 
 
 def run_summary(run) -> str:
@@ -49,11 +65,15 @@ def run_figure(run, out: Path) -> Path:
     # a panel per stream the run has: a run of spectra only (conductivity) gets no voltage panel
     has_v, has_z = POTENTIOSTAT in names, IMPEDANCE in names
     panels = max(has_v + has_z, 1)
-    fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 4.8), constrained_layout=True, squeeze=False)
+    fig = Figure(figsize=(6 * panels, 4.8), layout="constrained")
+    axes = fig.subplots(1, panels, squeeze=False)
     ax_v, ax_z = axes[0][0], axes[0][-1]
     t0 = run.start.get("clock_time", run.start["time"])  # data times are on the session clock
     if has_v:
         _voltage_panel(ax_v, read_stream(run, POTENTIOSTAT), t0)
+        short = short_time(run.stop or {})
+        if short is not None:
+            mark_short(ax_v, (short - t0) / 3600)
     if has_z:
         spectra = read_stream(run, IMPEDANCE)
         if has_v:
@@ -63,7 +83,6 @@ def run_figure(run, out: Path) -> Path:
     fig.suptitle(f"{run.start.get('plan_name')} — cell {run.start.get('cell', {}).get('id', '')} — {run.start['uid'][:8]}")
     path = out / f"{run.start['uid'][:8]}-{run.start.get('plan_name')}.png"
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 
@@ -77,7 +96,7 @@ def _voltage_panel(ax, data, t0: float) -> None:
 
 def _mark_geis(ax, spectra, t0: float) -> None:
     hours = (np.asarray(spectra["potentiostat_eis_sweep_start"]) - t0) / 3600
-    colours = plt.cm.viridis(np.linspace(0, 1, len(hours)))
+    colours = VIRIDIS(np.linspace(0, 1, len(hours)))
     ax.scatter(hours, np.asarray(spectra["potentiostat_eis_ewe_dc"]) * 1e3, c=colours, s=25, zorder=3, label="GEIS")
     ax.legend(loc="best")
 
@@ -86,18 +105,18 @@ def nyquist_panel(fig, ax, spectra, t0: float, fits=None, norm=None) -> None:
     """Draw spectra (an ``impedance`` Dataset) coloured by hours since ``t0``, with their fitted
     curves when ``fits`` (the matching ``impedance_fit`` Dataset) is given; ``norm`` sets the colours'
     time scale, to match another panel."""
-    hours = (np.asarray(spectra["potentiostat_eis_sweep_start"]) - t0) / 3600
-    z_real = np.asarray(spectra["potentiostat_eis_z_real"])
-    z_imag = np.asarray(spectra["potentiostat_eis_z_imag"])
+    hours = (spectrum_field(spectra, "sweep_start") - t0) / 3600
+    z_real = spectrum_field(spectra, "z_real")
+    z_imag = spectrum_field(spectra, "z_imag")
     norm = norm or matplotlib.colors.Normalize(hours.min(), max(hours.max(), hours.min() + 1e-9))
     fitted = _fitted_curves(spectra, fits)
     circuit = fitted_circuit(fits) if fitted is not None else None
-    for i, (re, im, h) in enumerate(zip(z_real, z_imag, hours)):
-        colour = plt.cm.viridis(norm(h))
+    for i, (real, imag, h) in enumerate(zip(z_real, z_imag, hours)):
+        colour = VIRIDIS(norm(h))
         if fitted is None:
-            ax.plot(re / 1e3, -im / 1e3, ".-", ms=3, lw=0.8, color=colour)
+            ax.plot(real / 1e3, -imag / 1e3, ".-", ms=3, lw=0.8, color=colour)
         else:  # measured points, fitted model as the line through them, as in the paper
-            ax.plot(re / 1e3, -im / 1e3, "o", ms=2.5, mfc="none", mew=0.6, color=colour)
+            ax.plot(real / 1e3, -imag / 1e3, "o", ms=2.5, mfc="none", mew=0.6, color=colour)
             ax.plot(fitted[i].real / 1e3, -fitted[i].imag / 1e3, "-", lw=0.9, color=colour)
     if fitted is not None:
         ax.plot([], [], "o", ms=3, mfc="none", color="grey", label="measured")
@@ -115,7 +134,7 @@ def _fitted_curves(spectra, fits):
     if fits is None or len(fits.time) != len(spectra.time) or fitted_circuit(fits) is None:
         return None
     circuit = fitted_circuit(fits)
-    f = np.asarray(spectra["potentiostat_eis_frequency"])
+    f = spectrum_field(spectra, "frequency")
     params = np.column_stack([fit_values(fits, name) for name in circuit.parameters])
     return np.array([circuit.impedance(p, np.geomspace(fi.max(), fi.min(), 200)) for p, fi in zip(params, f)])
 
@@ -127,8 +146,35 @@ def fit_values(fits, name: str) -> np.ndarray:
 
 def fitted_circuit(fits):
     """Return the circuit stored fits are of, told apart by the parameters they hold, or None."""
-    names = {key.removeprefix(FIT_PREFIX) for key in fits.data_vars}
+    return circuit_of(fits.data_vars)
+
+
+def circuit_of(keys):
+    """Return the circuit whose parameters ``keys`` (``impedance_fit_R0``...) hold, or None.
+
+    Parameters
+    ----------
+    keys : iterable of str
+        Data keys of the ``impedance_fit`` stream: a Dataset's ``data_vars``, an event's ``data``.
+    """
+    names = {key.removeprefix(FIT_PREFIX) for key in keys}
     for circuit in (BULK_INTERFACE, BLOCKING, SHORTED):  # the richest circuit first
         if set(circuit.parameters) <= names:
             return circuit
     return None
+
+
+def short_time(stop: dict) -> float | None:
+    """Return when a run's cell short-circuited, s on the session clock, or None if it did not.
+
+    Read from the stop reason the plating plans record (:class:`labctl.analysis.ShortDetector`'s
+    ``"short circuit at 2024-01-17T03:12:45+00:00..."``, to the second): when the voltage
+    collapsed, or the spectrum at which the impedance had dropped.
+    """
+    found = SHORT_REASON.search(stop.get("reason") or "")
+    return None if found is None else datetime.fromisoformat(found.group(1)).timestamp()
+
+
+def mark_short(ax, x: float) -> None:
+    """Draw the short circuit as a labelled vertical line at ``x`` (in the axes' own units)."""
+    ax.axvline(x, color="0.25", ls="--", lw=1, label="short circuit", zorder=1)

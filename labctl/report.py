@@ -3,8 +3,9 @@
 The figures follow the seed paper's figure 1a-b: voltage against time with each GEIS spectrum
 marked by a coloured dot, the spectra as Nyquist plots in the same colours with their fitted
 equivalent circuits, and the bulk and interface resistances (ohm cm^2, one-sigma error bars) against
-time and plated capacity. Conductivity runs (fitted bulk resistances at several temperatures) also
-get an Arrhenius plot. Everything is read from the run's streams; a stream a run lacks is skipped.
+time and plated capacity, the short circuit marked when the run ended on one. Conductivity runs
+(fitted bulk resistances at several temperatures) also get an Arrhenius plot. Everything is read
+from the run's streams; a stream a run lacks is skipped.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ from pathlib import Path
 
 import matplotlib
 import numpy as np
+from matplotlib.figure import Figure
 
 from labctl.analysis import ArrheniusFit, arrhenius_fit, ionic_conductivity
 from labctl.plots import (
-    FIT_PREFIX, IMPEDANCE, IMPEDANCE_FIT, POTENTIOSTAT, fit_values, nyquist_panel, plt, read_stream, run_figure, streams,
+    FIT_PREFIX, IMPEDANCE, IMPEDANCE_FIT, POTENTIOSTAT, fit_values, mark_short, nyquist_panel, read_stream, run_figure,
+    short_time, spectrum_field, streams,
 )
 
 COULOMB_PER_MAH = 3.6
@@ -43,39 +46,57 @@ def nyquist_zoom_figure(spectra, fits, t0: float, path: Path) -> Path:
     larger than all later ones (the lithiophobic contact): on one scale it hides how the bulk arc
     shrinks. Colours are on the same time scale as in the full figure.
     """
-    hours = (np.asarray(spectra["potentiostat_eis_sweep_start"], dtype=float) - t0) / 3600
+    hours = (spectrum_field(spectra, "sweep_start").astype(float) - t0) / 3600
     norm = matplotlib.colors.Normalize(hours.min(), max(hours.max(), hours.min() + 1e-9))
     later = slice(1, None)
-    fig, ax = plt.subplots(figsize=(6.5, 5), constrained_layout=True)
+    fig = Figure(figsize=(6.5, 5), layout="constrained")
+    ax = fig.subplots()
     nyquist_panel(fig, ax, spectra.isel(time=later), t0, None if fits is None else fits.isel(time=later), norm)
     ax.set_title("GEIS spectra while plating (first, pre-plating spectrum left out)")
     return _save(fig, path)
 
 
-def resistance_figure(fits, times, t0: float, potentiostat, area: float, path: Path) -> Path:
-    """Write R_bulk and R_int (ohm cm^2, one-sigma bars) against time and plated capacity.
+def resistance_figure(fits, times, t0: float, potentiostat, area: float, short: float | None = None) -> Figure:
+    """Return a figure of R_bulk and R_int (ohm cm^2, one-sigma bars) against time and plated capacity.
 
-    ``times`` are the spectra's start times on the run's clock (the fits' own event times are the
-    computer's, not the instrument's), ``t0`` the run's start on that clock.
+    Parameters
+    ----------
+    fits : xarray.Dataset
+        The run's ``impedance_fit`` stream.
+    times : array_like
+        The spectra's start times on the run's clock, s (the fits' own event times are the
+        computer's, not the instrument's).
+    t0 : float
+        The run's start on that clock, s.
+    potentiostat : xarray.Dataset or None
+        The ``potentiostat`` stream, for the plated capacity (no capacity panel without it).
+    area : float
+        Electrode area, m^2.
+    short : float, optional
+        When the cell short-circuited, s on the run's clock (:func:`labctl.plots.short_time`):
+        marked on both panels.
     """
-    hours = (np.asarray(times, dtype=float) - t0) / 3600
-    axes_x = [(hours, "time / h")]
+    times = np.asarray(times, dtype=float)
+    axes_x = [(lambda t: (t - t0) / 3600, "time / h")]
     if potentiostat is not None:
-        axes_x.append((plated_capacity(potentiostat, np.asarray(times, dtype=float), area),
-                       "plated capacity / mAh cm$^{-2}$"))
-    fig, axes = plt.subplots(1, len(axes_x), figsize=(5.5 * len(axes_x), 4.2), constrained_layout=True, squeeze=False)
-    for ax, (x, label) in zip(axes[0], axes_x):
+        axes_x.append((lambda t: plated_capacity(potentiostat, t, area), "plated capacity / mAh cm$^{-2}$"))
+    fig = Figure(figsize=(5.5 * len(axes_x), 4.2), layout="constrained")
+    axes = fig.subplots(1, len(axes_x), squeeze=False)
+    for ax, (to_x, label) in zip(axes[0], axes_x):
+        x = to_x(times)
         for role, colour in (("bulk", "tab:blue"), ("interface", "tab:red")):
             if FIT_PREFIX + f"asr_{role}" in fits:
                 _resistance_points(ax, x, fit_values(fits, f"asr_{role}"), fit_values(fits, f"asr_{role}_err"),
                                    colour, "R$_{bulk}$" if role == "bulk" else "R$_{int}$")
+        if short is not None:
+            mark_short(ax, float(to_x(np.array([short]))[0]))
         ax.set_xlabel(label)
         ax.set_ylabel("area-specific resistance / Ω cm$^2$")
         ax.set_yscale("log")
         ax.grid(alpha=0.3, which="both")
         ax.legend(loc="best", fontsize=8)
     fig.suptitle("fitted resistances")
-    return _save(fig, path)
+    return fig
 
 
 def _resistance_points(ax, x, value, error, colour: str, label: str) -> None:
@@ -101,7 +122,8 @@ def arrhenius_figure(temperature, sigma, fit: ArrheniusFit | None, path: Path) -
     s = np.asarray(sigma, dtype=float) * 10  # S/m -> mS/cm
     with_t = fit is not None and fit.with_temperature
     y = s * t if with_t else s
-    fig, ax = plt.subplots(figsize=(5.5, 4.2), constrained_layout=True)
+    fig = Figure(figsize=(5.5, 4.2), layout="constrained")
+    ax = fig.subplots()
     ax.semilogy(1000 / t, y, "o", color="k", label="measured")
     if fit is not None:
         grid = np.linspace(t.min(), t.max(), 50)
@@ -164,12 +186,13 @@ def write_report(run, out: Path) -> Path:
     potentiostat = _stream(run, POTENTIOSTAT)
     area = run.start.get("cell", {}).get("electrode_area")
     spectra = _stream(run, IMPEDANCE)
-    times = None if spectra is None else np.asarray(spectra["potentiostat_eis_sweep_start"], dtype=float)
+    times = None if spectra is None else spectrum_field(spectra, "sweep_start").astype(float)
     # the zoom and the resistances against time and capacity are for runs passing current (plating)
     if potentiostat is not None and times is not None and len(times) > 2:
         figures.append(nyquist_zoom_figure(spectra, fits, _t0(run), out / f"{stem}-nyquist-plating.png"))
     if potentiostat is not None and fits is not None and times is not None and len(fits.time) == len(times) and area:
-        figures.append(resistance_figure(fits, times, _t0(run), potentiostat, area, out / f"{stem}-resistances.png"))
+        figure = resistance_figure(fits, times, _t0(run), potentiostat, area, short_time(run.stop or {}))
+        figures.append(_save(figure, out / f"{stem}-resistances.png"))
     arrhenius = None
     points = conductivity_points(run)
     if points is not None and len(points[0]) >= 3:
@@ -236,8 +259,7 @@ def _t0(run) -> float:
     return run.start.get("clock_time", run.start["time"])  # data times are on the session clock
 
 
-def _save(fig, path: Path) -> Path:
+def _save(fig: Figure, path: Path) -> Path:
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return Path(path)
 

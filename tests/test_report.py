@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from labctl.analysis import BULK_INTERFACE, arrhenius_fit
+from labctl.analysis import BULK_INTERFACE, ShortDetector, arrhenius_fit
 from labctl.analysis.conductivity import BOLTZMANN_EV
 from labctl.cli import main
-from labctl.plots import fit_values, fitted_circuit
-from labctl.report import arrhenius_figure, conductivity_points, plated_capacity, write_report
+from labctl.plots import fit_values, fitted_circuit, short_time
+from labctl.report import arrhenius_figure, conductivity_points, plated_capacity, resistance_figure, write_report
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -105,3 +105,41 @@ def test_report_of_a_conductivity_run_has_an_arrhenius_fit(stored_run, tmp_path)
 
 def test_an_isothermal_run_has_no_arrhenius_points(plate):
     assert conductivity_points(plate) is None
+
+
+def detector_reason(collapsed_at: float) -> str:
+    """The stop reason of a plating run whose voltage collapsed at ``collapsed_at`` (s, whole)."""
+    detector = ShortDetector(collapse_voltage=0.01, collapse_hold=60.0)
+    assert detector.add_voltage(collapsed_at, 0.007) is None
+    return detector.add_voltage(collapsed_at + 60.0, 0.007) + "; 0.300 mAh/cm^2 plated in 0.60 h"
+
+
+def test_short_time_reads_either_rule_of_the_detector():
+    assert short_time({"reason": detector_reason(1e9)}) == 1e9
+    detector = ShortDetector(drop=0.5, bulk_decline=0.2, collapse_voltage=0.01)
+    assert detector.add_spectrum(1e9, 2000.0, 1000.0, -0.3) is None
+    reason = detector.add_spectrum(1e9 + 900.0, 480.0, 500.0, -0.007)
+    assert short_time({"reason": reason}) == 1e9 + 900.0  # the spectrum that saw it, not the one before
+    assert short_time({"reason": "time limit reached: 1.00 h"}) is None
+    assert short_time({}) is None
+
+
+def test_resistances_mark_the_short_against_time_and_plated_capacity(plate, stored_run, tmp_path):
+    # The stored hour did not short: give it the stop reason of a collapse 40 min into the run.
+    start, streams = plate.start, plate.streams
+    t0, area = start["clock_time"], start["cell"]["electrode_area"]
+    shorted = float(np.ceil(t0)) + 2400.0
+    run = stored_run(start, {**plate.stop, "reason": detector_reason(shorted)}, streams)
+    potentiostat = streams["potentiostat"]
+    times = streams["impedance"]["potentiostat_eis_sweep_start"].values
+    figure = resistance_figure(streams["impedance_fit"], times, t0, potentiostat, area, short_time(run.stop))
+    by_time, by_capacity = (next(line.get_xdata()[0] for line in ax.lines if line.get_label() == "short circuit")
+                            for ax in figure.axes)
+    assert by_time == pytest.approx((shorted - t0) / 3600)
+    # 0.5 mA/cm^2 from the first row with current on (plating starts after the first spectrum)
+    current = potentiostat["potentiostat_I"].values
+    plating_since = potentiostat["potentiostat_time"].values[np.argmax(current != 0)]
+    assert by_capacity == pytest.approx(0.5 * (shorted - plating_since) / 3600, rel=0.02)
+    text = write_report(run, tmp_path).read_text()
+    assert html.escape(run.stop["reason"]) in text
+    assert (tmp_path / f"{start['uid'][:8]}-plate-resistances.png").stat().st_size > 10_000
