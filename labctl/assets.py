@@ -57,6 +57,7 @@ HDF5_MIMETYPE = "application/x-hdf5"
 # back through tiled is a handful of requests, and each page (hundreds of rows) touches at most
 # two chunks when it is appended.
 DEFAULT_CHUNK_ROWS = 16384
+CHUNK_CACHE_BYTES = 1 << 20  # per dataset
 
 
 @dataclass(frozen=True)
@@ -165,7 +166,10 @@ class HDF5StreamWriter:
         name = f"{run_uid_or_prefix}-{self.stream_name}-{uuid.uuid4().hex[:8]}.h5"
         self.path = (self.directory / name).resolve()
         # libver="latest" is required for SWMR; the datasets must exist before SWMR is switched on.
-        self._file = h5py.File(self.path, "w-", libver="latest")
+        # A page touches at most two chunks and is never read back here, so each dataset's chunk
+        # cache holds a few chunks, not HDF5's default 8 MiB (which fills with written chunks:
+        # +2.6 MiB per simulated day, tests/benchmarks/bench_longrun.py).
+        self._file = h5py.File(self.path, "w-", libver="latest", rdcc_nbytes=CHUNK_CACHE_BYTES)
         self._datasets = {field: self._create_dataset(field, spec) for field, spec in self.fields.items()}
         self._file.swmr_mode = True
         self._datum_composers = {}

@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("run", cmd_run, "run an experiment file")
     p.add_argument("experiment", type=Path)
     p.add_argument("--pace", type=float, help="simulated seconds per wall second (demo); default: as fast as possible")
+    p.add_argument("--plot", action=argparse.BooleanOptionalAction, default=None,
+                   help="show voltage, the latest spectrum and the fitted resistances live "
+                        "(default: when a display and a Qt binding are available; pip install -e '.[live]')")
     p = command("check", cmd_check, "validate an experiment file against its lab, touching no instrument")
     p.add_argument("experiment", type=Path)
     p.add_argument("--no-dry-run", action="store_true", help="validate only, without the simulated dry run")
@@ -131,6 +134,7 @@ def cmd_plans(args) -> int:
 
 
 def cmd_run(args) -> int:
+    from labctl.liveplot import display_available, live_plot_callback
     from labctl.progress import ExperimentProgress
     from labctl.runner import ExperimentRunner
 
@@ -142,6 +146,8 @@ def cmd_run(args) -> int:
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
         runner = ExperimentRunner(experiment, lab, storage, pace=args.pace)
+        if display_available() if args.plot is None else args.plot:
+            runner.RE.subscribe(live_plot_callback())  # on the main thread, before the plan runs
         with ExperimentProgress(runner) as progress:
             outcomes = runner.run(on_step=progress.step_started, on_pause=ask_resume_or_abort)
         delivered = storage.flush()
@@ -276,7 +282,8 @@ def cmd_shell(args) -> int:
     ns = namespace(lab, data_dir, experiment)
     print(ns["__doc__"])
     try:
-        IPython.start_ipython(argv=[], user_ns=ns)
+        # With a live figure, IPython runs Qt's loop between plans too, so the window stays responsive.
+        IPython.start_ipython(argv=["--matplotlib=qt"] if "live_plot" in ns else [], user_ns=ns)
     finally:
         ns["lab"].close()
         ns["storage"].close()

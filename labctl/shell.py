@@ -14,6 +14,7 @@ import bluesky.plan_stubs as bps
 
 import plans
 from labctl.lab import build_lab, cell_parameters
+from labctl.liveplot import display_available, live_plot_callback
 from labctl.session import make_run_engine
 from labctl.storage import Storage
 
@@ -36,8 +37,13 @@ def namespace(lab_config, data_dir: Path, experiment=None) -> dict:
     lab = build_lab(lab_config, params, Path(storage.assets_dir))
     RE = make_run_engine(lab.clock)
     RE.subscribe(storage.callback)
+    shown = {}
+    if display_available():
+        shown["live_plot"] = live_plot_callback()
+        RE.subscribe(shown["live_plot"])
     return {
-        "__doc__": BANNER,
+        "__doc__": BANNER + ("\n  live_plot               the live figure (voltage, spectrum, fitted resistances)" if shown else ""),
+        **shown,
         "RE": RE,
         "lab": lab,
         **lab.devices(),
