@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+import numpy as np
 from ophyd import Signal, SignalRO
 from ophyd.status import DeviceStatus as OphydDeviceStatus
 from ophyd.status import Status
@@ -133,3 +134,15 @@ def status_when(
 
     check()
     return status
+
+
+def store_spectrum(meter, spectrum: dict) -> None:
+    """Put a measured spectrum into an impedance device's signals, stamped with its sweep start.
+
+    ``meter`` has ``sweep_start``, ``frequency``, ``z_real`` and ``z_imag`` signals;
+    ``spectrum`` the backend's ``time`` and arrays of the same names.
+    """
+    stamp = spectrum["time"]
+    meter.sweep_start.put(stamp, timestamp=stamp)
+    for name in ("frequency", "z_real", "z_imag"):
+        getattr(meter, name).put(np.asarray(spectrum[name]), timestamp=stamp)

@@ -14,7 +14,7 @@ from ophyd import Device, Signal
 from ophyd.status import DeviceStatus, Status
 
 from devices.biologic.techniques import PEIS
-from devices.common import ClockSignal, finished_status
+from devices.common import ClockSignal, finished_status, store_spectrum
 
 
 class ImpedanceAnalyser(Device):
@@ -65,10 +65,7 @@ class ImpedanceAnalyser(Device):
         return status
 
     def _store(self, spectrum: dict) -> None:
-        stamp = spectrum["time"]
-        self.sweep_start.put(stamp, timestamp=stamp)
-        for name in ("frequency", "z_real", "z_imag"):
-            getattr(self, name).put(np.asarray(spectrum[name]), timestamp=stamp)
+        store_spectrum(self, spectrum)
 
     def stop(self, *, success: bool = False) -> None:
         """Switch the generator off; a running sweep ends with the points measured so far."""

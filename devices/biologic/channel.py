@@ -22,7 +22,7 @@ from ophyd import Device, Signal
 from ophyd.status import Status
 
 from devices.biologic.techniques import GEIS, PEIS
-from devices.common import ClockSignal, DeviceStatus, ReadbackSignal, finished_status
+from devices.common import ClockSignal, DeviceStatus, ReadbackSignal, finished_status, store_spectrum
 from labctl.assets import FieldSpec, HDF5StreamWriter
 
 ROW_FIELDS = {
@@ -68,10 +68,8 @@ class ImpedanceMeter(Device):
         return status
 
     def _store(self, spectrum: dict) -> None:
+        store_spectrum(self, spectrum)
         stamp = spectrum["time"]
-        self.sweep_start.put(stamp, timestamp=stamp)
-        for name in ("frequency", "z_real", "z_imag"):
-            getattr(self, name).put(np.asarray(spectrum[name]), timestamp=stamp)
         self.ewe_dc.put(spectrum["Ewe"], timestamp=stamp)
         self.i_dc.put(spectrum["I"], timestamp=stamp)
 
