@@ -16,7 +16,6 @@ the way pymeasure's ``Instrument.control`` turns a command into one. No bluesky 
 
 from __future__ import annotations
 
-import logging
 import struct
 import time
 import weakref
@@ -30,13 +29,29 @@ from pymodbus.framer import FramerType
 from pymodbus.pdu import ExceptionResponse
 
 from devices.errors import InstrumentFault, InstrumentLost
-
-log = logging.getLogger(__name__)
+from devices.retry import RetryPolicy, retry
 
 # struct codes and register counts of the data types registers hold
 DATA_TYPES = {"int16": ("h", 1), "uint16": ("H", 1), "int32": ("i", 2), "uint32": ("I", 2), "float32": ("f", 2)}
+# Modbus Application Protocol Specification V1.1b3, section 7 "MODBUS Exception Responses"
 EXCEPTION_NAMES = {1: "illegal function", 2: "illegal data address", 3: "illegal data value",
-                   4: "device failure", 5: "acknowledge", 6: "device busy"}
+                   4: "server device failure", 5: "acknowledge", 6: "server device busy",
+                   8: "memory parity error", 10: "gateway path unavailable",
+                   11: "gateway target device failed to respond"}
+# What a code usually means on a bench: a wrong unit id shows up as these, not as "wrong address".
+EXCEPTION_HINTS = {
+    1: "the device does not support this function; check the controller kind in the lab file",
+    2: "the device has no such register; check the controller kind (register map) in the lab file",
+    4: "check the unit id (unit: in the lab file): some devices and gateways answer this for a unit that is not there",
+    5: "the device accepted the request but needs longer; try again later",
+    6: "the device is busy; try again later",
+    10: "the gateway has no path to that unit; check the unit id (unit: in the lab file) and the gateway's routing",
+    11: "no device answered the gateway at that unit id; check the unit id (unit: in the lab file), "
+        "the serial wiring and baud rate behind the gateway",
+}
+# A request can fail on the link itself: pymodbus raises ModbusException for a timeout or a
+# garbled frame, and lets the socket's own errors (reset, broken pipe, refused, timeout) through.
+TRANSIENT_ERRORS = (ModbusException, OSError)
 
 
 class ModbusCommunicationError(InstrumentLost):
@@ -73,12 +88,18 @@ class Register:
     word_order: str = "big"
     writable: bool = False
     limits: tuple[float, float] | None = None
+    name: str = ""  # the manufacturer's mnemonic (PV.IN), used in messages
 
     def __post_init__(self):
         if self.dtype not in DATA_TYPES:
             raise ValueError(f"register {self.address}: unknown dtype {self.dtype!r}, use one of {list(DATA_TYPES)}")
         if self.word_order not in ("big", "little"):
             raise ValueError(f"register {self.address}: word_order must be 'big' or 'little'")
+
+    @property
+    def label(self) -> str:
+        """Get how messages name the register: its mnemonic and its address."""
+        return f"{self.name} (register {self.address})" if self.name else f"register {self.address}"
 
     @property
     def count(self) -> int:
@@ -105,14 +126,15 @@ class Register:
     def check(self, value: float) -> float:
         """Return ``value`` if it may be written here, else raise ``ValueError``."""
         if not self.writable:
-            raise ValueError(f"register {self.address} is read-only")
+            raise ValueError(f"{self.label} is read-only")
         if self.limits is not None and not self.limits[0] <= value <= self.limits[1]:
-            raise ValueError(f"register {self.address}: {value!r} is outside {self.limits[0]:g} to {self.limits[1]:g}")
+            raise ValueError(f"{self.label}: {value!r} is outside {self.limits[0]:g} to {self.limits[1]:g}")
         return value
 
     def shifted(self, offset: int) -> "Register":
         """Return the same register ``offset`` addresses further (another loop or channel)."""
-        return Register(self.address + offset, self.dtype, self.scale, self.word_order, self.writable, self.limits)
+        return Register(self.address + offset, self.dtype, self.scale, self.word_order, self.writable, self.limits,
+                        self.name)
 
 
 def register(role: str, docs: str) -> property:
@@ -156,7 +178,7 @@ class ModbusLink:
     url : str
         ``tcp://host:port``, ``rtu:/dev/ttyUSB0?baudrate=9600&parity=E`` or ``rtu:socket://host:port``.
     device_id : int
-        Modbus unit (slave) address.
+        Modbus unit (slave) address, 1 to 247 (the lab file's ``unit``).
     timeout : float
         Seconds to wait for each reply.
     attempts : int
@@ -173,8 +195,8 @@ class ModbusLink:
                  backoff: float = 0.05, max_backoff: float = 2.0, sleep: Callable[[float], None] = time.sleep,
                  name: str | None = None):
         self.url, self.device_id = url, device_id
-        self.label = f"{name} (Modbus device {device_id})" if name else f"Modbus device {device_id}"
-        self.attempts, self.backoff, self.max_backoff, self.sleep = attempts, backoff, max_backoff, sleep
+        self.label = f"{name} (Modbus unit {device_id})" if name else f"Modbus unit {device_id}"
+        self.policy, self.sleep = RetryPolicy(attempts, backoff, max_backoff), sleep
         self.client = make_client(url, timeout)
         self.reconnects = 0  # connections dropped and re-opened so far
         # A link dropped without close() (a lab rebuilt in a session) must not leak its socket.
@@ -183,16 +205,24 @@ class ModbusLink:
     def __repr__(self) -> str:
         return f"ModbusLink({self.url!r}, device_id={self.device_id})"
 
+    @property
+    def attempts(self) -> int:
+        """Get how many tries each request gets."""
+        return self.policy.attempts
+
     def read(self, spec: Register) -> float:
         """Measure the value of ``spec`` (holding registers, function 3)."""
-        words = self._request(f"read of register {spec.address}", lambda: self.client.read_holding_registers(
+        words = self._request(f"read of {spec.label}", lambda: self.client.read_holding_registers(
             spec.address, count=spec.count, device_id=self.device_id)).registers
+        if len(words) != spec.count:  # a short frame that passed the CRC: not a reading
+            raise ModbusCommunicationError(self.label, self.url, f"the read of {spec.label} returned "
+                                           f"{len(words)} registers, expected {spec.count}")
         return spec.decode(words)
 
     def write(self, spec: Register, value: float) -> None:
         """Set ``spec`` to ``value`` (function 16, write multiple registers)."""
         words = spec.encode(value)
-        self._request(f"write of {value!r} to register {spec.address}", lambda: self.client.write_registers(
+        self._request(f"write of {value!r} to {spec.label}", lambda: self.client.write_registers(
             spec.address, words, device_id=self.device_id))
 
     def read_words(self, address: int, count: int) -> list[int]:
@@ -205,27 +235,25 @@ class ModbusLink:
         self.client.close()
 
     def _request(self, what: str, call):
-        delay = self.backoff
-        for attempt in range(1, self.attempts + 1):
-            try:
-                response = call()
-            except ModbusException as exc:
-                # The stream may hold half a frame: start the next attempt on a fresh connection.
-                self.client.close()
-                self.reconnects += 1
-                if attempt == self.attempts:
-                    raise ModbusCommunicationError(
-                        self.label, self.url, f"no valid reply to the {what} after {self.attempts} attempts "
-                        f"({exc}); check the address, cable and unit id"
-                    ) from exc
-                log.warning("%s at %s: %s failed (%s); retrying in %.3g s", self.label, self.url, what, exc, delay)
-                self.sleep(delay)
-                delay = min(2 * delay, self.max_backoff)
-                continue
-            if isinstance(response, ExceptionResponse) or response.isError():
-                code = getattr(response, "exception_code", 0)
-                raise ModbusDeviceError(
-                    self.label, self.url,
-                    f"refused the {what}: exception {code} ({EXCEPTION_NAMES.get(code, 'unknown')})",
-                )
-            return response
+        response = retry(call, policy=self.policy, transient=lambda error: isinstance(error, TRANSIENT_ERRORS),
+                         give_up=lambda error, attempts: self._lost(what, error, attempts),
+                         on_failure=self._drop, sleep=self.sleep, label=f"{self.label} at {self.url}: {what}")
+        if isinstance(response, ExceptionResponse) or response.isError():
+            raise self._refused(what, getattr(response, "exception_code", 0))
+        return response
+
+    def _drop(self, error: BaseException) -> None:
+        """Close the connection after a failed request: the stream may hold half a frame."""
+        self.client.close()
+        self.reconnects += 1
+
+    def _lost(self, what: str, error: BaseException, attempts: int) -> ModbusCommunicationError:
+        cause = f"{type(error).__name__}: {error}" if isinstance(error, OSError) else str(error)
+        return ModbusCommunicationError(
+            self.label, self.url, f"no valid reply to the {what} after {attempts} attempts, reconnecting before "
+            f"each retry ({cause}); check the address, cable and unit id")
+
+    def _refused(self, what: str, code: int) -> ModbusDeviceError:
+        name = EXCEPTION_NAMES.get(code, "not a code the Modbus specification defines")
+        hint = f"; {EXCEPTION_HINTS[code]}" if code in EXCEPTION_HINTS else ""
+        return ModbusDeviceError(self.label, self.url, f"refused the {what}: exception {code} ({name}){hint}")

@@ -189,7 +189,7 @@ def test_a_dropped_connection_is_reopened_and_plating_carries_on(bench, undistur
 LOST = {"potentiostat": "reading data: no valid reply after 4 attempts", "chamber": "no valid reply to the read",
         "rig": "no valid force reading after 4 attempts"}
 REFUSED = {"potentiostat": (NotAtOpenCircuit, "ERR_INSTR_VMEERROR"),
-           "chamber": (ModbusDeviceError, "exception 4 (device failure)"),
+           "chamber": (ModbusDeviceError, "exception 4 (server device failure)"),
            "rig": (RigRefused, "controller answered *10 (illegal command)")}
 
 

@@ -40,13 +40,13 @@ from devices.biologic.data import DataReader, Frame, impedance
 from devices.biologic.ecc import Hardware, load_sequence
 from devices.biologic.techniques import CA, CALIMIT, CP, CPLIMIT, GEIS, PEIS, Limit, sweep_duration
 from devices.errors import InstrumentFault, InstrumentLost
+from devices.retry import RetryPolicy, retry, schedule_poll
 from labctl.clock import Clock, Scheduled
 from labctl.errors import CurrentOutOfRange
 
 log = logging.getLogger(__name__)
 
 EMPTY_ROWS = {"time": np.empty(0), "Ewe": np.empty(0), "I": np.empty(0)}
-LATE_POLL = 1.0  # s between polls once the expected end has passed
 # Return codes worth another try on a fresh session: the link or a reply failed, not the request.
 TRANSIENT = {
     -1,  # ERR_GEN_NOTCONNECTED: the session dropped
@@ -97,7 +97,7 @@ class EClibBackend:
         self.voltage_window, self.current_limit = tuple(voltage_window), current_limit
         self.address, self.channel = address, channel - 1
         self.where = f"{address}, channel {channel}"
-        self.attempts, self.backoff, self.max_backoff, self.sleep = attempts, backoff, max_backoff, sleep
+        self.policy, self.sleep = RetryPolicy(attempts, backoff, max_backoff), sleep
         self.device_id: int | None = None
         self.reader: DataReader | None = None
         self.reconnects = 0  # sessions reopened after the first, for logs and tests
@@ -156,26 +156,35 @@ class EClibBackend:
         InstrumentFault
             The library returned any other error code.
         """
-        attempts = attempts or self.attempts
-        delay = self.backoff
-        for attempt in range(1, attempts + 1):
-            try:
-                if self._session_lost:
-                    self._connect()
-                return call()
-            except eclib.EClibError as error:
-                if error.code not in TRANSIENT:
-                    raise InstrumentFault(self.name, self.where, f"{what}: {error}") from error
-                self._session_lost, last = True, error
-            if attempt < attempts:
-                log.warning("%s at %s: %s failed (%s); retrying in %.3g s", self.name, self.where, what, last, delay)
-                self.sleep(delay)
-                delay = min(2 * delay, self.max_backoff)
+        policy = self.policy if attempts is None else self.policy.with_attempts(attempts)
+        return retry(lambda: self._in_session(what, call), policy=policy, transient=self._transient,
+                     give_up=lambda error, tries: self._lost(what, error, tries),
+                     on_failure=self._drop_session, sleep=self.sleep, label=f"{self.name} at {self.where}: {what}")
+
+    def _in_session(self, what: str, call: Callable):
+        """Return ``call()`` on an open session; a non-transient library error names the instrument."""
+        try:
+            if self._session_lost:
+                self._connect()
+            return call()
+        except eclib.EClibError as error:
+            if error.code not in TRANSIENT:
+                raise InstrumentFault(self.name, self.where, f"{what}: {error}") from error
+            raise
+
+    @staticmethod
+    def _transient(error: BaseException) -> bool:
+        return isinstance(error, eclib.EClibError) and error.code in TRANSIENT
+
+    def _drop_session(self, error: BaseException) -> None:
+        self._session_lost = True  # the next attempt starts with BL_Disconnect, BL_Connect
+
+    def _lost(self, what: str, error: BaseException, attempts: int) -> InstrumentLost:
         tries = "1 attempt" if attempts == 1 else f"{attempts} attempts, reconnecting before each retry"
-        raise InstrumentLost(
+        return InstrumentLost(
             self.name, self.where,
-            f"{what}: no valid reply after {tries} (last: {last}); check the instrument's power, cable or network",
-        ) from last
+            f"{what}: no valid reply after {tries} (last: {error}); check the instrument's power, cable or network",
+        )
 
     def _give_up(self, failure: InstrumentFault) -> None:
         """Take ``failure`` as final: end the running technique with it, so its status fails."""
@@ -238,9 +247,7 @@ class EClibBackend:
 
     # ---- polling -------------------------------------------------------------------------------
     def _schedule_poll(self) -> None:
-        now = self.clock.now()
-        when = min(now + self.poll_interval, self._end) if now < self._end else now + LATE_POLL
-        self._poll_event = self.clock.call_at(when, self._poll_tick)
+        self._poll_event = schedule_poll(self.clock, self._end, self.poll_interval, self._poll_tick)
 
     def _poll_tick(self) -> None:
         self._poll()

@@ -22,6 +22,7 @@ from typing import Callable, Protocol
 import numpy as np
 
 from devices.biologic.techniques import PEIS, sweep_duration
+from devices.retry import schedule_poll
 from labctl.clock import Clock, Scheduled
 from labctl.errors import LimitError
 
@@ -29,7 +30,6 @@ FREQUENCY_RANGE = (10e-6, 35e6)  # Hz, BioLogic's MTZ-35 specification
 # V: MT-Lab application note #01, "the dc component cannot exceed the internal generator level of
 # +/- 10 V". No public source states the AC amplitude range; a sine's peak cannot pass this level.
 GENERATOR_LEVEL = 10.0
-LATE_POLL = 1.0  # s between polls once the expected end of a sweep has passed
 
 
 class MTZ35Link(Protocol):
@@ -135,9 +135,7 @@ class MTZ35Backend:
             return self._end
 
     def _schedule_poll(self) -> None:
-        now = self.clock.now()
-        when = min(now + self.poll_interval, self._end) if now < self._end else now + LATE_POLL
-        self._poll_event = self.clock.call_at(when, self._poll)
+        self._poll_event = schedule_poll(self.clock, self._end, self.poll_interval, self._poll)
 
     def _poll(self) -> None:
         with self._lock:

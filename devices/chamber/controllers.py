@@ -118,19 +118,20 @@ WATLOW_F4T_RAMP_RATE = 2798  # float32, low word first: 0 to 99,999 degrees per 
 def eurotherm_registers(*, float_region: bool = True, decimals: int = 1) -> dict[str, Register]:
     """Return the Eurotherm 2000/3200 map: the IEEE float region, or the scaled-integer region."""
 
-    def parameter(address: int, writable: bool = False, limits=None) -> Register:
+    def parameter(address: int, name: str, writable: bool = False, limits=None) -> Register:
         if float_region:  # HA027664 B.8.1: 0x8000 + 2 * address; high word first (nupylab, eurothermlib)
-            return Register(0x8000 + 2 * address, "float32", writable=writable, limits=limits)
-        return Register(address, "int16", scale=10.0 ** -decimals, writable=writable, limits=limits)
+            return Register(0x8000 + 2 * address, "float32", writable=writable, limits=limits, name=name)
+        return Register(address, "int16", scale=10.0 ** -decimals, writable=writable, limits=limits, name=name)
 
     return {  # HA028651 15.5 (3200); bliss eurotherm2000_cmds.txt (2400)
-        "process_value": parameter(1),  # PV.IN
-        "target_setpoint": parameter(2, writable=True, limits=SETPOINT_LIMITS),  # TG.SP
-        "output": parameter(4),  # WRK.OP working output, %; 3 is MAN.OP (3200) / %OP (2000)
-        "working_setpoint": parameter(5),  # WKG.SP, read only
-        # SP.RAT, 0 = no rate limit; per the rate units at 531 (assumed minutes). 0-999.9 is labctl's bound.
-        "rate_limit": parameter(35, writable=True, limits=(0.0, 999.9)),
-        "status": Register(75, "uint16"),  # StAt bitmap, always the integer region; 2000-series bits UNVERIFIED
+        "process_value": parameter(1, "PV.IN"),
+        "target_setpoint": parameter(2, "TG.SP", writable=True, limits=SETPOINT_LIMITS),
+        "output": parameter(4, "WRK.OP"),  # working output, %; 3 is MAN.OP (3200) / %OP (2000)
+        "working_setpoint": parameter(5, "WKG.SP"),  # read only
+        # 0 = no rate limit; per the rate units at 531 (assumed minutes). 0-999.9 is labctl's bound.
+        "rate_limit": parameter(35, "SP.RAT", writable=True, limits=(0.0, 999.9)),
+        # bitmap, always the integer region; 2000-series bits UNVERIFIED
+        "status": Register(75, "uint16", name="StAt"),
     }
 
 
@@ -140,37 +141,38 @@ def watlow_f4t_registers(loop: int = 1) -> dict[str, Register]:
         raise ValueError(f"Watlow F4T loop must be 1 to 4, got {loop}")
     offset = 160 * (loop - 1)  # "Control Loop n: X+((n-1)*160)", F4T user's guide appendix
 
-    def parameter(address: int, writable: bool = False, limits=None) -> Register:
+    def parameter(address: int, name: str, writable: bool = False, limits=None) -> Register:
         # IEEE float, low word first: the F4T default word order (F4T user's guide; TestEquity manual)
-        return Register(address + offset, "float32", word_order="little", writable=writable, limits=limits)
+        return Register(address + offset, "float32", word_order="little", writable=writable, limits=limits,
+                        name=f"loop {loop} {name}")
 
     return {
-        "process_value": parameter(2820),  # ChamberConnectLibrary only (UNVERIFIED against Watlow's table)
-        "target_setpoint": parameter(2782, writable=True, limits=SETPOINT_LIMITS),  # TestEquity p. 46; CCL
-        "working_setpoint": parameter(2810),  # closed-loop set point, read only: TestEquity p. 46; CCL
-        "output": parameter(2808),  # current output power, %: ChamberConnectLibrary only (UNVERIFIED)
+        "process_value": parameter(2820, "process value"),  # ChamberConnectLibrary only (UNVERIFIED)
+        "target_setpoint": parameter(2782, "set point", writable=True, limits=SETPOINT_LIMITS),  # TestEquity p. 46
+        "working_setpoint": parameter(2810, "closed loop set point"),  # read only: TestEquity p. 46; CCL
+        "output": parameter(2808, "output power"),  # %: ChamberConnectLibrary only (UNVERIFIED)
     }
 
 
 def binder_registers(generation: str = "mb1") -> dict[str, Register]:
     """Return the Binder temperature map of an ``mb1`` or ``mb2`` controller."""
 
-    def parameter(address: int, writable: bool = False, limits=None) -> Register:
+    def parameter(address: int, name: str, writable: bool = False, limits=None) -> Register:
         # float32, low word first: Binder techspec 2.11.1 via ovenctl; basil; auger-prime-sde/ess
-        return Register(address, "float32", word_order="little", writable=writable, limits=limits)
+        return Register(address, "float32", word_order="little", writable=writable, limits=limits, name=name)
 
     if generation == "mb1":  # ovenctl (Binder techspec 7001-0242, 2.11.7); basil binder_mk53; RTS2 binder.cpp
         return {
-            "process_value": parameter(0x11A9),  # process value 1, R
-            "target_setpoint": parameter(0x1581, writable=True, limits=SETPOINT_LIMITS),  # set point 1 manual, RW
-            "working_setpoint": parameter(0x1077),  # set point 1 in force, R
+            "process_value": parameter(0x11A9, "process value 1"),  # R
+            "target_setpoint": parameter(0x1581, "set point 1 manual", writable=True, limits=SETPOINT_LIMITS),  # RW
+            "working_setpoint": parameter(0x1077, "set point 1 in force"),  # R
         }
     if generation == "mb2":  # auger-prime-sde/ess Binder_MKFT115_MB2; basil binder_mk56
         return {
-            "process_value": parameter(0x1004),  # temperature process value, R
+            "process_value": parameter(0x1004, "temperature process value"),  # R
             # manual setpoint, RW; reading it back is UNVERIFIED (both sources only write it)
-            "target_setpoint": parameter(0x114C, writable=True, limits=SETPOINT_LIMITS),
-            "working_setpoint": parameter(0x10B2),  # setpoint in force, R
+            "target_setpoint": parameter(0x114C, "manual set point", writable=True, limits=SETPOINT_LIMITS),
+            "working_setpoint": parameter(0x10B2, "set point in force"),  # R
         }
     raise ValueError(f"Binder controller must be 'mb1' or 'mb2', got {generation!r}")
 

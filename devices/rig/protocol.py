@@ -43,6 +43,7 @@ from pymeasure.instruments import Instrument
 from pymeasure.instruments.validators import strict_discrete_set, strict_range
 
 from devices.errors import InstrumentLost
+from devices.retry import RetryPolicy, retry
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +180,7 @@ class RigBackend:
                  name: str = "rig controller"):
         self.url, self.timeout, self.name = url, timeout, name
         self.params = RigSettings(area=area)
-        self.attempts, self.backoff, self.max_backoff, self.sleep = attempts, backoff, max_backoff, sleep
+        self.policy, self.sleep = RetryPolicy(attempts, backoff, max_backoff), sleep
         try:
             self.controller = RigController.open(url, timeout=timeout)
         except (serial.SerialException, OSError) as exc:
@@ -218,22 +219,27 @@ class RigBackend:
         close_port(self._line)
 
     def _exchange(self, what: str, call):
-        delay = self.backoff
-        for attempt in range(1, self.attempts + 1):
-            try:
-                return call(self.controller)
-            except RigRefused as exc:
-                raise RigRefused(f"{self.name} at {self.url}, {what}: {exc}") from exc
-            except (RigProtocolError, serial.SerialException, OSError) as exc:
-                if attempt == self.attempts:
-                    raise InstrumentLost(
-                        self.name, self.url,
-                        f"no valid {what} after {self.attempts} attempts ({exc}); check the cable and the address",
-                    ) from exc
-                log.warning("%s at %s: %s failed (%s); retrying in %.3g s", self.name, self.url, what, exc, delay)
-                self.sleep(delay)
-                delay = min(2 * delay, self.max_backoff)
-                self._reopen()
+        try:
+            return retry(lambda: call(self._open_line()), policy=self.policy, transient=self._transient,
+                         give_up=lambda error, attempts: InstrumentLost(
+                             self.name, self.url,
+                             f"no valid {what} after {attempts} attempts ({error}); check the cable and the address"),
+                         on_failure=lambda error: self.close(), sleep=self.sleep,
+                         label=f"{self.name} at {self.url}: {what}")
+        except RigRefused as exc:
+            raise RigRefused(f"{self.name} at {self.url}, {what}: {exc}") from exc
+
+    @staticmethod
+    def _transient(error: BaseException) -> bool:
+        """A timeout, a garbled line or a dropped port is worth another try; a refusal is not."""
+        return isinstance(error, (RigProtocolError, serial.SerialException, OSError)) and not isinstance(
+            error, RigRefused)
+
+    def _open_line(self) -> RigController:
+        """Return the controller, on a fresh line if a failure closed the last one."""
+        if not self._line["port"].is_open:
+            self._reopen()
+        return self.controller
 
     def _reopen(self) -> None:
         """Start again on a fresh line: a late or half reply must not be taken for the next one."""

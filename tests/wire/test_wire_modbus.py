@@ -164,7 +164,7 @@ def test_exception_fault(eurotherm_server, sleeps):
     link = ModbusLink(eurotherm_server.address, sleep=sleeps.append)
     eurotherm_server.fault = "exception"
     before = eurotherm_server.requests
-    with pytest.raises(ModbusDeviceError, match=r"at tcp://127\.0\.0\.1:\d+: refused .*\(device failure\)"):
+    with pytest.raises(ModbusDeviceError, match=r"at tcp://127\.0\.0\.1:\d+: refused the read of PV.IN \(register 32770\): exception 4 \(server device failure\); check the unit id"):
         Eurotherm(link).read_temperature()
     assert eurotherm_server.requests == before + 1 and sleeps == []
     link.close()
