@@ -10,7 +10,7 @@ from devices.sim.rig import SimRig
 from devices.sim.wire import ModbusChamberServer, RigLineServer
 from labctl.clock import VirtualClock
 
-SERVER_THREADS = ("modbus-", "rig-line-server")
+SERVER_THREADS = ("modbus-", "rig-line-server", "link-fault-proxy")
 
 
 @pytest.fixture(autouse=True)
