@@ -45,7 +45,8 @@ def dry_run(experiment, lab_config, on_document: Callable[[str, dict], None] | N
     with tempfile.TemporaryDirectory(prefix="labctl-dry-") as assets:
         lab = build_simulated_lab(config, cell_parameters(experiment.cell), assets, VirtualClock())
         # The chamber's melting-point interlock follows the cell, as in a run.
-        lab.chamber.contains_lithium.put(experiment.cell.contains_lithium)
+        if lab.chamber is not None:
+            lab.chamber.contains_lithium.put(experiment.cell.contains_lithium)
         try:
             outcomes = _steps(experiment, lab, registry, on_document)
             if inspect is not None:

@@ -1,12 +1,19 @@
-"""Build a lab's devices from its lab file: the simulated lab, or (later issues) the real drivers."""
+"""Build a lab's devices from its lab file: every instrument it has, each real or simulated on its own.
+
+One device factory per role (``make_potentiostat``, ``make_chamber``, ``make_rig``) over a backend
+that is either the real driver at the lab file's address or the simulator; real and simulated labs
+differ only in those backends. A lab file may leave out any instrument (a chamber-only lab); the
+experiment check refuses a step needing one it lacks (``labctl.config.check_roles``).
+"""
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
@@ -43,7 +50,7 @@ class Lab:
     """The devices of one lab, by role, plus the simulators behind them when simulated."""
 
     clock: VirtualClock | WallClock
-    potentiostat: Any
+    potentiostat: Any  # each role None when the lab file has no such instrument
     chamber: Any
     rig: Any
     config: Any
@@ -74,15 +81,18 @@ class Lab:
             One per instrument, in the order tried (each also logged): what was done, or why it failed.
         """
         inst = self.config.instruments
-        safe = inst.chamber.safe_setpoint
-        actions = [("potentiostat", "open circuit", self.potentiostat.stop)]
+        actions = []
+        if self.potentiostat is not None:
+            actions.append(("potentiostat", "open circuit", self.potentiostat.stop))
         if self.impedance_analyser is not None:
             actions.append(("impedance_analyser", "stop the sweep", self.impedance_analyser.stop))
-        actions.append(("chamber", f"setpoint {safe - 273.15:g} degC (safe_setpoint)",
-                        lambda: self.chamber.backend.set_setpoint(safe)))
-        if inst.rig.on_finish == "release":
+        if self.chamber is not None:
+            safe = inst.chamber.safe_setpoint
+            actions.append(("chamber", f"setpoint {safe - 273.15:g} degC (safe_setpoint)",
+                            lambda: self.chamber.backend.set_setpoint(safe)))
+        if self.rig is not None and inst.rig.on_finish == "release":
             actions.append(("rig", "release the pressure (on_finish: release)", self.rig.backend.release))
-        else:  # the firmware holds on its own: reading the pressure checks the rig answers, for the record
+        elif self.rig is not None:  # the firmware holds on its own: reading the pressure checks the rig answers
             actions.append(("rig", "keep the pressure held (on_finish: hold)",
                             lambda: f"{self.rig.backend.read_pressure() / 1e6:.2f} MPa"))
         done = []
@@ -115,108 +125,193 @@ def cell_parameters(cell) -> "CellParameters":
     return CellParameters(**{**values, **(cell.sim or {})})
 
 
-def build_lab(config, cell_params, assets_dir: Path, clock: VirtualClock | None = None) -> Lab:
-    """Build the lab described by ``config`` (a ``LabConfig``) with the cell ``cell_params`` in it."""
-    if not config.simulated:
-        return build_real_lab(config, assets_dir)
-    return build_simulated_lab(config, cell_params, assets_dir, clock or VirtualClock())
+ROOM_TEMPERATURE = 298.15  # K: a simulated cell's temperature in a lab without a chamber
+READING_MAX_AGE = 10.0  # s: how old a real instrument's reading may be before the simulated cell asks again
 
 
-def build_real_lab(config, assets_dir: Path) -> Lab:
-    """The real instruments on the wall clock: the EC-Lab library, the chamber's Modbus controller, the rig.
+def build_lab(config, cell_params, assets_dir: Path, clock: VirtualClock | None = None, *,
+              roles: Iterable[str] | None = None, sleep: Callable[[float], None] = time.sleep) -> Lab:
+    """Build the lab described by ``config`` (a ``LabConfig``): each instrument real or simulated as it says.
 
-    The potentiostat comes first: without the vendor's DLL (Windows only) nothing else is touched.
+    A lab with any real instrument runs on the wall clock (``clock`` is then ignored); a fully
+    simulated one on ``clock`` (a new virtual clock if None). ``roles``: build only these of the
+    instruments the lab has (those an experiment's steps take), so a step that needs no
+    potentiostat never loads the vendor's DLL; None builds them all.
     """
-    from devices.biologic.backend import EClibBackend
-    from devices.biologic.channel import PotentiostatChannel
-    from devices.biologic.eclib import EClib
-    from devices.chamber.controllers import make_controller
-    from devices.chamber.device import TemperatureChamber
-    from devices.modbus import ModbusLink
-    from devices.rig.device import StackPressureRig
-    from devices.rig.protocol import RigBackend
-
-    clock, inst = WallClock(), config.instruments
-    try:
-        library = EClib.load(inst.potentiostat.library)
-    except OSError as error:
-        raise LabctlError(f"lab {config.name!r}: cannot load the EC-Lab library {inst.potentiostat.library!r}: {error}") from None
-    backend = EClibBackend(
-        library, clock, address=inst.potentiostat.address, channel=inst.potentiostat.channel,
-        voltage_window=tuple(inst.potentiostat.voltage_window), current_limit=inst.potentiostat.current_limit,
-    )
-    potentiostat = PotentiostatChannel(backend=backend, clock=clock, assets_dir=assets_dir,
-                                       channel=inst.potentiostat.channel, name="potentiostat")
-    chamber = TemperatureChamber(
-        backend=make_controller(inst.chamber.kind, ModbusLink(inst.chamber.address, name="chamber")), clock=clock,
-        temperature_range=tuple(inst.chamber.temperature_range), band=inst.chamber.stability_band,
-        hold=inst.chamber.stability_hold, name="chamber",
-    )
-    rig = StackPressureRig(
-        backend=RigBackend(inst.rig.address, area=inst.rig.area, name="rig"), clock=clock,
-        pressure_range=tuple(inst.rig.pressure_range), band=inst.rig.band, name="rig",
-    )
-    return Lab(clock, potentiostat, chamber, rig, config)
+    wall = any(not config.simulates(role) for role in config.instruments.present())
+    clock = WallClock() if wall else clock or VirtualClock()
+    return assemble(config, cell_params, assets_dir, clock, config.simulates, sleep, roles)
 
 
 def build_simulated_lab(config, cell_params, assets_dir: Path, clock: VirtualClock, *,
                         sleep: Callable[[float], None] = time.sleep) -> Lab:
-    """The simulated lab: cell, chamber and rig physics on one virtual clock, one seeded generator.
+    """The lab of ``config`` with every instrument simulated (the dry run, the tests), on ``clock``.
 
     ``sleep`` is how the drivers wait between attempts after a fault (the virtual clock cannot be
     moved from inside a device call); the fault tests pass a recorder.
     """
-    from devices.biologic.channel import PotentiostatChannel
-    from devices.chamber.device import TemperatureChamber
-    from devices.rig.device import StackPressureRig
-    from devices.sim.cell import SimCell
-    from devices.sim.chamber import SimChamber
+    return assemble(config, cell_params, assets_dir, clock, lambda role: True, sleep)
+
+
+def _only(instruments, roles: Iterable[str] | None):
+    """Return ``instruments`` without the roles not in ``roles`` (all of them if None)."""
+    if roles is None:
+        return instruments
+    return instruments.model_copy(update={role: None for role in instruments.present() if role not in set(roles)})
+
+
+def assemble(config, cell_params, assets_dir: Path, clock, simulated: Callable[[str], bool],
+             sleep: Callable[[float], None] = time.sleep, roles: Iterable[str] | None = None) -> Lab:
+    """Build each instrument the lab file has from its backend, real or simulated as ``simulated(role)`` says.
+
+    The devices are the same either way; only their backends differ. Simulated instruments share
+    one seeded generator and one cell; the cell's temperature and pressure come from the chamber and
+    the rig, simulated or real (then from their readings), else room temperature and no pressure.
+    Only ``roles`` are built (None: every instrument the lab has).
+    """
+    inst, lab = _only(config.instruments, roles), Lab(clock, None, None, None, config)
+    library = None
+    if inst.potentiostat is not None and not simulated("potentiostat"):
+        library = vendor_library(config)  # first: without the vendor's DLL no instrument is touched
+    rng = np.random.default_rng(config.seed)
+    temperature, pressure = (lambda t: ROOM_TEMPERATURE), (lambda t: 0.0)
+    if inst.chamber is not None:
+        backend, temperature = chamber_backend(inst.chamber, simulated("chamber"), lab, rng, sleep)
+        lab.chamber = make_chamber(inst.chamber, backend, clock)
+    if inst.rig is not None:
+        backend, pressure = rig_backend(inst.rig, simulated("rig"), lab, rng, temperature, sleep)
+        lab.rig = make_rig(inst.rig, backend, clock)
+    cell = None
+    if any(simulated(role) for role in ("potentiostat", "impedance_analyser") if getattr(inst, role) is not None):
+        from devices.sim.cell import SimCell
+
+        cell = lab.simulators["cell"] = SimCell(cell_params, temperature, pressure, rng, clock.now())
+    if inst.potentiostat is not None:
+        library = library or simulated_library(inst.potentiostat, clock, cell, lab)
+        lab.potentiostat = make_potentiostat(inst.potentiostat, library, clock, assets_dir, sleep)
+    if inst.impedance_analyser is not None:
+        lab.impedance_analyser = simulated_analyser(inst.impedance_analyser, clock, cell, lab.simulators)
+    return lab
+
+
+# ---- one device per role: the same whatever the backend -----------------------------------------
+def make_potentiostat(config, library, clock, assets_dir: Path, sleep: Callable[[float], None]):
+    """Return the potentiostat channel over ``library`` (the vendor's DLL or the simulated one)."""
     from devices.biologic.backend import EClibBackend
+    from devices.biologic.channel import PotentiostatChannel
+
+    backend = EClibBackend(
+        library, clock, address=config.address, channel=config.channel,
+        voltage_window=tuple(config.voltage_window), current_limit=config.current_limit, sleep=sleep,
+    )
+    return PotentiostatChannel(backend=backend, clock=clock, assets_dir=assets_dir, channel=config.channel,
+                               name="potentiostat")
+
+
+def make_chamber(config, backend, clock):
+    """Return the temperature chamber over ``backend`` (a controller driver or the simulator)."""
+    from devices.chamber.device import TemperatureChamber
+
+    return TemperatureChamber(
+        backend=backend, clock=clock, temperature_range=tuple(config.temperature_range),
+        band=config.stability_band, hold=config.stability_hold, name="chamber",
+    )
+
+
+def make_rig(config, backend, clock):
+    """Return the stack-pressure rig over ``backend`` (the line driver or the simulator)."""
+    from devices.rig.device import StackPressureRig
+
+    return StackPressureRig(backend=backend, clock=clock, pressure_range=tuple(config.pressure_range),
+                            band=config.band, name="rig")
+
+
+# ---- the backends, real or simulated --------------------------------------------------------------
+def simulated_library(config, clock, cell, lab: Lab):
+    """Return the EC-Lab binding over the simulated library, on the simulated cell."""
     from devices.biologic.eclib import EClib
     from devices.sim.eclib import SimEClib
+
+    # channels are numbered from 1 in the lab file, as in EC-Lab
+    lab.simulators["potentiostat"] = library = SimEClib(clock, cell, channel=config.channel - 1)
+    return EClib(library)
+
+
+def vendor_library(config):
+    """Return the EC-Lab binding over the vendor's DLL.
+
+    Loaded only when a real potentiostat is built, so a lab without one (or with a simulated one)
+    runs on any platform.
+    """
+    from devices.biologic.eclib import EClib
+    from devices.errors import InstrumentLost
+
+    inst = config.instruments.potentiostat
+    try:
+        return EClib.load(inst.library)
+    except OSError as error:
+        raise InstrumentLost(
+            "potentiostat", inst.address, f"cannot load the EC-Lab library {inst.library!r} (lab {config.name!r}): "
+            f"{error}; to run the other instruments without it, set simulated: true under instruments.potentiostat"
+        ) from None
+
+
+def chamber_backend(config, simulated: bool, lab: Lab, rng, sleep: Callable[[float], None]):
+    """Return the chamber's backend and the temperature the simulated cell sees, ``temperature(t)`` in K.
+
+    Simulated, kind ``sim``: the simulator in process. Simulated, a controller kind
+    (``eurotherm-3200``...): the real driver over loopback to the simulator served at the wire
+    (Modbus TCP, at the lab file's unit id), so the driver code a real lab runs is what the simulated
+    lab runs too. Real: the driver at the lab file's address and unit.
+    """
+    from devices.chamber.controllers import make_controller
+    from devices.modbus import ModbusLink
+
+    if not simulated:
+        backend = make_controller(config.kind, ModbusLink(config.address, device_id=config.unit, sleep=sleep,
+                                                          name="chamber"))
+        return backend, LatestReading(backend.read_temperature, lab.clock)
+    from devices.sim.chamber import SimChamber
+
+    sim = lab.simulators["chamber"] = SimChamber(lab.clock, rng=rng)
+    temperature = sim.history_or_now(sim.temperature)
+    if config.kind == "sim":
+        return sim, temperature
+    from devices.sim.wire import ModbusChamberServer
+
+    server = ModbusChamberServer(sim, config.kind, device_id=config.unit)
+    lab.servers.append(server)
+    link = ModbusLink(server.address, device_id=config.unit, timeout=LOOPBACK_TIMEOUT, sleep=sleep, name="chamber")
+    return make_controller(config.kind, link), temperature
+
+
+def rig_backend(config, simulated: bool, lab: Lab, rng, temperature, sleep: Callable[[float], None]):
+    """Return the rig's backend and the pressure the simulated cell sees, ``pressure(t)`` in Pa (as the chamber's)."""
+    from devices.rig.protocol import RigBackend
+
+    if not simulated:
+        backend = RigBackend(config.address, area=config.area, sleep=sleep, name="rig")
+        return backend, LatestReading(backend.read_pressure, lab.clock)
     from devices.sim.rig import RigParameters, SimRig
 
-    rng = np.random.default_rng(config.seed)
-    inst = config.instruments
-    chamber_sim = SimChamber(clock, rng=rng)
-    temperature = chamber_sim.history_or_now(chamber_sim.temperature)
-    rig_sim = SimRig(clock, temperature, RigParameters(area=inst.rig.area), rng=rng)
-    cell = SimCell(cell_params, temperature, rig_sim.history_or_now(rig_sim.pressure), rng, clock.now())
-    # The channel drives the simulated EC-Lab library through the same binding, encoder and
-    # parser as the real EClib64.dll; channels are numbered from 1 in the lab file, as in EC-Lab.
-    pstat_sim = SimEClib(clock, cell, channel=inst.potentiostat.channel - 1)
-    backend = EClibBackend(
-        EClib(pstat_sim), clock, address=getattr(inst.potentiostat, "address", "sim"),  # test stubs omit it
-        channel=inst.potentiostat.channel, voltage_window=tuple(inst.potentiostat.voltage_window),
-        current_limit=inst.potentiostat.current_limit, sleep=sleep,
-    )
-    potentiostat = PotentiostatChannel(
-        backend=backend, clock=clock, assets_dir=assets_dir, channel=inst.potentiostat.channel,
-        name="potentiostat",
-    )
-    chamber_backend, rig_backend, servers = wire_backends(inst, chamber_sim, rig_sim, sleep)
-    chamber = TemperatureChamber(
-        backend=chamber_backend, clock=clock, temperature_range=tuple(inst.chamber.temperature_range),
-        band=inst.chamber.stability_band, hold=inst.chamber.stability_hold, name="chamber",
-    )
-    rig = StackPressureRig(
-        backend=rig_backend, clock=clock, pressure_range=tuple(inst.rig.pressure_range), band=inst.rig.band,
-        name="rig",
-    )
-    simulators = {"cell": cell, "chamber": chamber_sim, "rig": rig_sim, "potentiostat": pstat_sim}
-    analyser = simulated_analyser(inst, clock, cell, simulators)
-    return Lab(clock, potentiostat, chamber, rig, config, simulators, servers, impedance_analyser=analyser)
+    sim = lab.simulators["rig"] = SimRig(lab.clock, temperature, RigParameters(area=config.area), rng=rng)
+    pressure = sim.history_or_now(sim.pressure)
+    if config.kind == "sim":
+        return sim, pressure
+    from devices.sim.wire import RigLineServer
+
+    server = RigLineServer(sim)
+    lab.servers.append(server)
+    backend = RigBackend(server.address, area=config.area, timeout=LOOPBACK_TIMEOUT, sleep=sleep, name="rig")
+    return backend, pressure
 
 
-def simulated_analyser(inst, clock: VirtualClock, cell, simulators: dict):
-    """Return the MTZ-35 on the simulated cell if the lab file has one (else None), adding its simulator.
+def simulated_analyser(config, clock, cell, simulators: dict):
+    """Return the MTZ-35 on the simulated cell, adding its simulator.
 
     The real backend (limits, polling, spectra) runs over the simulator at labctl's link; a real lab
     cannot have one (see ``LabConfig``): BioLogic publishes no programming interface for the MTZ-35.
     """
-    config = getattr(inst, "impedance_analyser", None)  # test stubs of the lab file omit it
-    if config is None:
-        return None
     from devices.biologic.analyser import ImpedanceAnalyser
     from devices.biologic.mtz35 import MTZ35Backend
     from devices.sim.mtz35 import SimMTZ35
@@ -226,29 +321,25 @@ def simulated_analyser(inst, clock: VirtualClock, cell, simulators: dict):
     return ImpedanceAnalyser(backend=backend, clock=clock, name="impedance_analyser")
 
 
-def wire_backends(inst, chamber_sim, rig_sim, sleep: Callable[[float], None] = time.sleep):
-    """Return the chamber and rig backends and the servers behind them.
+class LatestReading:
+    """A real instrument's reading as the simulated cell's environment, ``reading(t)``.
 
-    Kind ``sim``: the simulators in process. A controller kind (``eurotherm-3200``, ``mark10-rig``...):
-    the real drivers, talking over loopback to the simulators served at the wire (Modbus TCP, the
-    rig's line protocol), so the driver code a real lab runs is what the simulated lab runs too;
-    ``sleep`` is how they wait between attempts.
+    The cell asks at every sample; the instrument is read at most every ``max_age`` s of the clock,
+    and a failed read keeps the last value (the instrument's own device reports the fault).
     """
-    chamber_backend, rig_backend, servers = chamber_sim, rig_sim, []
-    if getattr(inst.chamber, "kind", "sim") != "sim":  # test stubs of the lab file omit kind
-        from devices.chamber.controllers import make_controller
-        from devices.modbus import ModbusLink
-        from devices.sim.wire import ModbusChamberServer
 
-        server = ModbusChamberServer(chamber_sim, inst.chamber.kind)
-        servers.append(server)
-        link = ModbusLink(server.address, timeout=LOOPBACK_TIMEOUT, sleep=sleep, name="chamber")
-        chamber_backend = make_controller(inst.chamber.kind, link)
-    if getattr(inst.rig, "kind", "sim") != "sim":
-        from devices.rig.protocol import RigBackend
-        from devices.sim.wire import RigLineServer
+    def __init__(self, read: Callable[[], float], clock, max_age: float = READING_MAX_AGE):
+        self.read, self.clock, self.max_age = read, clock, max_age
+        self.value: float | None = None
+        self.at = -math.inf
 
-        server = RigLineServer(rig_sim)
-        servers.append(server)
-        rig_backend = RigBackend(server.address, area=inst.rig.area, timeout=LOOPBACK_TIMEOUT, sleep=sleep, name="rig")
-    return chamber_backend, rig_backend, servers
+    def __call__(self, t: float) -> float:
+        now = self.clock.now()
+        if now - self.at >= self.max_age:
+            try:
+                self.value, self.at = self.read(), now
+            except LabctlError as error:
+                if self.value is None:
+                    raise
+                log.warning("simulated cell: keeping the last reading (%s)", error)
+        return self.value

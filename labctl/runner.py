@@ -11,6 +11,7 @@ from typing import Callable
 from bluesky.utils import RunEngineInterrupted
 
 from labctl.clock import VirtualClock
+from labctl.config import experiment_roles
 from labctl.lab import Lab, build_lab, cell_parameters
 from labctl.session import make_run_engine
 from plans.guards import Guard, Guards
@@ -95,9 +96,11 @@ class ExperimentRunner:
         self.registry = registry or PLANS
         self.storage = storage
         clock = VirtualClock() if lab_config.simulated else None
-        self.lab = build_lab(lab_config, cell_parameters(experiment.cell), Path(storage.assets_dir), clock)
+        self.lab = build_lab(lab_config, cell_parameters(experiment.cell), Path(storage.assets_dir), clock,
+                             roles=experiment_roles(experiment, self.registry))  # no DLL for a chamber-only run
         # The chamber's melting-point interlock follows the cell (armed unless it has no lithium).
-        self.lab.chamber.contains_lithium.put(experiment.cell.contains_lithium)
+        if self.lab.chamber is not None:
+            self.lab.chamber.contains_lithium.put(experiment.cell.contains_lithium)
         self.RE = make_run_engine(self.lab.clock, pace)
         self.RE.subscribe(storage.callback)
         self.sequence_id = str(uuid.uuid4())

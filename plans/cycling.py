@@ -3,6 +3,7 @@ current density staircase."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated
 
 import bluesky.plan_stubs as bps
@@ -12,6 +13,7 @@ from devices.biologic.techniques import CP, GEIS
 from labctl.analysis import CriticalCurrentDetector, ShortDetector
 from labctl.units import Unit
 from plans.electrochemistry import POTENTIOSTAT, SpectrumFitter, _safely, measure_impedance, run_technique
+from plans.guards import Guards
 from plans.stubs import ComputedValues, plan_metadata
 
 CRITICAL_CURRENT = "critical_current"
@@ -36,6 +38,7 @@ def plate_strip(
     short_hold: Annotated[float, Unit("s", ge=0)] = 60.0,
     page_interval: Annotated[float, Unit("min", gt=0)] = 900.0,
     check_interval: Annotated[float, Unit("s", gt=0)] = 60.0,
+    guards: Guards | None = None,
     md: dict | None = None,
 ):
     """Cycle lithium back and forth at constant current, with a GEIS spectrum at open circuit between half-cycles.
@@ -73,13 +76,19 @@ def plate_strip(
     page_interval : float
         How often rows are handed to storage and the environment read, s.
     check_interval : float
-        How often the voltage rule looks at the latest sample, s.
+        How often the voltage rule (and the guards) look at the latest sample, s.
+    guards : Guards, optional
+        What to do when the temperature or pressure leaves its band, or the potentiostat reaches its
+        voltage limit (:mod:`plans.guards`), as in ``plate``; a paused half-cycle resumes for the
+        time it has left. From the experiment file's ``guards`` section. Without them a voltage
+        limit ends the plan.
     md : dict, optional
         Extra metadata for the start document.
     """
     if cycles < 1:
         raise ValueError(f"cycles must be at least 1, got {cycles}")
-    args = {k: v for k, v in locals().items() if k not in ("potentiostat", "chamber", "rig", "md")}
+    args = {k: v for k, v in locals().items() if k not in ("potentiostat", "chamber", "rig", "md", "guards")}
+    guards = _step_guards(guards, check_interval)
     environment = [d for d in (chamber, rig) if d is not None]
     current = current_density * electrode_area
     geis = GEIS(bias=0.0, amplitude=geis_amplitude * electrode_area, f_max=geis_f_max, f_min=geis_f_min,
@@ -90,7 +99,9 @@ def plate_strip(
 
     def voltage_check():
         reading = (yield Msg("read", potentiostat.ewe))[potentiostat.ewe.name]
-        return detector.add_voltage(reading["timestamp"], reading["value"])
+        return detector.add_voltage(reading["timestamp"], reading["value"]) or (
+            (yield from guards.breach(chamber, rig)) if guards else None
+        )
 
     def body():
         yield from bps.open_run(plan_metadata("plate_strip", args, md))
@@ -99,8 +110,8 @@ def plate_strip(
         reason = f"{cycles} cycles of {2 * half_cycle / 3600:g} h at {MA_CM2.from_si(current_density):g} mA/cm^2"
         for half in range(2 * cycles):
             sign = -1 if half % 2 == 0 else 1  # negative current plates on the working electrode
-            end, stop = yield from run_technique(
-                potentiostat, CP(sign * current, half_cycle, sample_interval), environment,
+            end, stop = yield from _guarded_cp(
+                potentiostat, chamber, rig, guards, sign * current, half_cycle, sample_interval, environment,
                 page_interval=page_interval, check=voltage_check, check_interval=check_interval,
             )
             stop = stop or (yield from fitter.record((yield from measure_impedance(potentiostat, geis))))
@@ -130,6 +141,7 @@ def ccd_staircase(
     short_hold: Annotated[float, Unit("s", ge=0)] = 60.0,
     page_interval: Annotated[float, Unit("min", gt=0)] = 900.0,
     check_interval: Annotated[float, Unit("s", gt=0)] = 10.0,
+    guards: Guards | None = None,
     md: dict | None = None,
 ):
     """Plate at increasing current densities, ``step_capacity`` per step, until the cell shorts or a limit.
@@ -164,13 +176,19 @@ def ccd_staircase(
     page_interval : float
         How often rows are handed to storage and the environment read, s.
     check_interval : float
-        How often the voltage is checked for a short, s.
+        How often the voltage is checked for a short (and the guards look), s.
+    guards : Guards, optional
+        What to do when the temperature or pressure leaves its band, or the potentiostat reaches its
+        voltage limit (:mod:`plans.guards`), as in ``plate``; a paused step of the staircase resumes
+        for the time it has left. From the experiment file's ``guards`` section. Without them a
+        voltage limit ends the staircase.
     md : dict, optional
         Extra metadata for the start document.
     """
     if max_density < start_density:
         raise ValueError("max_density must not be below start_density")
-    args = {k: v for k, v in locals().items() if k not in ("potentiostat", "chamber", "rig", "md")}
+    args = {k: v for k, v in locals().items() if k not in ("potentiostat", "chamber", "rig", "md", "guards")}
+    guards = _step_guards(guards, check_interval)
     environment = [d for d in (chamber, rig) if d is not None]
     densities = _staircase(start_density, density_step, max_density)
     detector = CriticalCurrentDetector(drop=short_drop, hold=short_hold)
@@ -182,7 +200,9 @@ def ccd_staircase(
             reading = (yield Msg("read", potentiostat.ewe))[potentiostat.ewe.name]
             # Plating: Ewe < 0, so -Ewe / j is the cell's (positive) resistance.
             found = detector.add(reading["timestamp"], density, -reading["value"])
-            return "short circuit" if found is not None else None
+            if found is not None:
+                return "short circuit"
+            return (yield from guards.breach(chamber, rig)) if guards else None
         return short
 
     def body():
@@ -191,17 +211,51 @@ def ccd_staircase(
         end = None
         for density in densities:
             duration = step_capacity / density
-            end, stop = yield from run_technique(
-                potentiostat, CP(-density * electrode_area, duration, sample_interval), environment,
-                page_interval=page_interval, check=check(density), check_interval=min(check_interval, duration),
+            end, stop = yield from _guarded_cp(
+                potentiostat, chamber, rig, guards, -density * electrode_area, duration, sample_interval,
+                environment, page_interval=page_interval, check=check(density), check_interval=check_interval,
             )
             if stop or end == "voltage limit":
                 break
         outcome["reason"] = yield from _report(detector.outcome(), end, result)
+        if stop and stop.startswith("guard:"):
+            outcome["reason"] = f"{stop}; {outcome['reason']}"
         yield from bps.close_run(exit_status="success", reason=outcome["reason"])
 
     yield from _safely(potentiostat, body())
     return outcome.get("reason")
+
+
+def _step_guards(guards: Guards | None, check_interval: float) -> Guards:
+    """Return the step's guards checking every ``check_interval`` (a copy: the caller's are not changed)."""
+    return Guards(check_interval=check_interval) if guards is None else dataclasses.replace(
+        guards, check_interval=check_interval)
+
+
+def _guarded_cp(potentiostat, chamber, rig, guards: Guards, current: float, duration: float, sample_interval: float,
+                environment, *, page_interval: float, check, check_interval: float):
+    """Run a constant current for ``duration`` s of current flow, as the guards say when a condition leaves its band.
+
+    ``check`` returns a reason to stop (a short), or a guard's breach ``(condition, value, message)``;
+    the guards then pause (the cell at open circuit) or end the step. After a pause the current
+    flows again for the time the step has left. Returns ``(end_reason, stop_reason)`` as
+    ``run_technique``; a guard that ended the step gives a stop reason starting ``guard:``.
+    """
+    remaining = duration
+    while True:
+        began = potentiostat.clock.now()
+        end, stop = yield from run_technique(
+            potentiostat, CP(current, remaining, sample_interval), environment,
+            page_interval=page_interval, check=check, check_interval=min(check_interval, remaining),
+        )
+        remaining -= potentiostat.clock.now() - began
+        if guards.compliance and end == "voltage limit" and not stop:
+            stop = ("compliance", (yield from bps.rd(potentiostat.ewe)), "the potentiostat reached its voltage limit")
+        if not isinstance(stop, tuple):
+            return end, stop
+        stop = yield from guards.respond(potentiostat, chamber, rig, *stop)
+        if stop or remaining < sample_interval:
+            return ("stopped" if stop else "completed"), stop
 
 
 def _staircase(start: float, step: float, stop: float) -> list[float]:

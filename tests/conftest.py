@@ -91,26 +91,22 @@ def plate(plating_run):
         return StoredRun(dict(run.start), dict(run.stop), {name: run[name].read() for name in run})
 
 
-class LabConfigStub:
-    """The few lab-file fields the lab builder reads, as a validated LabConfig gives them (SI).
+def _test_lab_config():
+    """A real LabConfig, as a lab file gives it: kind ``sim``, so the chamber and rig simulators stay
+    in process, with no wire servers to start; no impedance analyser."""
+    from labctl.config import LabConfig
 
-    No ``kind``: the chamber and rig simulators stay in process, with no wire servers to start.
-    """
-
-    class storage:
-        data_dir, uri = "data", None
-
-    class instruments:
-        class potentiostat:
-            channel, current_limit, voltage_window = 1, 0.01, (-10.0, 10.0)
-
-        class chamber:
-            temperature_range, stability_band, stability_hold = (233.15, 473.15), 0.5, 300.0
-
-        class rig:
-            area, pressure_range, band = 0.785e-4, (0.0, 20e6), 0.1e6
-
-    name, simulated, seed = "test-lab", True, 1234
+    return LabConfig.model_validate({
+        "name": "test-lab", "simulated": True, "seed": 1234,
+        "instruments": {
+            "potentiostat": {"kind": "biologic-sp200", "address": "sim", "channel": 1, "current_limit": "10 mA",
+                             "voltage_window": ["-10 V", "10 V"]},
+            "chamber": {"kind": "sim", "address": "sim", "temperature_range": ["-40 degC", "200 degC"],
+                        "safe_setpoint": "25 degC", "stability_band": "0.5 K", "stability_hold": "5 min"},
+            "rig": {"kind": "sim", "address": "sim", "area": "0.785 cm^2", "pressure_range": ["0 MPa", "20 MPa"],
+                    "band": "0.1 MPa"},
+        },
+    })
 
 
 @pytest.fixture
@@ -132,7 +128,7 @@ def lab(tmp_path, lab_config):
 @pytest.fixture(scope="session")
 def lab_config():
     """A lab configuration for ``build_simulated_lab`` without a lab file."""
-    return LabConfigStub
+    return _test_lab_config()
 
 
 def _rows_on_disk(docs, field):

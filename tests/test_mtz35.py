@@ -180,7 +180,10 @@ def test_the_report_draws_a_peis_run_measured_on_the_mtz35(peis_run, stored_run,
 def test_a_real_lab_with_an_mtz35_is_refused_at_load_naming_why(tmp_path):
     text = (CONFIGS / "lab-sim.yaml").read_text()
     real = (text.replace("simulated: true", "simulated: false")
-            .replace("# library:", "library:").replace("address: sim", "address: 192.168.0.10"))
+            .replace("# library:", "library:").replace("address: sim         #", "address: 192.168.0.10  #")
+            .replace("address: sim                # real labs: tcp", "address: tcp://192.168.0.11:502  # tcp")
+            .replace("address: sim                # real labs: a serial", "address: /dev/ttyUSB1  # serial")
+            .replace("address: sim                # simulated labs", "address: 192.168.0.12  #"))
     (tmp_path / "lab.yaml").write_text(real)
     with pytest.raises(ConfigErrors) as caught:
         load_lab(tmp_path / "lab.yaml")
