@@ -3,6 +3,7 @@
     labctl run configs/plating-overnight.yaml     # run on the lab the file names (simulated by default);
                                                   # Ctrl-C pauses (cell at open circuit), again aborts
     labctl check configs/plating-overnight.yaml   # validate, and estimate durations by a simulated dry run
+    labctl doctor configs/lab-sim.yaml            # reach and read every instrument of a lab, writing nothing
     labctl plans                                  # the plans and their arguments, units and defaults
     labctl runs [--json]                          # what is stored
     labctl show UID                               # summary and a PNG of one run
@@ -74,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     command("recover", cmd_recover, "write runs the server missed (down, or a crash mid-run) in from the journal")
     p = command("shell", cmd_shell, "IPython with a RunEngine, the lab's devices, the plans and the catalog")
     p.add_argument("experiment", type=Path, nargs="?", help="experiment whose cell is put in the simulated lab")
+    p = sub.add_parser("doctor", help="reach each instrument of a lab, read it (writing nothing) and compare it "
+                                      "with the lab file; exit 4 if any is unreachable")
+    p.add_argument("lab_file", type=Path, metavar="LAB.yaml", help="the lab file, e.g. configs/lab-sim.yaml")
+    p.set_defaults(func=cmd_doctor)
     return parser
 
 
@@ -271,6 +276,13 @@ def cmd_recover(args) -> int:
     print(f"{written} of {len(outcomes)} runs written in from the journal ({storage.journal_dir}); "
           f"points of journalled pages lost: {lost}")
     return 0 if written == len(outcomes) else 1
+
+
+def cmd_doctor(args) -> int:
+    from labctl.config import load_lab
+    from labctl.doctor import doctor
+
+    return doctor(load_lab(args.lab_file))
 
 
 def cmd_shell(args) -> int:
