@@ -50,7 +50,7 @@ THIRD_PEAK_SHARE = 0.01  # a DRT peak holding this much of the resistance is wor
 MAX_EVALUATIONS = 80  # per start: a start that needs more is heading somewhere another start reaches
 # Stop when a step changes the cost or the parameters by less than this, relatively: far below the
 # uncertainties, and along a flat valley (R0 against a bulk arc above the sweep) it saves most steps.
-TOLERANCE = 1e-6
+TOLERANCE = 1e-5
 MAX_PEAKS = 4  # DRT peaks grouped into starts; more would multiply the starts for nothing
 DECISIVE_BIC = 10.0  # a BIC this much lower decides between circuits ("very strong", Kass & Raftery)
 # Every role a fit summary can have, so a run's impedance_fit events keep one shape whichever
@@ -300,7 +300,11 @@ def _mark_model_dependent(result: FitResult, other: FitResult, margin: float) ->
 def _worth_three_arcs(two: list[dict], distribution: DRTResult, noise: float) -> bool:
     """Say whether a third arc could help: the DRT shows three peaks, or two arcs leave a residual."""
     best = min(two, key=lambda fit: fit["cost"])
-    return len(distribution.peaks(min_share=THIRD_PEAK_SHARE)) >= 3 or best["rms_dof"] > WARM_ENOUGH * noise
+    if best["rms_dof"] > WARM_ENOUGH * noise:
+        return True
+    # Two arcs fit to the noise: a third only where the DRT clearly shows one (and a close call then
+    # leaves what the circuits disagree on not determined).
+    return len(distribution.peaks(min_share=THIRD_PEAK_SHARE)) >= 3 and best["rms_dof"] > NOISE_FLOOR
 
 
 def _bic(fit: dict) -> float:
