@@ -81,3 +81,24 @@ def test_a_spectrum_that_does_not_determine_the_bulk_is_left_out_with_the_reason
     # with the lab file's lead resistance R0 is bounded, and the warm points are determined too
     events, _ = run(tmp_path / "leads", lab_config, params, lead_resistances={"potentiostat": params.lead_resistance})
     assert sum(p["conductivity_included"] for p in events["conductivity"]) > len(points) - len(left_out)
+
+
+def test_the_example_file_measures_on_the_mtz35_up_to_35_mhz():
+    """configs/conductivity-arrhenius.yaml on lab-sim.yaml, which has an MTZ-35 and lead resistances."""
+    from pathlib import Path
+
+    from labctl.config import load_experiment, load_lab
+    from labctl.dryrun import dry_run
+
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    lab = load_lab(configs / "lab-sim.yaml")
+    docs = []
+    dry_run(load_experiment(configs / "conductivity-arrhenius.yaml", lab=lab), lab,
+            on_document=lambda n, d: docs.append((n, d)))
+    start = next(d for n, d in docs if n == "start" and d["plan_name"] == "ionic_conductivity_arrhenius")
+    assert start["impedance_device"] == "impedance_analyser"
+    names = {d["uid"]: d["name"] for n, d in docs if n == "descriptor" and d["run_start"] == start["uid"]}
+    spectra = [d["data"] for n, d in docs if n == "event" and names.get(d["descriptor"]) == "impedance"]
+    assert max(spectra[0]["impedance_analyser_frequency"]) == pytest.approx(35e6)
+    (result,) = [d["data"] for n, d in docs if n == "event" and names.get(d["descriptor"]) == "arrhenius"]
+    assert result["arrhenius_activation_energy"] == pytest.approx(0.40, rel=0.02)
