@@ -50,7 +50,7 @@ THIRD_PEAK_SHARE = 0.01  # a DRT peak holding this much of the resistance is wor
 MAX_EVALUATIONS = 80  # per start: a start that needs more is heading somewhere another start reaches
 # Stop when a step changes the cost or the parameters by less than this, relatively: far below the
 # uncertainties, and along a flat valley (R0 against a bulk arc above the sweep) it saves most steps.
-TOLERANCE = 1e-5
+TOLERANCE = 1e-6
 MAX_PEAKS = 4  # DRT peaks grouped into starts; more would multiply the starts for nothing
 DECISIVE_BIC = 10.0  # a BIC this much lower decides between circuits ("very strong", Kass & Raftery)
 # Every role a fit summary can have, so a run's impedance_fit events keep one shape whichever
