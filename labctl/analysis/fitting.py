@@ -90,6 +90,8 @@ class FitResult:
         The spectrum's distribution of relaxation times.
     selection : str
         Which circuits were compared and the BIC of each.
+    max_relative_error : float
+        The relative one-sigma uncertainty above which a value was called not determined.
     """
 
     circuit: Circuit
@@ -105,6 +107,7 @@ class FitResult:
     model_dependent: dict = field(default_factory=dict)
     drt: DRTResult | None = None
     selection: str = ""
+    max_relative_error: float = MAX_RELATIVE_ERROR
 
     @property
     def arcs(self) -> int:
@@ -129,12 +132,8 @@ class FitResult:
             return self.model_dependent[name]
         if name == "series_bulk":
             value, error = self.estimate(name), self.error(name)
-            return None if error <= self._limit * value else f"relative uncertainty {error / value:.0%}"
+            return None if error <= self.max_relative_error * value else f"relative uncertainty {error / value:.0%}"
         return self.undetermined.get(self.circuit.roles.get(name, name))
-
-    @property
-    def _limit(self) -> float:
-        return getattr(self, "_max_relative_error", MAX_RELATIVE_ERROR)
 
     def estimate(self, name: str) -> float:
         """Return the raw fitted value of a parameter or role, determined or not (for starting fits)."""
@@ -428,14 +427,13 @@ class _Setup:
                       f"own noise {self.noise:.2g} (KK): the circuit does not describe it")
         elif undetermined:
             reason = "not determined: " + ", ".join(f"{name} ({why})" for name, why in undetermined.items())
-        result = FitResult(
+        return FitResult(
             circuit=circuit, params=params, errors=errors, covariance=covariance,
             residual_rms=float(np.sqrt(np.mean(best["residuals"][:2 * self.f.size] ** 2))), success=success,
             evaluations=evaluations if evaluations is not None else best["evaluations"], reason=reason,
             noise=self.noise, undetermined=undetermined, drt=self.distribution, selection=selection,
+            max_relative_error=self.limit,
         )
-        object.__setattr__(result, "_max_relative_error", self.limit)
-        return result
 
 
 def _fastest_first(circuit: Circuit, params: np.ndarray) -> np.ndarray:
