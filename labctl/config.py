@@ -395,6 +395,7 @@ class PotentiostatConfig(InstrumentConfig):
     current_limit: Annotated[float, Unit("mA", gt=0)]
     voltage_window: tuple[Voltage, Voltage]
     bandwidth: int = Field(8, ge=1, le=9)
+    lead_resistance: Annotated[float, Unit("ohm", ge=0)] | None = None  # leads shorted: bounds a fit's R0
 
     @model_validator(mode="after")
     def _check(self):
@@ -463,6 +464,7 @@ class ImpedanceAnalyserConfig(InstrumentConfig):
     address: str = Field(description="'sim' for the simulator; labctl cannot drive a real MTZ-35 yet")
     # The lab's own cap on the sine amplitude (peak); the generator cannot pass +/- 10 V.
     max_amplitude: Annotated[float, Unit("V", gt=0, le=10)]
+    lead_resistance: Annotated[float, Unit("ohm", ge=0)] | None = None  # leads shorted: bounds a fit's R0
 
 
 class Instruments(ConfigModel):
@@ -755,7 +757,7 @@ class Experiment(ConfigModel):
 # =================================================================================================
 
 # The runner passes these from the cell metadata and the guards section (labctl.runner.runner_arguments).
-RUNNER_FILLED = {"electrode_area", "thickness", "cell_kind", "contains_lithium", "guards"}
+RUNNER_FILLED = {"electrode_area", "thickness", "cell_kind", "contains_lithium", "guards", "lead_resistances"}
 
 
 @functools.cache

@@ -65,7 +65,7 @@ def _steps(experiment, lab, registry: dict, on_document) -> list[DryStep]:
         plan = registry[step.plan]
         for repeat in range(step.repeat):
             md = step_metadata(experiment, lab, sequence_id, index, step, repeat)
-            kwargs = {**step.kwargs, **runner_arguments(plan, experiment)}
+            kwargs = {**step.kwargs, **runner_arguments(plan, experiment, lab)}
             start = lab.clock.now()
             try:
                 result = RE(plan(*device_arguments(plan, lab), **kwargs, md=md))

@@ -14,7 +14,7 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
-from labctl.analysis import BLOCKING, BULK_INTERFACE, SHORTED
+from labctl.analysis import BLOCKING, BULK_INTERFACE, CIRCUITS, SHORTED
 
 POTENTIOSTAT, IMPEDANCE, IMPEDANCE_FIT = "potentiostat", "impedance", "impedance_fit"
 FIT_PREFIX = IMPEDANCE_FIT + "_"
@@ -79,11 +79,20 @@ def run_figure(run, out: Path) -> Path:
         if has_v:
             _mark_geis(ax_v, spectra, t0)
         fits = read_stream(run, IMPEDANCE_FIT) if IMPEDANCE_FIT in names else None
-        nyquist_panel(fig, ax_z, spectra, t0, fits)
+        nyquist_panel(fig, ax_z, spectra, t0, fits, technique=technique_of(run))
     fig.suptitle(f"{run.start.get('plan_name')} — cell {run.start.get('cell', {}).get('id', '')} — {run.start['uid'][:8]}")
     path = out / f"{run.start['uid'][:8]}-{run.start.get('plan_name')}.png"
     fig.savefig(path, dpi=110)
     return path
+
+
+# Plans whose spectra are potentiostatic (at open circuit); the plating and cycling plans' are GEIS.
+PEIS_PLANS = ("peis", "ionic_conductivity_arrhenius")
+
+
+def technique_of(run) -> str:
+    """Return "PEIS" or "GEIS": how the run's spectra were measured, from its plan."""
+    return "PEIS" if run.start.get("plan_name") in PEIS_PLANS else "GEIS"
 
 
 def _voltage_panel(ax, data, t0: float) -> None:
@@ -101,10 +110,10 @@ def _mark_geis(ax, spectra, t0: float) -> None:
     ax.legend(loc="best")
 
 
-def nyquist_panel(fig, ax, spectra, t0: float, fits=None, norm=None) -> None:
+def nyquist_panel(fig, ax, spectra, t0: float, fits=None, norm=None, technique: str = "GEIS") -> None:
     """Draw spectra (an ``impedance`` Dataset) coloured by hours since ``t0``, with their fitted
     curves when ``fits`` (the matching ``impedance_fit`` Dataset) is given; ``norm`` sets the colours'
-    time scale, to match another panel."""
+    time scale, to match another panel; ``technique`` ("GEIS", "PEIS") titles it."""
     hours = (spectrum_field(spectra, "sweep_start") - t0) / 3600
     z_real = spectrum_field(spectra, "z_real")
     z_imag = spectrum_field(spectra, "z_imag")
@@ -120,12 +129,12 @@ def nyquist_panel(fig, ax, spectra, t0: float, fits=None, norm=None) -> None:
             ax.plot(fitted[i].real / 1e3, -fitted[i].imag / 1e3, "-", lw=0.9, color=colour)
     if fitted is not None:
         ax.plot([], [], "o", ms=3, mfc="none", color="grey", label="measured")
-        ax.plot([], [], "-", color="grey", label=f"fit {circuit.name}")
+        ax.plot([], [], "-", color="grey", label="fit" if FIT_PREFIX + "circuit" in fits else f"fit {circuit.name}")
         ax.legend(loc="upper left", fontsize=8)
     ax.set_xlabel("Z' / kohm")
     ax.set_ylabel("-Z'' / kohm")
     ax.set_aspect("equal", adjustable="datalim")
-    ax.set_title("GEIS spectra")
+    ax.set_title(f"{technique} spectra")
     fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap="viridis"), ax=ax, label="time / h")
 
 
@@ -133,10 +142,20 @@ def _fitted_curves(spectra, fits):
     """Return each spectrum's fitted Z on a fine grid over its own frequencies, or None without fits."""
     if fits is None or len(fits.time) != len(spectra.time) or fitted_circuit(fits) is None:
         return None
-    circuit = fitted_circuit(fits)
     f = spectrum_field(spectra, "frequency")
-    params = np.column_stack([fit_values(fits, name) for name in circuit.parameters])
-    return np.array([circuit.impedance(p, np.geomspace(fi.max(), fi.min(), 200)) for p, fi in zip(params, f)])
+    curves = []
+    for i, fi in enumerate(f):
+        circuit = row_circuit(fits, i)
+        params = [fit_values(fits, name)[i] for name in circuit.parameters]
+        curves.append(circuit.impedance(params, np.geomspace(fi.max(), fi.min(), 200)))
+    return np.array(curves)
+
+
+def row_circuit(fits, i: int):
+    """Return the circuit of one stored fit: its ``circuit`` index when stored, else told by the keys."""
+    if FIT_PREFIX + "circuit" in fits and np.isfinite(fit_values(fits, "circuit")[i]):
+        return CIRCUITS[int(fit_values(fits, "circuit")[i])]
+    return fitted_circuit(fits)
 
 
 def fit_values(fits, name: str) -> np.ndarray:
@@ -158,6 +177,11 @@ def circuit_of(keys):
         Data keys of the ``impedance_fit`` stream: a Dataset's ``data_vars``, an event's ``data``.
     """
     names = {key.removeprefix(FIT_PREFIX) for key in keys}
+    if "circuit" in names:  # every circuit's keys are stored; the circuit index says which
+        index = np.asarray(keys[FIT_PREFIX + "circuit"], dtype=float)
+        if index.ndim == 0 and np.isfinite(index):  # one event's data
+            return CIRCUITS[int(index)]
+        return BULK_INTERFACE  # a stream: each row's own is row_circuit's
     for circuit in (BULK_INTERFACE, BLOCKING, SHORTED):  # the richest circuit first
         if set(circuit.parameters) <= names:
             return circuit

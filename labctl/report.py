@@ -19,8 +19,8 @@ from matplotlib.figure import Figure
 
 from labctl.analysis import ArrheniusFit, arrhenius_fit, ionic_conductivity
 from labctl.plots import (
-    FIT_PREFIX, IMPEDANCE, IMPEDANCE_FIT, POTENTIOSTAT, fit_values, mark_short, nyquist_panel, read_stream, run_figure,
-    short_time, spectrum_field, streams,
+    FIT_PREFIX, IMPEDANCE, IMPEDANCE_FIT, POTENTIOSTAT, fit_values, mark_short, nyquist_panel, read_stream, row_circuit,
+    run_figure, short_time, spectrum_field, streams, technique_of,
 )
 
 COULOMB_PER_MAH = 3.6
@@ -82,12 +82,22 @@ def resistance_figure(fits, times, t0: float, potentiostat, area: float, short: 
         axes_x.append((lambda t: plated_capacity(potentiostat, t, area), "plated capacity / mAh cm$^{-2}$"))
     fig = Figure(figsize=(5.5 * len(axes_x), 4.2), layout="constrained")
     axes = fig.subplots(1, len(axes_x), squeeze=False)
+    after = np.zeros(times.size, dtype=bool) if short is None else times >= short
     for ax, (to_x, label) in zip(axes[0], axes_x):
         x = to_x(times)
+        hollow = []
         for role, colour in (("bulk", "tab:blue"), ("interface", "tab:red")):
             if FIT_PREFIX + f"asr_{role}" in fits:
-                _resistance_points(ax, x, fit_values(fits, f"asr_{role}"), fit_values(fits, f"asr_{role}_err"),
-                                   colour, "R$_{bulk}$" if role == "bulk" else "R$_{int}$")
+                name = "R$_{bulk}$" if role == "bulk" else "R$_{int}$"
+                value, error = fit_values(fits, f"asr_{role}"), fit_values(fits, f"asr_{role}_err")
+                raw = _raw_asr(fits, role, area)
+                value, raw = np.where(after, np.nan, value), np.where(after, np.nan, raw)  # the short's, not the cell's
+                hollow.append(_resistance_points(ax, x, value, error, raw, colour, name))
+        if after.any():  # after the short the cell's resistance is the short's
+            short_asr = _short_asr(fits, area)
+            ax.plot(x[after], short_asr[after], "s-", ms=4, color="0.2", label="R$_{short}$ (after the short)")
+        for points in hollow:  # drawn last, inside the limits the determined values set
+            _draw_hollow(ax, *points)
         if short is not None:
             mark_short(ax, float(to_x(np.array([short]))[0]))
         ax.set_xlabel(label)
@@ -99,11 +109,67 @@ def resistance_figure(fits, times, t0: float, potentiostat, area: float, short: 
     return fig
 
 
-def _resistance_points(ax, x, value, error, colour: str, label: str) -> None:
-    good = np.isfinite(error) & (error <= ILL_DETERMINED * value)
-    ax.errorbar(x[good], value[good], yerr=error[good], fmt="o-", ms=4, capsize=2, color=colour, label=label)
-    if np.any(~good):
-        ax.plot(x[~good], value[~good], "o", mfc="none", color=colour, label=f"{label}, not determined")
+def _resistance_points(ax, x, value, error, raw, colour: str, label: str):
+    """Draw the determined values with error bars; return the undetermined ones, drawn later hollow.
+
+    A value is determined when stored as a number (fits say nan otherwise) with a one-sigma error
+    within ILL_DETERMINED of it (runs stored before fits said so)."""
+    good = np.isfinite(value) & np.isfinite(error) & (error <= ILL_DETERMINED * np.abs(value))
+    if np.any(good):
+        ax.errorbar(x[good], value[good], yerr=error[good], fmt="o-", ms=4, capsize=2, color=colour, label=label)
+    shown = np.where(np.isfinite(value), value, raw)
+    return x[~good & np.isfinite(shown)], shown[~good & np.isfinite(shown)], colour, label
+
+
+def _draw_hollow(ax, x, y, colour: str, label: str) -> None:
+    """Draw undetermined values hollow, pinned to the axes' limits so they do not stretch them."""
+    if x.size == 0:
+        return
+    low, high = ax.dataLim.intervaly  # of the determined values (and the short's) drawn so far
+    if ax.has_data() and np.isfinite([low, high]).all() and low > 0:
+        low, high = low / 1.5, high * 1.5  # a margin on the log axis
+        ax.set_ylim(low, high)
+        ax.autoscale(False)
+        y = np.clip(y, low, high)
+    ax.plot(x, y, "o", mfc="none", color=colour, label=f"{label}, not determined")
+
+
+def _raw_asr(fits, role: str, area: float) -> np.ndarray:
+    """Return each fit's raw estimate of a role (ohm cm^2), determined or not, from its parameters."""
+    out = np.full(len(fits.time), np.nan)
+    for i in range(len(fits.time)):
+        circuit = row_circuit(fits, i)
+        name = circuit.roles.get(role)
+        if name is not None and FIT_PREFIX + name in fits:
+            out[i] = fit_values(fits, name)[i] * area * M2_TO_CM2
+    return out
+
+
+def _short_asr(fits, area: float) -> np.ndarray:
+    """Return the short's resistance (ohm cm^2): fitted when stored, else the low-frequency Z'."""
+    if FIT_PREFIX + "asr_short" in fits and np.any(np.isfinite(fit_values(fits, "asr_short"))):
+        return fit_values(fits, "asr_short")
+    if FIT_PREFIX + "r_low_frequency" in fits:
+        return fit_values(fits, "r_low_frequency") * area * M2_TO_CM2
+    return np.full(len(fits.time), np.nan)
+
+
+def drt_figure(fits, t0: float, path: Path) -> Path:
+    """Write each spectrum's distribution of relaxation times, g(ln tau) against tau, coloured by time."""
+    tau = np.asarray(fits[FIT_PREFIX + "drt_tau"], dtype=float)
+    resistance = np.asarray(fits[FIT_PREFIX + "drt_resistance"], dtype=float)
+    hours = (np.asarray(fits.time, dtype=float) - t0) / 3600
+    norm = matplotlib.colors.Normalize(hours.min(), max(hours.max(), hours.min() + 1e-9))
+    fig = Figure(figsize=(6.5, 4.2), layout="constrained")
+    ax = fig.subplots()
+    for t, r, h in zip(tau, resistance, hours):
+        ax.semilogx(t, r / np.log(t[1] / t[0]), "-", lw=0.9, color=matplotlib.cm.viridis(norm(h)))
+    ax.set_xlabel("τ / s")
+    ax.set_ylabel("γ(ln τ) / Ω")
+    ax.set_title("distribution of relaxation times (Tikhonov, λ by GCV)")
+    ax.grid(alpha=0.3, which="both")
+    fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap="viridis"), ax=ax, label="time / h")
+    return _save(fig, path)
 
 
 def arrhenius_figure(temperature, sigma, fit: ArrheniusFit | None, path: Path) -> Path:
@@ -193,11 +259,15 @@ def write_report(run, out: Path) -> Path:
     if potentiostat is not None and fits is not None and times is not None and len(fits.time) == len(times) and area:
         figure = resistance_figure(fits, times, _t0(run), potentiostat, area, short_time(run.stop or {}))
         figures.append(_save(figure, out / f"{stem}-resistances.png"))
+    if fits is not None and FIT_PREFIX + "drt_tau" in fits:
+        figures.append(drt_figure(fits, _t0(run), out / f"{stem}-drt.png"))
     arrhenius = None
     points = conductivity_points(run)
-    if points is not None and len(points[0]) >= 3:
-        arrhenius = arrhenius_fit(*points)
-        figures.append(arrhenius_figure(*points, arrhenius, out / f"{stem}-arrhenius.png"))
+    if points is not None:  # spectra that did not determine the bulk are stored as nan: left out
+        used = points[1] == points[1]
+        if used.sum() >= 3:
+            arrhenius = arrhenius_fit(points[0][used], points[1][used])
+            figures.append(arrhenius_figure(points[0][used], points[1][used], arrhenius, out / f"{stem}-arrhenius.png"))
     path = out / f"{stem}.html"
     path.write_text(report_html(run, fits, times, (points, arrhenius) if arrhenius else None, figures))
     return path
@@ -222,9 +292,11 @@ def report_html(run, fits, times, arrhenius: tuple[tuple, ArrheniusFit] | None, 
     if arrhenius is not None:
         (temperature, sigma), fit = arrhenius
         parts.append(f"<h2>Arrhenius fit</h2><p>E<sub>a</sub> = {fit.activation_energy:.3f} ± "
-                     f"{fit.activation_energy_err:.3f} eV, σ<sub>0</sub> = {fit.prefactor:.3g} S/m</p>")
+                     f"{fit.activation_energy_err:.3f} eV, σ(25 °C) = {float(fit.conductivity(298.15)) * 10:.4g} ± "
+                     f"{float(fit.conductivity_err(298.15)) * 10:.2g} mS/cm, σ<sub>0</sub> = {fit.prefactor:.3g} S/m</p>")
         parts.append("<table border='1' cellpadding='3'><tr><th>T / °C</th><th>σ / mS cm<sup>-1</sup></th></tr>"
-                     + "".join(f"<tr><td>{t - 273.15:.1f}</td><td>{s * 10:.4g}</td></tr>" for t, s in zip(temperature, sigma))
+                     + "".join(f"<tr><td>{t - 273.15:.1f}</td><td>{_sigma_cell(s)}</td></tr>"
+                               for t, s in zip(temperature, sigma))
                      + "</table>")
     parts += [f"<p><img src='{esc(p.name)}' alt='{esc(p.stem)}'></p>" for p in figures]
     parts.append("</body></html>\n")
@@ -245,7 +317,13 @@ def _fit_table(fits, seconds) -> str:
     return "<table border='1' cellpadding='3'>" + head + "".join(body) + "</table>"
 
 
+def _sigma_cell(sigma: float) -> str:
+    return f"{sigma * 10:.4g}" if np.isfinite(sigma) else "left out: bulk not determined (see the stop reason)"
+
+
 def _value_with_error(value: float, error: float) -> str:
+    if not np.isfinite(value):
+        return "not determined"
     if not np.isfinite(error) or error > ILL_DETERMINED * value:
         return f"{value:.4g} (not determined)"
     return f"{value:.4g} ± {error:.2g}"

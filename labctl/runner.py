@@ -40,12 +40,16 @@ def device_arguments(plan: Callable, lab: Lab) -> list:
     ]
 
 
-def runner_arguments(plan: Callable, experiment) -> dict:
-    """Return the arguments the runner fills in from the cell metadata and the guards section."""
+def runner_arguments(plan: Callable, experiment, lab: Lab | None = None) -> dict:
+    """Return the arguments the runner fills in from the cell metadata, the guards section and the
+    lab file (each instrument's ``lead_resistance``, for the fits)."""
     names = inspect.signature(plan).parameters
     cell = experiment.cell
     filled = {"electrode_area": cell.electrode_area_m2, "thickness": cell.thickness, "cell_kind": cell.kind,
               "contains_lithium": cell.contains_lithium, "guards": step_guards(experiment)}
+    if lab is not None:
+        filled["lead_resistances"] = {role: getattr(config, "lead_resistance", None)
+                                      for role, config in lab.config.instruments if config is not None}
     return {k: v for k, v in filled.items() if k in names}
 
 
@@ -137,7 +141,7 @@ class ExperimentRunner:
     def run_step(self, index: int, step, repeat: int = 0, on_pause: Callable[[], str] | None = None) -> StepOutcome:
         plan = self.registry[step.plan]
         md = step_metadata(self.experiment, self.lab, self.sequence_id, index, step, repeat)
-        kwargs = {**step.kwargs, **runner_arguments(plan, self.experiment)}
+        kwargs = {**step.kwargs, **runner_arguments(plan, self.experiment, self.lab)}
         starts: list[str] = []
         token = self.RE.subscribe(lambda name, doc: starts.append(doc["uid"]), "start")
         try:

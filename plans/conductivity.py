@@ -5,93 +5,128 @@ from __future__ import annotations
 from typing import Annotated
 
 import bluesky.plan_stubs as bps
+import bluesky.preprocessors as bpp
 from bluesky.utils import Msg
 
 from devices.biologic.techniques import CA, PEIS
-from labctl.analysis import arrhenius_fit, electronic_conductivity, ionic_conductivity, steady_current
+from labctl.analysis import BLOCKING, arrhenius_fit, electronic_conductivity, ionic_conductivity, steady_current
 from labctl.units import Unit
-from plans.electrochemistry import POTENTIOSTAT, _safely, measure_impedance, run_technique
-from plans.impedance import FitRecorder, circuit_for
-from plans.stubs import ComputedValues, plan_metadata, wait_recording
+from plans.electrochemistry import POTENTIOSTAT, _safely, run_technique
+from plans.impedance import FitRecorder, circuit_for, lead_resistance_of, measure_spectrum
+from plans.stubs import ComputedValues, open_circuit, plan_metadata, wait_recording
 
 ARRHENIUS = "arrhenius"
 CONDUCTIVITY = "conductivity"
+CELSIUS_25 = 298.15  # K
+POTENTIOSTAT_F_MAX, ANALYSER_F_MAX = 7e6, 35e6  # Hz: the SP-200's impedance meter, the MTZ-35
 
 
 def ionic_conductivity_arrhenius(
     potentiostat,
     chamber,
     rig=None,
+    impedance_analyser=None,
     *,
     temperatures: list[Annotated[float, Unit("degC", ge=-40, le=200)]],
     amplitude: Annotated[float, Unit("mV", gt=0, le=1000)] = 0.01,
-    f_max: Annotated[float, Unit("Hz", gt=0, le=7e6)] = 7e6,
+    f_max: Annotated[float, Unit("Hz", gt=0, le=35e6)] | None = None,
     f_min: Annotated[float, Unit("Hz", gt=0)] = 10.0,
     points_per_decade: int = 10,
     record_interval: Annotated[float, Unit("s", gt=0)] = 60.0,
     electrode_area: Annotated[float, Unit("cm^2", gt=0)],
     thickness: Annotated[float, Unit("mm", gt=0)],
+    cell_kind: str = "symmetric",
+    lead_resistances: dict | None = None,
     md: dict | None = None,
 ):
     """Measure the bulk ionic conductivity at each temperature and fit an Arrhenius law through them.
 
     At each temperature the chamber is set and waited on until stable (its lab-file band and hold),
-    a PEIS spectrum is measured at open circuit and fitted (bulk and interface arcs); the bulk
-    resistance gives sigma = L / (R_bulk A). Each point is one event of the ``conductivity`` stream;
-    with three or more temperatures the Arrhenius fit (sigma = sigma_0 exp(-E_a / kT)) is one event
-    of the ``arrhenius`` stream and is quoted in the stop reason.
+    a PEIS spectrum is measured at open circuit, on the lab's impedance analyser (MTZ-35, up to 35 MHz,
+    as the study did) when it has one, else on the potentiostat (up to 7 MHz), and fitted: the cell
+    kind's circuit, and for a symmetric cell whose bulk that leaves undetermined (cold: its interface
+    arc is a spur within the sweep) the blocking-cell circuit too. The bulk resistance gives
+    sigma = L / (R_bulk A). Each point is one event of the ``conductivity`` stream; a point whose fit
+    failed or whose bulk resistance is not determined is recorded with the reason (``excluded``) and
+    kept out of the Arrhenius fit (sigma = sigma_0 exp(-E_a / kT)), which with three or more points
+    is one event of the ``arrhenius`` stream: E_a and sigma(25 degC) with uncertainties, the points
+    used and those left out with why. The stop reason quotes the same.
 
     Parameters
     ----------
     potentiostat : PotentiostatChannel
-        The channel the cell is on.
+        The channel the cell is on; with an analyser it is only held at open circuit.
     chamber : TemperatureChamber
         The chamber, read into the environment stream while it settles.
     rig : optional
         Recorded alongside.
+    impedance_analyser : ImpedanceAnalyser, optional
+        The lab's impedance analyser; when given, the spectra are measured on it.
     temperatures : list of float
         Measurement temperatures, K, in the order given (YAML: e.g. ``[20 degC, 30 degC]``).
     amplitude : float
         PEIS amplitude, V.
     f_max, f_min : float
-        Sweep limits, Hz; f_max must lie above the bulk arc's apex at the highest temperature.
+        Sweep limits, Hz; f_max defaults to the instrument's top (35 MHz on the MTZ-35, 7 MHz on
+        the SP-200) and must lie above the bulk arc's apex at the highest temperature, unless the lab
+        file's lead resistance bounds R0.
     points_per_decade : int
         Frequencies per decade.
     record_interval : float
         How often the environment is recorded while the chamber settles, s.
     electrode_area, thickness : float
         Electrode area (m^2) and pellet thickness (m); filled in from the cell metadata.
+    cell_kind : str
+        The cell's kind, which picks the circuit; filled in from the cell metadata.
+    lead_resistances : dict, optional
+        Lead resistance (ohm) by instrument role, from the lab file; bounds the fits' R0.
     md : dict, optional
         Extra metadata for the start document.
     """
     if not temperatures:
         raise ValueError("give at least one temperature")
-    args = {k: v for k, v in locals().items() if k not in ("potentiostat", "chamber", "rig", "md")}
+    args = {k: v for k, v in locals().items()
+            if k not in ("potentiostat", "chamber", "rig", "impedance_analyser", "md", "lead_resistances")}
     environment = [d for d in (chamber, rig) if d is not None]
-    technique = PEIS(amplitude=amplitude, f_max=f_max, f_min=f_min, points_per_decade=points_per_decade)
-    recorder = FitRecorder(potentiostat, electrode_area, circuit_for("symmetric"))
+    top = ANALYSER_F_MAX if impedance_analyser is not None else POTENTIOSTAT_F_MAX
+    technique = PEIS(amplitude=amplitude, f_max=f_max or top, f_min=f_min, points_per_decade=points_per_decade)
+    meter = impedance_analyser if impedance_analyser is not None else potentiostat.eis
+    circuit = circuit_for(cell_kind)
+    recorder = FitRecorder(meter, electrode_area, circuit,
+                           lead_resistance=lead_resistance_of(lead_resistances, impedance_analyser),
+                           alternative=BLOCKING if circuit is not BLOCKING else None)
     points = ComputedValues(CONDUCTIVITY, source="labctl.analysis.ionic_conductivity")
     result = ComputedValues(ARRHENIUS, source="labctl.analysis.arrhenius_fit")
     outcome = {}
 
     def body():
-        yield from bps.open_run(plan_metadata("ionic_conductivity_arrhenius", args, md))
-        measured, sigmas = [], []
+        yield from bps.open_run(plan_metadata("ionic_conductivity_arrhenius", args, md, impedance_device=meter.name))
+        if impedance_analyser is not None:
+            yield from open_circuit(potentiostat)  # one instrument drives the cell at a time
+        used, excluded = [], []
         for setpoint in temperatures:
             status = yield from bps.abs_set(chamber, setpoint, group="chamber")
             yield from wait_recording(status, environment, record_interval, "chamber")
             temperature = yield from bps.rd(chamber.temperature)
-            fit = yield from recorder.record((yield from measure_impedance(potentiostat, technique)))
-            sigma = float(ionic_conductivity(fit.value("bulk"), thickness, electrode_area))
-            measured.append(temperature)
-            sigmas.append(sigma)
-            reading = {"temperature": temperature, "sigma": sigma, "r_bulk": fit.value("bulk")}
-            points.update(reading, potentiostat.clock.now())
+            fit = yield from recorder.record((yield from measure_spectrum(meter, technique)))
+            why = fit.why("bulk")
+            r_bulk, r_err = fit.value("bulk"), fit.error("bulk") if why is None else float("nan")
+            sigma = float(ionic_conductivity(r_bulk, thickness, electrode_area))
+            if why is None:
+                used.append((temperature, sigma))
+            else:
+                excluded.append(f"{temperature - 273.15:.1f} degC: {why}")
+            points.update({"temperature": temperature, "sigma": sigma, "sigma_err": sigma * r_err / r_bulk,
+                           "r_bulk": r_bulk, "r_bulk_err": r_err, "included": float(why is None),
+                           "excluded": why or ""}, potentiostat.clock.now())
             yield from _save(points)
-        outcome["reason"] = yield from _arrhenius(measured, sigmas, result)
+        outcome["reason"] = yield from _arrhenius(used, excluded, result)
         yield from bps.close_run(exit_status="success", reason=outcome["reason"])
 
-    yield from _safely(potentiostat, body())
+    if impedance_analyser is None:
+        yield from _safely(potentiostat, body())
+    else:  # the generator off whatever happens, the potentiostat safe too
+        yield from _safely(potentiostat, bpp.finalize_wrapper(body(), Msg("stop", impedance_analyser)))
     return outcome.get("reason")
 
 
@@ -101,17 +136,26 @@ def _save(values: ComputedValues):
     yield from bps.save()
 
 
-def _arrhenius(temperatures: list, sigmas: list, result: ComputedValues):
-    """Fit and store the Arrhenius law if there are enough points; return the run's stop reason."""
+def _arrhenius(used: list, excluded: list, result: ComputedValues):
+    """Fit and store the Arrhenius law through the ``used`` (T, sigma) points if there are enough;
+    return the run's stop reason, which lists the ``excluded`` points with their reasons."""
+    left_out = f"; left out: {'; '.join(excluded)}" if excluded else ""
+    if not used:
+        return f"no temperature gave a determined bulk resistance{left_out}"
+    temperatures, sigmas = (list(v) for v in zip(*used))
     span = f"{len(sigmas)} temperatures, sigma {min(sigmas) * 10:.3g} to {max(sigmas) * 10:.3g} mS/cm"
     if len(sigmas) < 3:
-        return f"{span}; no Arrhenius fit (needs three temperatures)"
+        return f"{span}; no Arrhenius fit (needs three temperatures){left_out}"
     fit = arrhenius_fit(temperatures, sigmas)
+    sigma_25, sigma_25_err = float(fit.conductivity(CELSIUS_25)), float(fit.conductivity_err(CELSIUS_25))
     result.update({"activation_energy": fit.activation_energy, "activation_energy_err": fit.activation_energy_err,
-                   "prefactor": fit.prefactor, "sigma_25c": float(fit.conductivity(298.15))},
+                   "prefactor": fit.prefactor, "sigma_25c": sigma_25, "sigma_25c_err": sigma_25_err,
+                   "points_used": float(len(sigmas)), "points_excluded": float(len(excluded)),
+                   "excluded": "; ".join(excluded)},
                   max(temperatures))
     yield from _save(result)
-    return f"{span}; E_a = {fit.activation_energy:.3f} +/- {fit.activation_energy_err:.3f} eV"
+    return (f"{span}; E_a = {fit.activation_energy:.3f} +/- {fit.activation_energy_err:.3f} eV, "
+            f"sigma(25 degC) = {sigma_25 * 10:.4g} +/- {sigma_25_err * 10:.2g} mS/cm{left_out}")
 
 
 def electronic_conductivity_step(

@@ -97,7 +97,7 @@ class SpectrumFitter:
         yield from bps.create(name=IMPEDANCE_FIT)
         yield from bps.read(self.values)
         yield from bps.save()
-        return self.detector.add_spectrum(time, r_low, fit.value("bulk"), field("ewe_dc"))
+        return self.detector.add_spectrum(time, r_low, fit.estimate("bulk"), field("ewe_dc"))  # raw: a shorted spectrum leaves it undetermined
 
 
 def rest(

@@ -28,6 +28,12 @@ def circuit_for(cell_kind: str):
     return BLOCKING if cell_kind == "blocking" else BULK_INTERFACE
 
 
+def lead_resistance_of(lead_resistances: dict | None, impedance_analyser) -> float | None:
+    """Return the lead resistance of the instrument that measures the spectra (lab file), or None."""
+    role = "impedance_analyser" if impedance_analyser is not None else "potentiostat"
+    return (lead_resistances or {}).get(role)
+
+
 def impedance_meter(device):
     """Return the device whose reading is a spectrum: a potentiostat channel's ``eis``, or an analyser itself."""
     return getattr(device, "eis", device)
@@ -52,17 +58,28 @@ class FitRecorder:
     device whose readings are fitted: a potentiostat channel (its ``eis``) or an impedance analyser.
     """
 
-    def __init__(self, meter, electrode_area: float, circuit):
+    def __init__(self, meter, electrode_area: float, circuit, lead_resistance: float | None = None,
+                 alternative=None):
         self.prefix = impedance_meter(meter).name
         self.area, self.circuit = electrode_area, circuit
+        self.lead_resistance, self.alternative = lead_resistance, alternative
         self.values = ComputedValues(IMPEDANCE_FIT, source="labctl.analysis.fit_spectrum")
         self.previous = None
 
     def record(self, reading, **extra: float):
-        """Fit ``reading``, store the fit with ``extra`` values beside it, and return the fit."""
+        """Fit ``reading``, store the fit with ``extra`` values beside it, and return the fit.
+
+        When the circuit leaves the bulk not determined and an ``alternative`` circuit is given (a
+        cold symmetric cell's interface arc is a spur within the sweep, as a blocking cell's), that
+        one is fitted too and kept if it determines the bulk.
+        """
         field = lambda name: reading[f"{self.prefix}_{name}"]["value"]  # noqa: E731
         z = np.asarray(field("z_real")) + 1j * np.asarray(field("z_imag"))
-        fit = fit_spectrum(np.asarray(field("frequency")), z, self.circuit, previous=self.previous)
+        frequencies = np.asarray(field("frequency"))
+        fit = fit_spectrum(frequencies, z, self.circuit, previous=self.previous, lead_resistance=self.lead_resistance)
+        if self.alternative is not None and fit.why("bulk") is not None:
+            other = fit_spectrum(frequencies, z, self.alternative, lead_resistance=self.lead_resistance)
+            fit = other if other.why("bulk") is None else fit
         self.previous = fit
         self.values.update({**fit.summary(area=self.area), **extra}, field("sweep_start"))
         yield from bps.create(name=IMPEDANCE_FIT)
@@ -85,6 +102,7 @@ def peis(
     interval: Annotated[float, Unit("min", ge=0)] = 0.0,
     electrode_area: Annotated[float, Unit("cm^2", gt=0)],
     cell_kind: str = "symmetric",
+    lead_resistances: dict | None = None,
     md: dict | None = None,
 ):
     """Measure potentiostatic impedance spectra at open circuit, once or repeatedly, fitting each.
@@ -117,16 +135,19 @@ def peis(
         Electrode area, m^2; filled in from the cell metadata when run from YAML.
     cell_kind : str
         The cell's kind, which picks the circuit; filled in from the cell metadata.
+    lead_resistances : dict, optional
+        Lead resistance (ohm) by instrument role, from the lab file; bounds the fits' R0.
     md : dict, optional
         Extra metadata for the start document.
     """
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}")
-    args = {k: v for k, v in locals().items() if k not in (*DEVICE_ROLES, "md")}
+    args = {k: v for k, v in locals().items() if k not in (*DEVICE_ROLES, "md", "lead_resistances")}
     environment = [d for d in (chamber, rig) if d is not None]
     technique = PEIS(amplitude=amplitude, f_max=f_max, f_min=f_min, points_per_decade=points_per_decade)
     meter = impedance_analyser if impedance_analyser is not None else potentiostat.eis
-    recorder = FitRecorder(meter, electrode_area, circuit_for(cell_kind))
+    recorder = FitRecorder(meter, electrode_area, circuit_for(cell_kind),
+                           lead_resistance=lead_resistance_of(lead_resistances, impedance_analyser))
     outcome = {}
 
     def body():
@@ -139,9 +160,10 @@ def peis(
             fit = yield from recorder.record((yield from measure_spectrum(meter, technique)))
             if index + 1 < repeats and interval > 0:
                 yield from bps.sleep(interval)
-        role = "bulk" if "bulk" in recorder.circuit.roles else next(iter(recorder.circuit.roles))
         spectra = "1 spectrum" if repeats == 1 else f"{repeats} spectra"
-        outcome["reason"] = f"{spectra}; last {role} resistance {fit.value(role):.4g} ohm"
+        why = fit.why("bulk")
+        outcome["reason"] = (f"{spectra}; last bulk resistance {fit.value('bulk'):.4g} +/- {fit.error('bulk'):.2g} ohm"
+                             if why is None else f"{spectra}; last bulk resistance not determined ({why})")
         yield from bps.close_run(exit_status="success", reason=outcome["reason"])
 
     if impedance_analyser is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 import bluesky.plan_stubs as bps
+import numpy as np
 from bluesky.utils import Msg
 
 from labctl.errors import LabctlError
@@ -80,7 +81,11 @@ class ComputedValues:
         return {f"{self.name}_{k}": {"value": v, "timestamp": self.timestamp} for k, v in self.values.items()}
 
     def describe(self) -> dict[str, dict]:
-        return {f"{self.name}_{k}": {"source": self.source, "dtype": "number", "shape": []} for k in self.values}
+        # Arrays (a fit's DRT) keep one length per stream, so their shape goes in the descriptor;
+        # strings are the reasons a value was left out.
+        return {f"{self.name}_{k}": {"source": self.source, "shape": list(np.shape(v)),
+                                     "dtype": "string" if isinstance(v, str) else "array" if np.ndim(v) else "number"}
+                for k, v in self.values.items()}
 
 
 def plan_metadata(name: str, args: dict[str, Any], md: dict | None, **extra) -> dict:

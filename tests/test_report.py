@@ -9,7 +9,9 @@ import xarray as xr
 from labctl.analysis import BULK_INTERFACE, ShortDetector, arrhenius_fit
 from labctl.analysis.conductivity import BOLTZMANN_EV
 from labctl.cli import main
-from labctl.plots import fit_values, fitted_circuit, short_time
+from matplotlib.figure import Figure
+
+from labctl.plots import fit_values, fitted_circuit, nyquist_panel, short_time, technique_of
 from labctl.report import arrhenius_figure, conductivity_points, plated_capacity, resistance_figure, write_report
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -28,7 +30,7 @@ def test_report_writes_the_figures_and_a_summary_with_fits_and_stop_reason(plati
         for value in fit_values(fits, f"asr_{role}"):
             assert f"{value:.4g}" in text
     pngs = sorted(tmp_path.glob("*.png"))
-    assert [p.name.removeprefix(uid[:8]) for p in pngs] == ["-plate-nyquist-plating.png", "-plate-resistances.png", "-plate.png"]
+    assert [p.name.removeprefix(uid[:8]) for p in pngs] == ["-plate-drt.png", "-plate-nyquist-plating.png", "-plate-resistances.png", "-plate.png"]
     for png in pngs:
         assert png.read_bytes()[:8] == PNG and png.stat().st_size > 10_000
         assert f"src='{png.name}'" in text
@@ -143,3 +145,46 @@ def test_resistances_mark_the_short_against_time_and_plated_capacity(plate, stor
     text = write_report(run, tmp_path).read_text()
     assert html.escape(run.stop["reason"]) in text
     assert (tmp_path / f"{start['uid'][:8]}-plate-resistances.png").stat().st_size > 10_000
+
+
+def _fits_dataset(asr_bulk, raw_r1, r_low, area):
+    n = len(asr_bulk)
+    data = {"asr_bulk": asr_bulk, "asr_bulk_err": np.asarray(asr_bulk) * 0.01, "R1": raw_r1,
+            "asr_interface": np.full(n, 500.0), "asr_interface_err": np.full(n, 5.0), "R2": np.full(n, 500.0 / (area * 1e4)),
+            "circuit": np.zeros(n), "r_low_frequency": r_low}
+    return xr.Dataset({f"impedance_fit_{k}": ("time", np.asarray(v, dtype=float)) for k, v in data.items()},
+                      coords={"time": np.arange(n, dtype=float)})
+
+
+def test_undetermined_values_are_hollow_and_do_not_stretch_the_axes_and_the_short_is_labelled():
+    area, n = np.pi * 1e-6, 8
+    asr_bulk = np.full(n, 100.0)
+    asr_bulk[2] = np.nan  # not determined; its raw estimate is absurd
+    raw_r1 = asr_bulk / (area * 1e4)
+    raw_r1[2] = 1e12
+    times = np.arange(n) * 900.0
+    figure = resistance_figure(_fits_dataset(asr_bulk, raw_r1, np.full(n, 480.0), area), times, 0.0, None, area,
+                               short=times[6])
+    (ax,) = figure.axes
+    hollow = [line for line in ax.lines if line.get_label() == "R$_{bulk}$, not determined"]
+    assert len(hollow) == 1 and hollow[0].get_markerfacecolor() == "none"
+    assert ax.get_ylim()[1] < 1e5  # the 1e12 estimate did not stretch the axis
+    (short,) = [line for line in ax.lines if line.get_label() == "R$_{short}$ (after the short)"]
+    np.testing.assert_allclose(short.get_ydata(), 480.0 * area * 1e4)  # the short's resistance, not R_bulk
+    bulk = [c for c in ax.containers if c.get_label() == "R$_{bulk}$"][0]
+    assert len(bulk.lines[0].get_xdata()) == 5  # 8 spectra: 1 undetermined, 2 after the short
+
+
+def test_peis_spectra_are_titled_peis():
+    class Run:
+        def __init__(self, plan):
+            self.start = {"plan_name": plan}
+    assert technique_of(Run("peis")) == technique_of(Run("ionic_conductivity_arrhenius")) == "PEIS"
+    assert technique_of(Run("plate")) == "GEIS"
+    fig = Figure()
+    ax = fig.subplots()
+    spectra = xr.Dataset({f"potentiostat_eis_{k}": (("time", "f"), v) for k, v in {
+        "z_real": np.ones((1, 3)), "z_imag": -np.ones((1, 3)), "frequency": np.array([[1e3, 1e2, 1e1]])}.items()})
+    spectra["potentiostat_eis_sweep_start"] = ("time", np.zeros(1))
+    nyquist_panel(fig, ax, spectra, 0.0, technique="PEIS")
+    assert ax.get_title() == "PEIS spectra"

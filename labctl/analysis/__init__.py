@@ -1,11 +1,11 @@
-"""Impedance and transport analysis: equivalent-circuit fits, Kramers-Kronig checks, conductivity,
-short-circuit detection.
+"""Impedance and transport analysis: equivalent-circuit fits, distributions of relaxation times,
+Kramers-Kronig checks, conductivity, short-circuit detection.
 
 A foundation package: numpy and scipy only, never devices or plans, so plans and callbacks can use
 it during a run and scripts can use it on stored data.
 """
 
-from labctl.analysis.circuits import BLOCKING, BULK_INTERFACE, SHORTED, Circuit
+from labctl.analysis.circuits import BLOCKING, BULK_INTERFACE, SHORTED, THREE_ARCS, Circuit
 from labctl.analysis.conductivity import (
     ArrheniusFit,
     CriticalCurrent,
@@ -16,15 +16,16 @@ from labctl.analysis.conductivity import (
     ionic_conductivity,
     steady_current,
 )
-from labctl.analysis.fitting import FitResult, fit_spectrum, initial_guess
+from labctl.analysis.drt import DRTResult, drt
+from labctl.analysis.fitting import CIRCUITS, FitResult, fit_spectrum, initial_guess
 from labctl.analysis.kk import KKResult, linear_kk
 from labctl.analysis.shorts import ShortDetector
 
 __all__ = [
-    "BLOCKING", "BULK_INTERFACE", "SHORTED", "Circuit",
+    "BLOCKING", "BULK_INTERFACE", "SHORTED", "THREE_ARCS", "Circuit", "DRTResult", "drt",
     "ArrheniusFit", "CriticalCurrent", "CriticalCurrentDetector", "arrhenius_fit", "critical_current_density",
     "electronic_conductivity", "ionic_conductivity", "steady_current",
-    "FitResult", "fit_spectrum", "initial_guess",
+    "CIRCUITS", "FitResult", "fit_spectrum", "initial_guess",
     "KKResult", "linear_kk",
     "ShortDetector",
 ]

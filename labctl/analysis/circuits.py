@@ -7,6 +7,8 @@ and a step means the same relative change at 10 ohm as at 10 kohm; CPE exponents
 as they are, bounded to (0.3, 1].
 
 Element names follow impedance.py's circuit strings: ``R0-p(R1,CPE1)-p(R2,CPE2)``.
+
+Arcs are numbered fastest first: R1 is the bulk arc.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ ALPHA_BOUNDS = (0.3, 1.0)
 LOG_BOUNDS = (np.log(1e-15), np.log(1e15))  # wide enough for any Q in F s^(a-1) or R in ohm
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compared and hashed by identity: one object per circuit
 class Circuit:
     """An equivalent circuit: its parameters, its model and which resistance means what.
 
@@ -109,11 +111,19 @@ def _blocking(p, omega):
     return z, np.array([np.full_like(z, r0), *arc1[1:], *spur[1:]])
 
 
+def _three_arcs(p, omega):
+    r0 = p[0]
+    arcs = [cpe_arc(*p[k:k + 3], omega) for k in (1, 4, 7)]
+    z = r0 + sum(arc[0] for arc in arcs)
+    return z, np.array([np.full_like(z, r0), *(d for arc in arcs for d in arc[1:])])
+
+
 def _shorted(p, omega):
-    r0, r1, q1, a1 = p
-    arc1 = cpe_arc(r1, q1, a1, omega)
-    z = r0 + arc1[0]
-    return z, np.array([np.full_like(z, r0), *arc1[1:]])
+    r0, rs = p[:2]
+    cell, d_cell = _bulk_interface(np.array([0.0, *p[2:]]), omega)  # the cell without leads
+    z_short = rs * cell / (rs + cell)
+    d_through = (rs / (rs + cell)) ** 2  # dZ/dZ_cell
+    return r0 + z_short, np.array([np.full_like(cell, r0), z_short**2 / rs, *(d_through * d_cell[1:])])
 
 
 BULK_INTERFACE = Circuit(
@@ -132,13 +142,20 @@ BLOCKING = Circuit(
 )
 """A blocking cell (Ni/LLZTO/Ni): the bulk arc, then the double-layer spur; no charge transfer."""
 
+THREE_ARCS = Circuit(
+    name="R0-p(R1,CPE1)-p(R2,CPE2)-p(R3,CPE3)",
+    parameters=("R0", "R1", "Q1", "a1", "R2", "Q2", "a2", "R3", "Q3", "a3"),
+    roles={"series": "R0", "bulk": "R1", "grain_boundary": "R2", "interface": "R3"},
+    evaluate=_three_arcs,
+)
+"""A polycrystalline pellet's cell: bulk (grains), grain boundaries, interfaces, fastest first."""
+
 SHORTED = Circuit(
-    name="R0-p(R1,CPE1)",
-    parameters=("R0", "R1", "Q1", "a1"),
-    roles={"series": "R0", "short": "R1"},
+    name="R0-p(Rs,p(R1,CPE1)-p(R2,CPE2))",
+    parameters=("R0", "Rs", "R1", "Q1", "a1", "R2", "Q2", "a2"),
+    roles={"series": "R0", "short": "Rs", "bulk": "R1", "interface": "R2"},
     evaluate=_shorted,
 )
-"""A shorted cell: the lithium filament in parallel with what is left of the electrolyte and the
-interfaces. Once the filament is through the bulk resistance is gone, and the filament's and the
-interfaces' resistances are in parallel with the one interface CPE, so only their parallel value R1
-can be told from a spectrum; with the filament at a few hundred ohm that is the short's resistance."""
+"""A shorted cell as the physics has it: the lithium filament, a resistor Rs, across the whole cell
+(bulk and interface arcs), the leads R0 in series. Rs is the short's resistance; the cell behind it
+is seen only through it, so its arcs are often not determined (and are reported so)."""

@@ -45,6 +45,14 @@ class ArrheniusFit:
     activation_energy_err: float
     prefactor: float
     with_temperature: bool
+    covariance: tuple = ((0.0, 0.0), (0.0, 0.0))  # of (slope, intercept) of ln(sigma) on 1/kT
+
+    def conductivity_err(self, temperature):
+        """Return the one-sigma uncertainty of the fitted conductivity at ``temperature`` (K), S/m,
+        from the covariance of slope and intercept (so not just E_a's)."""
+        x = 1 / (BOLTZMANN_EV * np.asarray(temperature, dtype=float))
+        (ss, si), (_, ii) = self.covariance
+        return self.conductivity(temperature) * np.sqrt(np.clip(x * x * ss + 2 * x * si + ii, 0, None))
 
     def conductivity(self, temperature):
         """Return the fitted conductivity at ``temperature`` (K), S/m."""
@@ -75,12 +83,14 @@ def arrhenius_fit(temperatures, conductivities, *, with_temperature: bool = Fals
         raise ValueError(f"an Arrhenius fit with an uncertainty needs three or more temperatures, got {t.size}")
     x = 1 / (BOLTZMANN_EV * t)
     y = np.log(sigma * t if with_temperature else sigma)
-    slope, intercept = np.polyfit(x, y, 1)
-    residual = y - (slope * x + intercept)
-    slope_err = np.sqrt(residual @ residual / (t.size - 2) / np.sum((x - x.mean()) ** 2))
+    design = np.column_stack([x, np.ones_like(x)])
+    (slope, intercept), *_ = np.linalg.lstsq(design, y, rcond=None)
+    residual = y - design @ np.array([slope, intercept])
+    covariance = np.linalg.inv(design.T @ design) * (residual @ residual / (t.size - 2))
     return ArrheniusFit(
-        activation_energy=float(-slope), activation_energy_err=float(slope_err),
+        activation_energy=float(-slope), activation_energy_err=float(np.sqrt(covariance[0, 0])),
         prefactor=float(np.exp(intercept)), with_temperature=with_temperature,
+        covariance=tuple(map(tuple, covariance.tolist())),
     )
 
 

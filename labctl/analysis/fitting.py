@@ -1,29 +1,61 @@
-"""Fit an equivalent circuit to one impedance spectrum, from the spectrum's own shape.
+"""Fit an equivalent circuit to one impedance spectrum, and say what the spectrum cannot determine.
 
 The fit is weighted least squares on (Z_model - Z) / |Z| (modulus weighting: every point counts by
 its relative error, as the instrument's noise is a fraction of |Z|), in log-parameters, with the
-circuit's analytic Jacobian, through ``scipy.optimize.least_squares``. Initial guesses are read off
-the spectrum: the high-frequency intercept, and each arc's size and apex frequency (see
-:func:`initial_guess`). A spectrum of the same run can instead start from the previous fit (warm
-start), which is faster and follows slow changes without jumping between arcs.
+circuit's analytic Jacobian, through ``scipy.optimize.least_squares``.
+
+Starting values come from the spectrum's distribution of relaxation times (:mod:`labctl.analysis.drt`):
+its peaks, fastest first, are grouped into the circuit's arcs in every order-keeping way, each
+grouping is one start, and the best fit wins, so a small bulk arc beside a large interface arc is
+neither missed nor swapped. Arcs are always reported fastest first (bulk, grain boundary,
+interface). The DRT also gives the spectrum's own noise level (its Kramers-Kronig residual): a fit
+whose residual is well above it has the wrong circuit and is reported failed.
+
+What a spectrum cannot determine is reported as such, never as a number: a parameter whose relative
+uncertainty is above ``max_relative_error``, or that ran to a bound, has ``value() = nan`` and a
+reason (``why()``). The usual case: a bulk arc whose apex lies far above the highest frequency adds
+a real constant, indistinguishable from the leads' R0; then R0 + R_bulk (role ``series_bulk``) is
+determined and each alone is not, unless the lead resistance bounds R0.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import itertools
+from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.optimize import least_squares, nnls
-from scipy.signal import find_peaks
+from scipy.optimize import least_squares
 
-from labctl.analysis.circuits import BLOCKING, BULK_INTERFACE, SHORTED, Circuit
+from labctl.analysis.circuits import BLOCKING, BULK_INTERFACE, SHORTED, THREE_ARCS, Circuit
+from labctl.analysis.drt import DRTResult, drt
 
 ALPHA_BULK, ALPHA_INTERFACE = 0.95, 0.85  # typical exponents: only starting points
-PER_DECADE = 4  # time constants per decade in the decomposition behind the initial guess
 OHM_M2_TO_OHM_CM2 = 1e4
 # An ideal capacitor (the bulk arc) fits to alpha = 1 within the noise, on either side; accept up to
 # this much above 1 as that rather than pay for a bounded fit.
 ALPHA_SLACK = 0.02
+# Relative one-sigma uncertainty above which a value is "not determined": with the 2-sigma interval
+# inside +-5 %, a value shown is one to stand behind. The issue's ~100 % would let 30 %-wide values
+# through; pass max_relative_error=1.0 for that.
+MAX_RELATIVE_ERROR = 0.02
+# A fit whose residual (per degree of freedom) exceeds the spectrum's own KK noise by this factor
+# has the wrong circuit (or the spectrum drifted).
+FAILURE_RATIO = 1.5
+NOISE_FLOOR = 1e-5  # relative; below it a spectrum is exact (synthetic), and any fit near it is fine
+# The lead resistance measured by shorting the leads misses current collectors and contacts: R0 is
+# taken as lead_resistance +- max(LEAD_TOLERANCE_OHM, LEAD_TOLERANCE * lead_resistance).
+LEAD_TOLERANCE, LEAD_TOLERANCE_OHM = 0.1, 0.5
+WARM_ENOUGH = 1.1  # a fit this close to the noise needs no further starts (nor a third arc)
+THIRD_PEAK_SHARE = 0.01  # a DRT peak holding this much of the resistance is worth a third arc
+MAX_EVALUATIONS = 80  # per start: a start that needs more is heading somewhere another start reaches
+# Stop when a step changes the cost or the parameters by less than this, relatively: far below the
+# uncertainties, and along a flat valley (R0 against a bulk arc above the sweep) it saves most steps.
+TOLERANCE = 1e-6
+MAX_PEAKS = 4  # DRT peaks grouped into starts; more would multiply the starts for nothing
+DECISIVE_BIC = 10.0  # a BIC this much lower decides between circuits ("very strong", Kass & Raftery)
+# Every role a fit summary can have, so a run's impedance_fit events keep one shape whichever
+# circuit each spectrum chose.
+ROLES = ("series", "bulk", "grain_boundary", "interface", "short", "series_bulk")
 
 
 @dataclass(frozen=True)
@@ -33,17 +65,33 @@ class FitResult:
     Parameters
     ----------
     circuit : Circuit
-        The circuit fitted.
+        The circuit fitted (for bulk and interface spectra: the one model selection chose).
     params, errors : numpy.ndarray
-        Fitted values and their one-sigma uncertainties from the Jacobian, in natural units (ohm,
-        F s^(alpha-1), dimensionless), in ``circuit.parameters`` order.
+        Fitted values and their one-sigma uncertainties, natural units (ohm, F s^(alpha-1),
+        dimensionless), in ``circuit.parameters`` order. Raw: undetermined ones included; read
+        values through :meth:`value`, which says nan for those.
+    covariance : numpy.ndarray
+        Covariance of ``params``, natural units (zero rows for fixed parameters).
     residual_rms : float
-        Goodness of fit: rms of the relative residuals (Z_fit - Z) / |Z| over real and imaginary
-        parts. About 0.0035 for the simulator's 0.5 % noise; much more means the circuit is wrong.
+        rms of the relative residuals (Z_fit - Z) / |Z| over real and imaginary parts.
     success : bool
-        Whether the optimiser reported convergence.
+        The residual is within ``FAILURE_RATIO`` of the spectrum's own noise (see ``reason``).
     evaluations : int
-        Model evaluations used.
+        Model evaluations used, all starts together.
+    reason : str
+        Why ``success`` is False, or which values are not determined; empty when all are.
+    noise : float
+        The spectrum's noise level from its DRT (KK) residual, relative, per component.
+    undetermined : dict
+        Parameter name -> why it is not determined.
+    model_dependent : dict
+        Role -> why: values on which two circuits the data do not decide between disagree.
+    drt : DRTResult or None
+        The spectrum's distribution of relaxation times.
+    selection : str
+        Which circuits were compared and the BIC of each.
+    max_relative_error : float
+        The relative one-sigma uncertainty above which a value was called not determined.
     """
 
     circuit: Circuit
@@ -52,23 +100,66 @@ class FitResult:
     residual_rms: float
     success: bool
     evaluations: int
+    covariance: np.ndarray | None = None
+    reason: str = ""
+    noise: float = float("nan")
+    undetermined: dict = field(default_factory=dict)
+    model_dependent: dict = field(default_factory=dict)
+    drt: DRTResult | None = None
+    selection: str = ""
+    max_relative_error: float = MAX_RELATIVE_ERROR
+
+    @property
+    def arcs(self) -> int:
+        """Number of parallel R-CPE arcs in the circuit."""
+        return sum(1 for name in self.circuit.parameters if name.startswith("R") and name not in ("R0", "Rs"))
+
+    def _index(self, name: str) -> int:
+        return self.circuit.parameters.index(self.circuit.roles.get(name, name))
+
+    def has(self, name: str) -> bool:
+        """Say whether the circuit has this parameter or role."""
+        return name == "series_bulk" and "bulk" in self.circuit.roles or \
+            self.circuit.roles.get(name, name) in self.circuit.parameters
+
+    def why(self, name: str) -> str | None:
+        """Return why a parameter or role is not determined, or None if it is."""
+        if not self.has(name):
+            return f"no {name} in {self.circuit.name}"
+        if not self.success:
+            return self.reason
+        if name in self.model_dependent:
+            return self.model_dependent[name]
+        if name == "series_bulk":
+            value, error = self.estimate(name), self.error(name)
+            return None if error <= self.max_relative_error * value else f"relative uncertainty {error / value:.0%}"
+        return self.undetermined.get(self.circuit.roles.get(name, name))
+
+    def estimate(self, name: str) -> float:
+        """Return the raw fitted value of a parameter or role, determined or not (for starting fits)."""
+        if name == "series_bulk":
+            return float(self.params[0] + self.params[self._index("bulk")])
+        return float(self.params[self._index(name)])
 
     def value(self, name: str) -> float:
-        """Get a parameter (``"R1"``) or a role (``"bulk"``) by name."""
-        name = self.circuit.roles.get(name, name)
-        return float(self.params[self.circuit.parameters.index(name)])
+        """Get a parameter (``"R1"``) or role (``"bulk"``, ``"series_bulk"`` = R0 + R_bulk) by name;
+        nan when the spectrum does not determine it (see :meth:`why`)."""
+        return float("nan") if self.why(name) is not None else self.estimate(name)
 
     def error(self, name: str) -> float:
-        """Get a parameter's or a role's one-sigma uncertainty by name."""
-        name = self.circuit.roles.get(name, name)
-        return float(self.errors[self.circuit.parameters.index(name)])
+        """Get a parameter's or role's one-sigma uncertainty by name (raw, as :meth:`estimate`)."""
+        if name == "series_bulk":
+            i, j = 0, self._index("bulk")
+            c = self.covariance
+            return float(np.sqrt(max(c[i, i] + c[j, j] + 2 * c[i, j], 0.0)))
+        return float(self.errors[self._index(name)])
 
     def impedance(self, frequencies) -> np.ndarray:
         """Return the fitted model's Z (ohm) at ``frequencies`` (Hz)."""
         return self.circuit.impedance(self.params, frequencies)
 
     def summary(self, area: float | None = None) -> dict[str, float]:
-        """Return flat, storable values: every parameter and role with its uncertainty.
+        """Return flat, storable values of one fixed set of keys per circuit family.
 
         Parameters
         ----------
@@ -79,24 +170,51 @@ class FitResult:
         Returns
         -------
         dict
-            ``R0``, ``R0_err``, ... (natural units), ``r_<role>`` and ``r_<role>_err`` in ohm,
-            ``asr_<role>`` and ``asr_<role>_err`` in ohm cm^2, and ``residual_rms``.
+            The parameters (``R0``, ``R0_err``, ... natural units; always those of
+            ``STORED_PARAMETERS``, nan beyond the fitted circuit's), ``circuit`` (its index in
+            ``CIRCUITS``), ``r_<role>`` and ``r_<role>_err``
+            in ohm for every role in ``ROLES`` (nan where not determined or not in the circuit),
+            ``asr_<role>``/``asr_<role>_err`` in ohm cm^2, ``arcs``, ``success`` (1/0),
+            ``residual_rms``, ``noise``, and the DRT (``drt_tau``, ``drt_resistance``, fixed length).
         """
         out = {}
-        for name, value, error in zip(self.circuit.parameters, self.params, self.errors):
-            out[name], out[f"{name}_err"] = float(value), float(error)
-        for role in self.circuit.roles:
-            out[f"r_{role}"], out[f"r_{role}_err"] = self.value(role), self.error(role)
+        names = _stored_parameters(self.circuit)
+        for name in names:
+            k = self.circuit.parameters.index(name) if name in self.circuit.parameters else None
+            out[name] = float(self.params[k]) if k is not None else float("nan")
+            out[f"{name}_err"] = float(self.errors[k]) if k is not None else float("nan")
+        for role in ROLES:
+            value = self.value(role) if self.has(role) else float("nan")
+            error = self.error(role) if np.isfinite(value) else float("nan")
+            out[f"r_{role}"], out[f"r_{role}_err"] = value, error
             if area is not None:
-                out[f"asr_{role}"] = self.value(role) * area * OHM_M2_TO_OHM_CM2
-                out[f"asr_{role}_err"] = self.error(role) * area * OHM_M2_TO_OHM_CM2
+                out[f"asr_{role}"] = value * area * OHM_M2_TO_OHM_CM2
+                out[f"asr_{role}_err"] = error * area * OHM_M2_TO_OHM_CM2
+        out["circuit"] = float(CIRCUITS.index(self.circuit)) if self.circuit in CIRCUITS else float("nan")
+        out["arcs"] = float(self.arcs)
+        out["success"] = float(self.success)
         out["residual_rms"] = self.residual_rms
+        out["noise"] = self.noise
+        if self.drt is not None:
+            out["drt_tau"], out["drt_resistance"] = self.drt.tau, self.drt.resistance
+            out["drt_regularisation"] = self.drt.regularisation
         return out
 
 
+CIRCUITS = (BULK_INTERFACE, BLOCKING, SHORTED, THREE_ARCS)  # a summary's ``circuit`` is an index into this
+STORED_PARAMETERS = (*THREE_ARCS.parameters, "Rs")  # every circuit's parameter names are among these
+
+
+def _stored_parameters(circuit: Circuit) -> tuple[str, ...]:
+    """Return the parameter keys a summary stores: the same for every circuit, nan where it has none."""
+    return STORED_PARAMETERS
+
+
 def fit_spectrum(frequencies, z, circuit: Circuit = BULK_INTERFACE, *, previous: FitResult | None = None,
-                 guess=None) -> FitResult:
-    """Fit ``circuit`` to a spectrum.
+                 guess=None, fixed: dict | None = None, bounds: dict | None = None,
+                 lead_resistance: float | None = None, select: bool = True,
+                 max_relative_error: float = MAX_RELATIVE_ERROR) -> FitResult:
+    """Fit ``circuit`` to a spectrum; for bulk and interface arcs, choose between two and three arcs.
 
     Parameters
     ----------
@@ -105,13 +223,25 @@ def fit_spectrum(frequencies, z, circuit: Circuit = BULK_INTERFACE, *, previous:
     z : array_like of complex
         Measured impedance, ohm (Z' + j Z'', Z'' negative for a capacitive arc).
     circuit : Circuit
-        The equivalent circuit (default: bulk and interface arcs).
+        The equivalent circuit (default: bulk and interface arcs; with ``select``, a grain-boundary
+        arc is added when the BIC prefers it).
     previous : FitResult, optional
-        The fit of the previous spectrum of the same cell: start from its values (warm start). If
-        that fits clearly worse than the previous spectrum did, the fit is repeated from the
-        spectrum's own guess and the better of the two kept.
+        The fit of the previous spectrum of the same cell: its values are one more start.
     guess : array_like, optional
-        Explicit starting values in natural units; overrides both.
+        Explicit starting values in natural units; then only that start is fitted.
+    fixed : dict, optional
+        Parameters held at a value, e.g. ``{"R0": 5.0}``; reported with zero uncertainty.
+    bounds : dict, optional
+        Parameters held within (low, high), natural units, e.g. ``{"R0": (4, 6)}``; one ending at
+        a bound is reported not determined.
+    lead_resistance : float, optional
+        The instrument's lead resistance (lab file, measured by shorting the leads), ohm: bounds R0
+        to lead_resistance +- max(0.5 ohm, 10 %) (as a Gaussian prior, so the bound's width enters
+        the uncertainties), which separates R0 from a bulk arc above the sweep.
+    select : bool
+        Choose between two and three arcs by BIC (only for ``BULK_INTERFACE``).
+    max_relative_error : float
+        Relative one-sigma uncertainty above which a value is reported not determined.
 
     Returns
     -------
@@ -119,160 +249,299 @@ def fit_spectrum(frequencies, z, circuit: Circuit = BULK_INTERFACE, *, previous:
     """
     f = np.asarray(frequencies, dtype=float)
     z = np.asarray(z, dtype=complex)
+    distribution = drt(f, z, spur=circuit is BLOCKING)
+    noise = max(distribution.noise, NOISE_FLOOR)
+    setup = _Setup(f, z, noise, fixed or {}, bounds or {}, lead_resistance, max_relative_error, distribution)
     if guess is not None:
-        return _least_squares(circuit, f, z, np.asarray(guess, dtype=float))
-    if previous is None or previous.circuit is not circuit:
-        return _least_squares(circuit, f, z, initial_guess(circuit, f, z))
-    warm = _least_squares(circuit, f, z, previous.params)
-    if warm.success and warm.residual_rms <= 2 * max(previous.residual_rms, 1e-3):
-        return warm
-    cold = _least_squares(circuit, f, z, initial_guess(circuit, f, z))
-    return cold if cold.residual_rms < warm.residual_rms else warm
+        return setup.finish(circuit, [setup.fit(circuit, np.asarray(guess, dtype=float))], "")
+    candidates = [circuit]
+    if select and circuit is BULK_INTERFACE:
+        candidates.append(THREE_ARCS)
+    results = {}
+    for candidate in candidates:
+        if candidate is THREE_ARCS and not _worth_three_arcs(results[BULK_INTERFACE], distribution, noise):
+            break
+        starts = []
+        if previous is not None and previous.circuit is candidate:
+            starts.append(setup.fit(candidate, previous.params))  # warm start: enough if it fits
+        for start in _starts(candidate, f, z, distribution):
+            if starts and min(fit["rms_dof"] for fit in starts) <= WARM_ENOUGH * noise:
+                break  # a start that fits to the noise is the answer; the rest would only cost time
+            starts.append(setup.fit(candidate, start))
+        results[candidate] = starts
+    bic = {c: min(_bic(fit) for fit in fits) for c, fits in results.items()}
+    chosen = min(bic, key=bic.get)
+    selection = "; ".join(f"{c.name}: BIC {b:.1f}" for c, b in bic.items())
+    if len(bic) > 1:
+        selection += f"; chose {chosen.name}"
+    evaluations = sum(fit["evaluations"] for fits in results.values() for fit in fits)
+    result = setup.finish(chosen, results[chosen], selection, evaluations=evaluations)
+    others = [c for c in bic if c is not chosen and bic[c] - bic[chosen] < DECISIVE_BIC]
+    for other in others:  # the data do not decide between the circuits: keep only what both agree on
+        _mark_model_dependent(result, setup.finish(other, results[other], selection), bic[other] - bic[chosen])
+    return result
 
 
-def _least_squares(circuit: Circuit, f: np.ndarray, z: np.ndarray, start: np.ndarray) -> FitResult:
-    omega = 2 * np.pi * f
-    weight = 1 / np.abs(z)
-    cache = {}
-
-    def model(theta):
-        key = theta.tobytes()
-        if key not in cache:  # least_squares asks for residuals and Jacobian at the same point
-            cache.clear()
-            cache[key] = circuit.evaluate(circuit.from_fit(theta), omega)
-        return cache[key]
-
-    def residuals(theta):
-        r = (model(theta)[0] - z) * weight
-        return np.concatenate([r.real, r.imag])
-
-    def jacobian(theta):
-        d = model(theta)[1] * weight
-        return np.concatenate([d.real, d.imag], axis=1).T
-
-    lower, upper = circuit.bounds()
-    theta0 = np.clip(circuit.to_fit(start), lower + 1e-9, upper - 1e-9)
-    # Levenberg-Marquardt (MINPACK) needs a third of the time of the bounded trust-region method,
-    # which crawls along alpha = 1 when an arc is an ideal capacitor. Only if LM leaves the
-    # physical range is the fit redone with bounds, from where LM got to.
-    result = least_squares(residuals, theta0, jac=jacobian, method="lm")
-    evaluations = result.nfev
-    if not _physical(circuit, result.x):
-        theta1 = np.clip(result.x, lower + 1e-9, upper - 1e-9) if np.all(np.isfinite(result.x)) else theta0
-        result = least_squares(residuals, theta1, jac=jacobian, bounds=(lower, upper), method="trf")
-        evaluations += result.nfev
-    params = circuit.from_fit(result.x)
-    dof = max(result.fun.size - result.x.size, 1)
-    sigma_theta = _uncertainties(result.jac, 2 * result.cost / dof)
-    errors = np.where(circuit.is_log, params * sigma_theta, sigma_theta)
-    if circuit is BULK_INTERFACE:
-        params, errors = _faster_first(params), _faster_first(params, errors)
-    return FitResult(
-        circuit=circuit, params=params, errors=errors,
-        residual_rms=float(np.sqrt(np.mean(result.fun**2))), success=bool(result.success),
-        evaluations=int(evaluations),
-    )
+def _mark_model_dependent(result: FitResult, other: FitResult, margin: float) -> None:
+    """Mark the roles on which ``result`` and the almost-as-likely ``other`` fit disagree."""
+    arcs = [name for name in other.circuit.parameters if name.startswith("R") and name != "R0"]
+    if not other.success or any(name in other.undetermined for name in arcs):
+        return  # an alternative whose own arcs are not determined is no credible alternative
+    for role in ("series", "bulk", "interface", "series_bulk"):
+        if not (result.has(role) and other.has(role)) or result.why(role) is not None:
+            continue
+        a, b = result.estimate(role), other.estimate(role)
+        if abs(a - b) > 2 * np.hypot(result.error(role), other.error(role)):
+            result.model_dependent[role] = (f"{other.circuit.name} (BIC only {margin:.1f} worse) gives {b:.4g} ohm, "
+                                            f"not {a:.4g}")
 
 
-def _faster_first(params: np.ndarray, values: np.ndarray | None = None) -> np.ndarray:
-    """Return ``values`` (default ``params``) with the two arcs ordered by time constant.
+def _worth_three_arcs(two: list[dict], distribution: DRTResult, noise: float) -> bool:
+    """Say whether a third arc could help: the DRT shows three peaks, or two arcs leave a residual."""
+    best = min(two, key=lambda fit: fit["cost"])
+    if best["rms_dof"] > WARM_ENOUGH * noise:
+        return True
+    # Two arcs fit to the noise: a third only where the DRT clearly shows one (and a close call then
+    # leaves what the circuits disagree on not determined).
+    return len(distribution.peaks(min_share=THIRD_PEAK_SHARE)) >= 3 and best["rms_dof"] > NOISE_FLOOR
+
+
+def _bic(fit: dict) -> float:
+    """Return the Bayesian information criterion, n ln(RSS/n) + k ln n.
+
+    Only reached when two arcs leave a residual above the noise or the DRT shows a third peak, so
+    an exact spectrum, which both circuits fit to rounding, is not handed to a third arc."""
+    n = fit["residuals"].size
+    rss = max(2 * fit["cost"], n * (0.1 * NOISE_FLOOR) ** 2)  # below that both circuits fit exactly: a tie
+    return n * np.log(rss / n) + fit["free"] * np.log(n)
+
+
+class _Setup:
+    """One spectrum's fitting problem: data, weights, noise, fixed and bounded parameters."""
+
+    def __init__(self, f, z, noise, fixed, bounds, lead_resistance, max_relative_error, distribution):
+        self.f, self.z, self.omega, self.weight = f, z, 2 * np.pi * f, 1 / np.abs(z)
+        self.noise, self.fixed, self.bounds = noise, fixed, bounds
+        self.lead, self.limit, self.distribution = lead_resistance, max_relative_error, distribution
+
+    def _free_bounds(self, circuit: Circuit, free: np.ndarray):
+        lower, upper = circuit.bounds()
+        for name, (lo, hi) in self.bounds.items():
+            k = circuit.parameters.index(name)
+            lower[k], upper[k] = circuit.to_fit([lo])[0] if circuit.is_log[k] else lo, \
+                circuit.to_fit([hi])[0] if circuit.is_log[k] else hi
+        return lower[free], upper[free]
+
+    def fit(self, circuit: Circuit, start: np.ndarray) -> dict:
+        """Fit from one start; return the raw outcome (fit coordinates, Jacobian, cost)."""
+        names = circuit.parameters
+        free = np.array([name not in self.fixed for name in names])
+        theta_all = circuit.to_fit(start)
+        for name, value in self.fixed.items():
+            theta_all[names.index(name)] = circuit.to_fit([value])[0] if circuit.is_log[names.index(name)] else value
+        prior = self.lead is not None and "R0" in names and free[names.index("R0")]
+        if prior:
+            r0_sigma = max(LEAD_TOLERANCE_OHM, LEAD_TOLERANCE * self.lead)
+            theta_all[0] = np.log(max(self.lead, 1e-3))
+        cache = {}
+
+        def model(theta):
+            key = theta.tobytes()
+            if key not in cache:  # least_squares asks for residuals and Jacobian at the same point
+                cache.clear()
+                full = theta_all.copy()
+                full[free] = theta
+                cache[key] = circuit.evaluate(circuit.from_fit(full), self.omega)
+            return cache[key]
+
+        def residuals(theta):
+            r = (model(theta)[0] - self.z) * self.weight
+            out = [r.real, r.imag]
+            if prior:
+                out.append([self.noise * (np.exp(_r0(theta)) - self.lead) / r0_sigma])
+            return np.concatenate(out)
+
+        def _r0(theta):
+            return theta[0]  # R0 is the first parameter of every circuit and free when prior is set
+
+        def jacobian(theta):
+            d = model(theta)[1][free] * self.weight
+            jac = np.concatenate([d.real, d.imag], axis=1).T
+            if prior:
+                row = np.zeros((1, theta.size))
+                row[0, 0] = self.noise * np.exp(theta[0]) / r0_sigma
+                jac = np.vstack([jac, row])
+            return jac
+
+        lower, upper = self._free_bounds(circuit, free)
+        theta0 = np.clip(theta_all[free], lower + 1e-9, upper - 1e-9)
+        evaluations = 0
+        if not self.bounds:
+            # Levenberg-Marquardt (MINPACK) needs a third of the time of the bounded trust-region
+            # method; only if it leaves the physical range is the fit redone with bounds.
+            result = least_squares(residuals, theta0, jac=jacobian, method="lm", max_nfev=MAX_EVALUATIONS,
+                                   ftol=TOLERANCE, xtol=TOLERANCE)
+            evaluations += result.nfev
+            theta0 = np.clip(result.x, lower + 1e-9, upper - 1e-9) if np.all(np.isfinite(result.x)) else theta0
+        if self.bounds or not _physical(circuit, result.x, free, lower, upper):
+            result = least_squares(residuals, theta0, jac=jacobian, bounds=(lower, upper), method="trf",
+                                   max_nfev=MAX_EVALUATIONS // 2, ftol=TOLERANCE, xtol=TOLERANCE)
+            evaluations += result.nfev
+        full = theta_all.copy()
+        wide_lower, wide_upper = circuit.bounds(slack=1.0)
+        full[free] = np.clip(result.x, wide_lower[free], wide_upper[free]) if not self.bounds else result.x
+        n, p = result.fun.size, int(free.sum())
+        return {"circuit": circuit, "theta": full, "free": p, "fixed": free, "jac": result.jac,
+                "residuals": result.fun, "cost": float(result.cost), "converged": bool(result.success),
+                "rms_dof": float(np.sqrt(2 * result.cost / max(n - p, 1))), "evaluations": int(evaluations),
+                "at_bound": _at_bound(result.x, lower, upper)}
+
+    def finish(self, circuit: Circuit, fits: list[dict], selection: str, evaluations: int | None = None) -> FitResult:
+        """Turn the best start's outcome into a FitResult: order arcs, propagate errors, judge."""
+        best = min(fits, key=lambda fit: fit["cost"])
+        free = best["fixed"]
+        params = circuit.from_fit(best["theta"])
+        dof = max(best["residuals"].size - best["free"], 1)
+        cov_theta = np.zeros((params.size, params.size))
+        cov_theta[np.ix_(free, free)] = _covariance(best["jac"], 2 * best["cost"] / dof)
+        scale = np.where(circuit.is_log, params, 1.0)
+        covariance = cov_theta * np.outer(scale, scale)
+        at_bound = np.zeros(params.size, dtype=bool)
+        at_bound[free] = best["at_bound"]
+        order = _fastest_first(circuit, params)
+        params, covariance, at_bound = params[order], covariance[np.ix_(order, order)], at_bound[order]
+        errors = np.sqrt(np.clip(np.diag(covariance), 0.0, None))
+        undetermined = {}
+        for k, name in enumerate(circuit.parameters):
+            if at_bound[k]:
+                undetermined[name] = "at a bound of the fit"
+            elif not (np.isfinite(params[k]) and np.isfinite(errors[k])):
+                undetermined[name] = "not finite"
+            elif circuit.is_log[k] and errors[k] > self.limit * params[k]:
+                undetermined[name] = f"relative uncertainty {errors[k] / params[k]:.0%}"
+        reason = ""
+        success = True  # judged by the residual: a start stopped at its evaluation cap may still fit
+        if best["rms_dof"] > FAILURE_RATIO * self.noise:
+            success = False
+            reason = (f"residual {best['rms_dof']:.2g} is {best['rms_dof'] / self.noise:.1f} times the spectrum's "
+                      f"own noise {self.noise:.2g} (KK): the circuit does not describe it")
+        elif undetermined:
+            reason = "not determined: " + ", ".join(f"{name} ({why})" for name, why in undetermined.items())
+        return FitResult(
+            circuit=circuit, params=params, errors=errors, covariance=covariance,
+            residual_rms=float(np.sqrt(np.mean(best["residuals"][:2 * self.f.size] ** 2))), success=success,
+            evaluations=evaluations if evaluations is not None else best["evaluations"], reason=reason,
+            noise=self.noise, undetermined=undetermined, drt=self.distribution, selection=selection,
+            max_relative_error=self.limit,
+        )
+
+
+def _fastest_first(circuit: Circuit, params: np.ndarray) -> np.ndarray:
+    """Return the parameter order that puts the arcs by time constant, fastest (bulk) first.
 
     R0-p(R1,CPE1)-p(R2,CPE2) is the same circuit with its arcs swapped, and a fit may land on
     either labelling; the bulk arc is the faster one (MHz against Hz to kHz).
     """
-    values = params if values is None else values
-    tau1 = (params[1] * params[2]) ** (1 / params[3])
-    tau2 = (params[4] * params[5]) ** (1 / params[6])
-    return values if tau1 <= tau2 else values[[0, 4, 5, 6, 1, 2, 3]]
+    first = {BULK_INTERFACE: 1, THREE_ARCS: 1, SHORTED: 2}.get(circuit)
+    if first is None:
+        return np.arange(params.size)
+    arcs = range(first, params.size, 3)
+    taus = [(params[k] * params[k + 1]) ** (1 / params[k + 2]) for k in arcs]
+    order = list(range(first))
+    for k in np.array(list(arcs))[np.argsort(taus)]:
+        order += [k, k + 1, k + 2]
+    return np.array(order)
 
 
-def _physical(circuit: Circuit, theta: np.ndarray) -> bool:
+def _physical(circuit: Circuit, theta: np.ndarray, free, lower, upper) -> bool:
     """Say whether fit coordinates are finite and within bounds, CPE exponents up to ALPHA_SLACK."""
-    lower, upper = circuit.bounds()
-    upper = np.where(circuit.is_log, upper, upper + ALPHA_SLACK)
+    upper = np.where(circuit.is_log[free], upper, upper + ALPHA_SLACK)
     return bool(np.all(np.isfinite(theta)) and np.all(theta >= lower) and np.all(theta <= upper))
 
 
-def _uncertainties(jac: np.ndarray, variance: float) -> np.ndarray:
-    """Return one-sigma errors of the fit coordinates: sqrt(diag(s^2 (J^T J)^-1))."""
+def _at_bound(theta: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
+    """Return which coordinates ended at (or, for an unbounded fit, beyond) their bounds."""
+    span = upper - lower
+    margin = np.where(span > 10, 1e-3 * span, 1e-4)  # logs: a thousandth of 69 e-folds; exponents 1e-4
+    near_lower = theta <= lower + margin
+    near_upper = (theta >= upper + ALPHA_SLACK) | ((span > 10) & (theta >= upper - margin))
+    return near_lower | near_upper
+
+
+def _covariance(jac: np.ndarray, variance: float) -> np.ndarray:
+    """Return the covariance of the fit coordinates, s^2 (J^T J)^-1."""
     # Unit columns first: a resistance fitted towards zero (R0 next to an arc above the sweep) has
     # a near-zero log-derivative, and without this pinv would drop it, and with it its correlation
     # with the arc's resistance, and report that resistance far too certain.
     scale = np.linalg.norm(jac, axis=0)
     scale[scale == 0] = 1.0
-    covariance = np.linalg.pinv((jac / scale).T @ (jac / scale)) / np.outer(scale, scale) * variance
-    return np.sqrt(np.clip(np.diag(covariance), 0.0, None))
+    return np.linalg.pinv((jac / scale).T @ (jac / scale)) / np.outer(scale, scale) * variance
 
 
-# ---- initial guesses from the spectrum ---------------------------------------------------------
+# ---- starting values from the DRT --------------------------------------------------------------
 
 def initial_guess(circuit: Circuit, frequencies, z) -> np.ndarray:
-    """Return starting values for ``circuit`` read off the spectrum, natural units.
+    """Return the first starting values for ``circuit`` read off the spectrum's DRT, natural units.
 
-    The spectrum is first decomposed, by non-negative least squares, into a series resistance (the
-    high-frequency intercept) and RC elements on a fixed grid of time constants reaching a decade
-    beyond the sweep at both ends: a coarse distribution of relaxation times. Its two most
-    prominent peaks are the arcs; they are split at the lowest point between them, each arc's
-    resistance is the sum on its side and its apex frequency 1/tau the weighted centre. Unlike
-    peak-picking on -Z'' this sees a small interface arc beside a large bulk arc, and an arc whose
-    apex lies above the highest frequency still gets its size from the part inside the sweep.
+    :func:`fit_spectrum` tries every start of :func:`_starts`; this is the first, for callers that
+    want one (impedance.py in the benchmark).
     """
     f = np.asarray(frequencies, dtype=float)
     z = np.asarray(z, dtype=complex)
+    return _starts(circuit, f, z, drt(f, z, spur=circuit is BLOCKING))[0]
+
+
+def _starts(circuit: Circuit, f: np.ndarray, z: np.ndarray, distribution: DRTResult) -> list[np.ndarray]:
+    """Return starting values for ``circuit``: each way of grouping the DRT's peaks into its arcs."""
     omega = 2 * np.pi * f
-    r0, taus, r = _distribution(omega, z, spur=circuit is BLOCKING)
-    if circuit is BLOCKING:  # the bulk arc is all that relaxes faster than the valley before the spur
-        bulk = taus < 1 / omega[np.argmin(-z.imag)]
-        r1 = max(r[bulk].sum(), 1e-300)
-        tau1 = np.exp(r[bulk] @ np.log(taus[bulk]) / r1)
-        return np.array([max(r0, 1e-3 * r1), r1, tau1**ALPHA_BULK / r1, ALPHA_BULK, *_spur(omega, z)])
-    (r1, tau1), (r2, tau2) = _two_arcs(taus, r)
-    r0 = max(r0, 1e-3 * r1)
-    if circuit is BULK_INTERFACE:
-        return np.array([r0, r1, tau1**ALPHA_BULK / r1, ALPHA_BULK, r2, tau2**ALPHA_INTERFACE / r2, ALPHA_INTERFACE])
-    if circuit is SHORTED:
-        r1, tau1 = r1 + r2, np.exp((r1 * np.log(tau1) + r2 * np.log(tau2)) / (r1 + r2))
-        return np.array([r0, r1, tau1**ALPHA_INTERFACE / r1, ALPHA_INTERFACE])
-    raise ValueError(f"no automatic guess for circuit {circuit.name}; pass guess=")
+    peaks = distribution.peaks()
+    if len(peaks) > MAX_PEAKS:  # keep the largest, in their order
+        keep = sorted(sorted(range(len(peaks)), key=lambda k: -peaks[k][0])[:MAX_PEAKS])
+        peaks = [peaks[k] for k in keep]
+    total = sum(r for r, _ in peaks) or float(np.abs(z).max())
+    r_inf = distribution.r_inf
+    if circuit is BLOCKING:
+        spur_q, spur_alpha = _spur(omega, z)
+        bulk = [p for p in peaks if p[1] < 1 / omega[np.argmin(-z.imag)]] or [(0.5 * max(r_inf, total), 0.3 / omega.max())]
+        r1 = sum(r for r, _ in bulk)
+        tau1 = np.exp(sum(r * np.log(t) for r, t in bulk) / r1)
+        return [np.array([max(r_inf, 1e-3 * r1), r1, tau1**ALPHA_BULK / r1, ALPHA_BULK, spur_q, spur_alpha])]
+    arcs = {BULK_INTERFACE: 2, THREE_ARCS: 3, SHORTED: 2}[circuit]
+    out = []
+    for groups in _groupings(peaks, arcs, r_inf, total, omega):
+        r0 = max(r_inf, 1e-3 * groups[0][0])
+        values = [r0]
+        for k, (r, tau) in enumerate(groups):
+            alpha = ALPHA_BULK if k == 0 else ALPHA_INTERFACE
+            values += [r, tau**alpha / r, alpha]
+        if circuit is SHORTED:
+            r_dc = float(z.real[np.argmin(f)]) - r0
+            values.insert(1, max(r_dc, 1e-3 * total))
+        out.append(np.array(values))
+    return out
 
 
-def _distribution(omega: np.ndarray, z: np.ndarray, spur: bool) -> tuple[float, np.ndarray, np.ndarray]:
-    """Return the series resistance, the time-constant grid and the resistance at each (NNLS).
-
-    With ``spur``, a series capacitance takes the low-frequency rise of a blocking cell.
-    """
-    taus = np.logspace(np.log10(0.1 / omega.max()), np.log10(10 / omega.min()),
-                       int(np.log10(100 * omega.max() / omega.min()) * PER_DECADE) + 1)
-    columns = [np.ones_like(z), *(1 / (1 + 1j * omega[:, None] * taus)).T]
-    if spur:
-        columns.append(-1j / omega)
-    a = np.stack(columns, axis=1) / np.abs(z)[:, None]  # relative residuals, as the fit weighs them
-    a = np.concatenate([a.real, a.imag])
-    scale = np.linalg.norm(a, axis=0)  # unit columns: the capacitance's would dwarf the rest
-    b = z / np.abs(z)
-    coefficients = nnls(a / scale, np.concatenate([b.real, b.imag]))[0] / scale
-    return float(coefficients[0]), taus, coefficients[1:1 + taus.size]
-
-
-def _two_arcs(taus: np.ndarray, r: np.ndarray) -> list[tuple[float, float]]:
-    """Return (R, tau) of the two most prominent arcs of a distribution, faster first."""
-    smooth = np.convolve(r, np.ones(3) / 3, mode="same")  # NNLS scatters one arc over neighbours
-    peaks, props = find_peaks(np.pad(smooth, 1), prominence=0.01 * max(smooth.max(), 1e-300))
-    peaks = np.sort(peaks[np.argsort(props["prominences"])[::-1][:2]]) - 1
-    if peaks.size < 2:  # one arc seen: take it for the slower one and start the other small at the top
-        total = max(r.sum(), 1e-300)
-        return [(1e-2 * total, float(taus[0])), (total, float(np.exp(r @ np.log(taus) / total)))]
-    split = peaks[0] + int(np.argmin(smooth[peaks[0]:peaks[1] + 1]))
-    arcs = []
-    for side in (slice(0, split + 1), slice(split + 1, None)):
-        total = max(r[side].sum(), 1e-300)
-        arcs.append((float(total), float(np.exp(r[side] @ np.log(taus[side]) / total))))
-    return arcs
+def _groupings(peaks, arcs: int, r_inf: float, total: float, omega: np.ndarray):
+    """Yield the peaks split into ``arcs`` consecutive groups, each as (R, tau); missing arcs are
+    added small: a fast one at the top of the sweep (a bulk arc beyond it hides in R_inf)."""
+    peaks = list(peaks)
+    while len(peaks) < arcs:
+        if not peaks or peaks[0][1] > 1 / omega.max():
+            peaks.insert(0, (max(0.5 * r_inf, 1e-2 * total), 0.3 / omega.max()))
+        else:  # a small arc between the fastest and the next
+            nxt = peaks[1][1] if len(peaks) > 1 else 10 / omega.min()
+            peaks.insert(1, (1e-2 * total, float(np.sqrt(peaks[0][1] * nxt))))
+    for cuts in itertools.combinations(range(1, len(peaks)), arcs - 1):
+        groups = []
+        for lo, hi in zip((0, *cuts), (*cuts, len(peaks))):
+            r = sum(p[0] for p in peaks[lo:hi])
+            groups.append((r, float(np.exp(sum(p[0] * np.log(p[1]) for p in peaks[lo:hi]) / r))))
+        yield groups
 
 
 def _spur(omega: np.ndarray, z: np.ndarray) -> tuple[float, float]:
     """Return Q and alpha of a blocking cell's spur from its three lowest frequencies."""
     low = np.argsort(omega)[:3]  # -Z'' = sin(a pi/2) / (Q omega^a) on the spur
-    y = -z.imag[low]
+    y = np.abs(z.imag[low])
     alpha = float(np.clip(-np.polyfit(np.log(omega[low]), np.log(y), 1)[0], 0.5, 1.0))
     return np.sin(alpha * np.pi / 2) / (y[0] * omega[low[0]] ** alpha), alpha

@@ -22,7 +22,7 @@ def plate_until_detected(frequencies, seed: int, limit: int = 40):
         previous = fit
         times.append(cell.state.time)
         # Z' at the sweep's last, lowest frequency; the voltage at the end of the plating before it.
-        reason = detector.add_spectrum(cell.state.time, z.real[-1], fit.value("bulk"), voltage)
+        reason = detector.add_spectrum(cell.state.time, z.real[-1], fit.estimate("bulk"), voltage)
         if reason:
             return cell, times, reason
         segment = cell.state.time + np.arange(1.0, GEIS_INTERVAL + 0.5)
