@@ -115,11 +115,15 @@ def cell_parameters(cell) -> "CellParameters":
     return CellParameters(**{**values, **(cell.sim or {})})
 
 
-def build_lab(config, cell_params, assets_dir: Path, clock: VirtualClock | None = None) -> Lab:
-    """Build the lab described by ``config`` (a ``LabConfig``) with the cell ``cell_params`` in it."""
+def build_lab(config, cell_params, assets_dir: Path, clock: VirtualClock | None = None,
+              seed: int | None = None) -> Lab:
+    """Build the lab described by ``config`` (a ``LabConfig``) with the cell ``cell_params`` in it.
+
+    ``seed`` (simulated labs) overrides the lab file's seed.
+    """
     if not config.simulated:
         return build_real_lab(config, assets_dir)
-    return build_simulated_lab(config, cell_params, assets_dir, clock or VirtualClock())
+    return build_simulated_lab(config, cell_params, assets_dir, clock or VirtualClock(), seed=seed)
 
 
 def build_real_lab(config, assets_dir: Path) -> Lab:
@@ -160,11 +164,12 @@ def build_real_lab(config, assets_dir: Path) -> Lab:
 
 
 def build_simulated_lab(config, cell_params, assets_dir: Path, clock: VirtualClock, *,
-                        sleep: Callable[[float], None] = time.sleep) -> Lab:
+                        sleep: Callable[[float], None] = time.sleep, seed: int | None = None) -> Lab:
     """The simulated lab: cell, chamber and rig physics on one virtual clock, one seeded generator.
 
     ``sleep`` is how the drivers wait between attempts after a fault (the virtual clock cannot be
-    moved from inside a device call); the fault tests pass a recorder.
+    moved from inside a device call); the fault tests pass a recorder. ``seed`` overrides the lab
+    file's (an experiment file's ``seed``, or ``labctl run --seed``).
     """
     from devices.biologic.channel import PotentiostatChannel
     from devices.chamber.device import TemperatureChamber
@@ -176,12 +181,15 @@ def build_simulated_lab(config, cell_params, assets_dir: Path, clock: VirtualClo
     from devices.sim.eclib import SimEClib
     from devices.sim.rig import RigParameters, SimRig
 
-    rng = np.random.default_rng(config.seed)
+    # One independent stream per simulator: the wire servers read the chamber and rig from their own
+    # threads, so a shared generator would hand the cell different numbers from run to run.
+    seed = config.seed if seed is None else seed
+    chamber_rng, rig_rng, cell_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
     inst = config.instruments
-    chamber_sim = SimChamber(clock, rng=rng)
+    chamber_sim = SimChamber(clock, rng=chamber_rng)
     temperature = chamber_sim.history_or_now(chamber_sim.temperature)
-    rig_sim = SimRig(clock, temperature, RigParameters(area=inst.rig.area), rng=rng)
-    cell = SimCell(cell_params, temperature, rig_sim.history_or_now(rig_sim.pressure), rng, clock.now())
+    rig_sim = SimRig(clock, temperature, RigParameters(area=inst.rig.area), rng=rig_rng)
+    cell = SimCell(cell_params, temperature, rig_sim.history_or_now(rig_sim.pressure), cell_rng, clock.now())
     # The channel drives the simulated EC-Lab library through the same binding, encoder and
     # parser as the real EClib64.dll; channels are numbered from 1 in the lab file, as in EC-Lab.
     pstat_sim = SimEClib(clock, cell, channel=inst.potentiostat.channel - 1)
@@ -205,7 +213,9 @@ def build_simulated_lab(config, cell_params, assets_dir: Path, clock: VirtualClo
     )
     simulators = {"cell": cell, "chamber": chamber_sim, "rig": rig_sim, "potentiostat": pstat_sim}
     analyser = simulated_analyser(inst, clock, cell, simulators)
-    return Lab(clock, potentiostat, chamber, rig, config, simulators, servers, impedance_analyser=analyser)
+    lab = Lab(clock, potentiostat, chamber, rig, config, simulators, servers, impedance_analyser=analyser)
+    lab.seed = seed  # the seed the simulators were started with, for the start documents
+    return lab
 
 
 def simulated_analyser(inst, clock: VirtualClock, cell, simulators: dict):

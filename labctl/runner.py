@@ -66,7 +66,7 @@ def step_metadata(experiment, lab: Lab, sequence_id: str, index: int, step, repe
         "cell": experiment.to_metadata(),
         "lab": lab.config.name,
         "simulated": bool(lab.config.simulated),
-        "sim_seed": lab.config.seed if lab.config.simulated else None,
+        "sim_seed": getattr(lab, "seed", lab.config.seed) if lab.config.simulated else None,
         "clock_time": lab.clock.now(),  # when the step starts on the session clock, which stamps the data
     }
 
@@ -86,16 +86,20 @@ class ExperimentRunner:
         Simulated seconds per wall second, for demos.
     registry : dict, optional
         Plan names to functions (default ``plans.PLANS``).
+    seed : int, optional
+        The simulators' seed (``labctl run --seed``); default the experiment's ``seed``, else the lab file's.
     """
 
-    def __init__(self, experiment, lab_config, storage, pace: float | None = None, registry=None):
+    def __init__(self, experiment, lab_config, storage, pace: float | None = None, registry=None,
+                 seed: int | None = None):
         from plans import PLANS
 
         self.experiment = experiment
         self.registry = registry or PLANS
         self.storage = storage
         clock = VirtualClock() if lab_config.simulated else None
-        self.lab = build_lab(lab_config, cell_parameters(experiment.cell), Path(storage.assets_dir), clock)
+        seed = seed if seed is not None else experiment.seed  # the command line, the experiment, the lab file
+        self.lab = build_lab(lab_config, cell_parameters(experiment.cell), Path(storage.assets_dir), clock, seed=seed)
         # The chamber's melting-point interlock follows the cell (armed unless it has no lithium).
         self.lab.chamber.contains_lithium.put(experiment.cell.contains_lithium)
         self.RE = make_run_engine(self.lab.clock, pace)
