@@ -33,7 +33,7 @@ def plate_strip(
     geis_amplitude: Annotated[float, Unit("mA/cm^2", gt=0)] = 0.5,
     geis_points_per_decade: int = 10,
     short_resistance: Annotated[float, Unit("ohm", gt=0)] = 600.0,
-    short_fall: Annotated[float, Unit("%", gt=0, lt=100)] = 0.5,
+    short_fall: Annotated[float, Unit("%", gt=0, lt=100)] = 0.3,
     short_hold: Annotated[float, Unit("s", ge=0)] = 0.0,
     page_interval: Annotated[float, Unit("min", gt=0)] = 900.0,
     check_interval: Annotated[float, Unit("s", gt=0)] = 60.0,

@@ -162,9 +162,9 @@ def plate(
     max_capacity: Annotated[float | None, Unit("mAh/cm^2", gt=0)] = None,
     max_duration: Annotated[float, Unit("h", gt=0)] = 86400.0,
     short_resistance: Annotated[float, Unit("ohm", gt=0)] = 600.0,
-    short_fall: Annotated[float, Unit("%", gt=0, lt=100)] = 0.5,
+    short_fall: Annotated[float, Unit("%", gt=0, lt=100)] = 0.3,
     short_hold: Annotated[float, Unit("s", ge=0)] = 0.0,
-    short_drop: Annotated[float, Unit("%", gt=0, lt=100)] = 0.5,
+    short_drop: Annotated[float, Unit("%", gt=0, lt=100)] = 0.3,
     page_interval: Annotated[float, Unit("min", gt=0)] = 900.0,
     check_interval: Annotated[float, Unit("s", gt=0)] = 60.0,
     guards: Guards | None = None,
@@ -205,7 +205,7 @@ def plate(
     short_resistance, short_fall, short_hold, short_drop : float
         Short-circuit detection (:class:`labctl.analysis.ShortDetector`), at every current density:
         the voltage rule stops when, at a check, |Ewe| (from its open-circuit value) has fallen by
-        ``short_fall`` (fraction; YAML ``50 %``) below its recent level and |Ewe| / |I| is at most
+        ``short_fall`` (fraction; YAML ``30 %``) below its recent level and |Ewe| / |I| is at most
         ``short_resistance`` (ohm; the band a lithium filament puts the cell in, YAML ``600 ohm``),
         for ``short_hold`` s (0: at the first such check); the impedance rule when the
         low-frequency resistance fell by ``short_drop`` since the previous spectrum and is at most
@@ -253,7 +253,7 @@ def plate(
         yield from bps.declare_stream(potentiostat, name=POTENTIOSTAT, collect=True)
         yield from fitter.record((yield from measure_impedance(potentiostat, at_rest)))
         detector.open_circuit_voltage = fitter.last_ewe_dc  # a tracer cell's LiMg adds a few mV
-        elapsed = 0.0
+        elapsed, stop = 0.0, None
         while True:
             plated = yield from capacity()
             by_time, by_capacity = _time_left(plated, elapsed, max_capacity, max_duration, current_density)
@@ -283,6 +283,8 @@ def plate(
                 reason = f"{stop}; {Unit('mAh/cm^2').from_si(plated):.3f} mAh/cm^2 plated in {hours:.2f} h"
             if reason:
                 break
+        if not stop and detector.undetermined:  # say that a short could have gone unseen, and why
+            reason = f"{reason}; short detection not determined: {detector.undetermined}"
         outcome["reason"] = reason
         yield from bps.close_run(exit_status="success", reason=reason)
 

@@ -84,8 +84,8 @@ class CellParameters(BaseModel):
     growth_scatter: float = Field(0.5, ge=0, description="coefficient of variation of one sub-step's crack growth")
     soft_short_onset: float = Field(0.3, gt=0, lt=1, description="x/L where soft shorts begin")
     soft_short_rate: float = Field(1 / 600, ge=0, description="per C/m^2 plated at x = L")
-    soft_short_resistance: float = Field(3000.0, gt=0, description="median, ohm")
-    soft_short_floor: float = Field(4.0, ge=1, description="soft shorts are at least this many times short_resistance")
+    soft_short_resistance: float = Field(5000.0, gt=0, description="median, ohm")
+    soft_short_floor: float = Field(6.0, ge=1, description="soft shorts are at least this many times short_resistance")
     soft_short_duration: float = Field(20.0, gt=0, description="mean, s")
     short_resistance: float = Field(480.0, gt=0, description="ohm; the paper measured 487")
     critical_stripping_per_pressure: float = Field(1.5e-6, gt=0, description="A/m^2 per Pa (0.15 mA/cm^2 per MPa)")
@@ -336,7 +336,8 @@ class SimCell:
             s.contact_we = max(s.contact_we * loss, 0.01)
 
     def _maybe_soft_short(self, dt: float, current: float, t_mid: float, draws: np.ndarray) -> None:
-        """At most one soft short per grid step, at its drawn offset, with the chance its reach gives.
+        """At most one soft short per grid step, at its drawn offset, with the chance its reach gives,
+        and none while another lasts.
 
         Soft shorts come per charge plated (filament tips touching the counter electrode), so a cell
         plated fast has them often; each is a thinner filament than the one that shorts for good.
@@ -350,6 +351,8 @@ class SimCell:
         start = grid_start + offset * p.max_substep
         if not s.time <= start < s.time + dt:
             return
+        if s.soft_shorts and s.soft_shorts[-1][1] > start:
+            return  # one filament touches at a time: while it does, the others see less driving force
         rate = p.soft_short_rate * abs(current) / p.electrode_area * (reach - p.soft_short_onset) / (1 - p.soft_short_onset)
         if chance < -math.expm1(-rate * p.max_substep):
             resistance = max(p.soft_short_resistance * spread, p.soft_short_floor * p.short_resistance)

@@ -7,13 +7,15 @@ R_short. Both rules look for exactly that, relative to the cell's own recent lev
 resistance it implies, never through an absolute voltage (at 2 mA/cm^2 a shorted 2 mm cell still
 sits at ~30 mV, at 0.1 mA/cm^2 at ~1.5 mV):
 
-- voltage: |Ewe - E_ocv| fell to at most ``1 - fall`` of its recent level, and the resistance it
+- voltage: |Ewe - E_ocv| fell by at least ``fall`` below its recent level, and the resistance it
   implies, |Ewe - E_ocv| / |I|, is within the band of a short (at most ``short_resistance``); and it
   stays so for ``hold``;
 - impedance: the low-frequency resistance (Z' at the lowest frequency, measured, not fitted) fell
-  by at least ``drop`` since the previous spectrum and is within the band of a short.
+  by at least ``drop`` below the previous spectra's and is within the band of a short.
 
-What must not fire, and why it does not: a soft short (a brief, thinner filament of a few kohm)
+Where the cell's own resistance comes within 1.5 x the band (a hot lithiophilic cell whose crack
+network nears the counter electrode), a short cannot be told from the cell: the rules stay silent
+and ``undetermined`` says why. What must not fire, and why it does not: a soft short (a brief, thinner filament of a few kohm)
 lowers the voltage and impedance, but to kohm, outside the band, and only for seconds; wetting of a
 lithiophobic interface lowers them about fourfold, gradually, to tens of kohm; voiding raises them.
 The detector needs nothing from the equivalent-circuit fit.
@@ -43,30 +45,58 @@ class ShortDetector:
         leaves (a few hundred ohm) and below the kohm of a soft short.
     fall : float
         Fraction by which |Ewe - E_ocv| must have fallen below its recent level (the median of the
-        last ``history`` checks before), dimensionless (0.5: to half or less).
+        last ``history`` checks before), dimensionless (0.3: to 70 % or less). A short carries that
+        share of the current only if the cell's own resistance is above about
+        ``fall / (1 - fall)`` x R_short (~200 ohm at 0.3): a hotter, thinner cell hides it.
     hold : float
         How long the voltage must stay in the band, s; 0 decides at the first check that sees it.
     drop : float
-        Fraction by which the low-frequency resistance must fall from one spectrum to the next.
+        Fraction by which the low-frequency resistance must fall below the larger of the previous
+        two spectra's.
     open_circuit_voltage : float
         The cell's voltage without current, V (a tracer's LiMg electrode adds a few mV); the plan
         sets it from its first spectrum, measured at rest.
     history : int
         How many recent checks make the voltage's recent level.
+    resolution : float
+        Voltage the band allows beyond |I| x ``short_resistance``, V: a few times the noise of one
+        sample and of the open-circuit voltage (~0.2 mV rms each), which at 0.05 mA/cm^2 on 2 mm
+        electrodes is a third of the ~0.75 mV a short leaves.
     """
 
-    def __init__(self, current: float, short_resistance: float = 600.0, fall: float = 0.5, hold: float = 0.0,
-                 drop: float = 0.5, open_circuit_voltage: float = 0.0, history: int = 5):
+    def __init__(self, current: float, short_resistance: float = 600.0, fall: float = 0.3, hold: float = 0.0,
+                 drop: float = 0.3, open_circuit_voltage: float = 0.0, history: int = 5,
+                 resolution: float = 0.5e-3):
         if current == 0:
             raise ValueError("the short detector needs the applied current, got 0 A")
         self.current, self.short_resistance = abs(current), short_resistance
         self.fall, self.hold, self.drop = fall, hold, drop
-        self.open_circuit_voltage = open_circuit_voltage
+        self.open_circuit_voltage, self.resolution = open_circuit_voltage, resolution
         self._recent: deque[float] = deque(maxlen=history)  # |Ewe - E_ocv| at recent checks, V
         self._in_band_since: float | None = None
-        self._last_spectrum: tuple[float, float] | None = None  # (time, low-frequency resistance)
+        self._spectra: list[tuple[float, float]] = []  # (time, low-frequency resistance) of the last two
         self.short_time: float | None = None  # when the short was first seen, s on the session clock
         self.rule: str | None = None  # "voltage" or "impedance"
+        # Why a short could not be told from the cell itself (its own resistance near the band), or None.
+        self.undetermined: str | None = None
+
+    def _band(self) -> float:
+        """Return the band's upper edge as a voltage at this current, V."""
+        return self.current * self.short_resistance + self.resolution
+
+    def _near_the_band(self, level: float, what: str) -> bool:
+        """Say whether ``level`` (V at this current) is too near the band to tell a short from the cell.
+
+        Within 1.5 x the band a soft short (a few kohm) across the cell could fall into it: the rules
+        then stay silent and say why in ``undetermined``, rather than stop on a guess.
+        """
+        if level > 1.5 * self._band():
+            return False
+        self.undetermined = self.undetermined or (
+            f"{what} ({level / self.current:.0f} ohm) came within 1.5 x the short band "
+            f"({self._band() / self.current:.0f} ohm): a short cannot be told from the cell; lower short_resistance"
+        )
+        return True
 
     def add_voltage(self, time: float, voltage: float) -> str | None:
         """Take the voltage at one check; return the reason if the cell has shorted, else None.
@@ -81,7 +111,10 @@ class ShortDetector:
         level = abs(voltage - self.open_circuit_voltage)
         resistance = level / self.current
         fell = bool(self._recent) and level <= (1 - self.fall) * median(self._recent)
-        if not (fell or self._in_band_since is not None) or resistance > self.short_resistance:
+        if fell and self._in_band_since is None and self._near_the_band(max(list(self._recent)[-2:]), "the cell's own resistance"):
+            fell = False
+        in_band = level <= self._band()
+        if not (fell or self._in_band_since is not None) or not in_band:
             self._in_band_since = None
             self._recent.append(level)
             return None
@@ -107,10 +140,13 @@ class ShortDetector:
             Z' at the sweep's lowest frequency, ohm. Measured rather than fitted: after a short the
             interface arc's resistance is in parallel with the filament and no fit can tell it.
         """
-        last, self._last_spectrum = self._last_spectrum, (time, r_low)
-        if last is None:
+        recent, self._spectra = self._spectra, (self._spectra + [(time, r_low)])[-2:]
+        if not recent:
             return None
-        before, previous = last
+        # The larger of the last two: a soft short during the previous sweep must not hide the drop.
+        before, previous = recent[-1][0], max(r for _, r in recent)
+        if self._near_the_band(previous * self.current, "the low-frequency resistance"):
+            return None
         if r_low <= (1 - self.drop) * previous and r_low <= self.short_resistance:
             self.short_time, self.rule = time, "impedance"
             return (

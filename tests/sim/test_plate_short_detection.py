@@ -48,3 +48,19 @@ def test_plate_stops_within_one_check_of_the_short(lab_config, tmp_path, density
     assert onset - 1 <= stopped_at(reason) <= onset + CHECK  # the reason is to the second
     if cell.get("surface") == "lithiophilic":
         assert any(start < onset for start, _, _ in sim.state.soft_shorts), "soft shorts came first, and did not stop it"
+
+
+def test_plate_says_when_it_could_not_tell_a_short_from_the_cell(lab_config, tmp_path):
+    """A lithiophilic cell at 4 mA/cm^2 and 60 degC: as its crack network nears the counter
+    electrode its own resistance comes near a filament's; the stop reason says so."""
+    lab = build_simulated_lab(lab_config, CellParameters(surface="lithiophilic"), tmp_path, VirtualClock(start=1e9))
+    try:
+        RE = make_run_engine(lab.clock)
+        RE(set_temperature(lab.chamber, temperature=333.15))
+        RE(set_pressure(lab.rig, pressure=5e6))
+        reason = RE(plate(lab.potentiostat, lab.chamber, lab.rig, current_density=40.0, electrode_area=AREA,
+                          max_capacity=36_000.0)).plan_result
+    finally:
+        lab.close()
+    assert reason.startswith("capacity reached: 1.000 mAh/cm^2; short detection not determined: the ")
+    assert "came within 1.5 x the short band" in reason
