@@ -208,8 +208,10 @@ def plate(
         ``short_fall`` (fraction; YAML ``30 %``) below its recent level and |Ewe| / |I| is at most
         ``short_resistance`` (ohm; the band a lithium filament puts the cell in, YAML ``600 ohm``),
         for ``short_hold`` s (0: at the first such check); the impedance rule when the
-        low-frequency resistance fell by ``short_drop`` since the previous spectrum and is at most
-        ``short_resistance``. Soft shorts (kohm, seconds), wetting and voiding stay outside the band.
+        low-frequency resistance fell by ``short_drop`` below the larger of the previous two
+        spectra's and is at most ``short_resistance``. Soft shorts (kohm, seconds), wetting and
+        voiding stay outside the band. Where the cell's own resistance nears the band neither rule
+        stops, and the stop reason says the detection was not determined.
         ``short_voltage`` (an absolute threshold, blind above ~0.7 mA/cm^2) is gone.
     page_interval : float
         How often rows are handed to storage and the environment read, s.
