@@ -38,6 +38,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def _seed(text: str) -> int:
+    """Parse ``--seed``: a whole number from 0 to 2**63 - 1."""
+    if not text.isdigit() or int(text) > 2**63 - 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 0 to 2**63 - 1, got {text!r}")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="labctl", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -52,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("run", cmd_run, "run an experiment file")
     p.add_argument("experiment", type=Path)
     p.add_argument("--pace", type=float, help="simulated seconds per wall second (demo); default: as fast as possible")
+    p.add_argument("--seed", type=_seed, help="the simulators' random seed (default: the experiment's, else the lab file's)")
     p.add_argument("--plot", action=argparse.BooleanOptionalAction, default=None,
                    help="show voltage, the latest spectrum and the fitted resistances live "
                         "(default: when a display and a Qt binding are available; pip install -e '.[live]')")
@@ -150,7 +158,7 @@ def cmd_run(args) -> int:
     # while a plan runs, the RunEngine's handler aborts it with the cell at open circuit.
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
-        runner = ExperimentRunner(experiment, lab, storage, pace=args.pace)
+        runner = ExperimentRunner(experiment, lab, storage, pace=args.pace, seed=args.seed)
         if display_available() if args.plot is None else args.plot:
             runner.RE.subscribe(live_plot_callback())  # on the main thread, before the plan runs
         with ExperimentProgress(runner) as progress:

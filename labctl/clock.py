@@ -52,7 +52,9 @@ class VirtualClock:
     is_virtual = True
 
     def __init__(self, start: float | None = None):
-        self._now = time.time() if start is None else float(start)
+        # A whole second: sums of the same durations then round alike whatever second a run starts
+        # at, so the same seed gives the same data (a fractional start changed the sub-step counts).
+        self._now = float(int(time.time())) if start is None else float(start)
         self._queue: list[Scheduled] = []
         self._counter = itertools.count()
         self._lock = threading.RLock()

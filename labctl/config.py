@@ -730,6 +730,8 @@ class Experiment(ConfigModel):
     lab: str | None = Field(None, description="lab file, relative to this file")
     cell: Cell
     guards: Guards | None = None
+    seed: int | None = Field(None, ge=0, le=2**63 - 1,
+                             description="the simulators' random seed for this experiment (default: the lab file's)")
     steps: list[Step] = Field(min_length=1)
     _document: Document | None = PrivateAttr(None)
 

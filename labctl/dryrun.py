@@ -43,7 +43,8 @@ def dry_run(experiment, lab_config, on_document: Callable[[str, dict], None] | N
     registry = registry or PLANS
     config = lab_config.model_copy(update={"simulated": True})
     with tempfile.TemporaryDirectory(prefix="labctl-dry-") as assets:
-        lab = build_simulated_lab(config, cell_parameters(experiment.cell), assets, VirtualClock())
+        lab = build_simulated_lab(config, cell_parameters(experiment.cell), assets, VirtualClock(),
+                                  seed=getattr(experiment, "seed", None))  # the run's seed, so it predicts the run
         # The chamber's melting-point interlock follows the cell, as in a run.
         if lab.chamber is not None:
             lab.chamber.contains_lithium.put(experiment.cell.contains_lithium)

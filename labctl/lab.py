@@ -57,6 +57,7 @@ class Lab:
     simulators: dict[str, Any] = field(default_factory=dict)
     servers: list[Any] = field(default_factory=list)  # wire simulators on loopback, when the lab file asks
     impedance_analyser: Any = None  # the MTZ-35, when the lab file has one: peis then runs on it
+    seed: int | None = None  # the simulators' seed, for the start documents (None: nothing simulated)
 
     def close(self) -> None:
         """Stop the wire simulators (their threads and sockets)."""
@@ -130,27 +131,30 @@ READING_MAX_AGE = 10.0  # s: how old a real instrument's reading may be before t
 
 
 def build_lab(config, cell_params, assets_dir: Path, clock: VirtualClock | None = None, *,
-              roles: Iterable[str] | None = None, sleep: Callable[[float], None] = time.sleep) -> Lab:
+              roles: Iterable[str] | None = None, sleep: Callable[[float], None] = time.sleep,
+              seed: int | None = None) -> Lab:
     """Build the lab described by ``config`` (a ``LabConfig``): each instrument real or simulated as it says.
 
     A lab with any real instrument runs on the wall clock (``clock`` is then ignored); a fully
     simulated one on ``clock`` (a new virtual clock if None). ``roles``: build only these of the
     instruments the lab has (those an experiment's steps take), so a step that needs no
-    potentiostat never loads the vendor's DLL; None builds them all.
+    potentiostat never loads the vendor's DLL; None builds them all. ``seed`` overrides the lab
+    file's (an experiment file's ``seed``, or ``labctl run --seed``).
     """
     wall = any(not config.simulates(role) for role in config.instruments.present())
     clock = WallClock() if wall else clock or VirtualClock()
-    return assemble(config, cell_params, assets_dir, clock, config.simulates, sleep, roles)
+    return assemble(config, cell_params, assets_dir, clock, config.simulates, sleep, roles, seed)
 
 
 def build_simulated_lab(config, cell_params, assets_dir: Path, clock: VirtualClock, *,
-                        sleep: Callable[[float], None] = time.sleep) -> Lab:
+                        sleep: Callable[[float], None] = time.sleep, seed: int | None = None) -> Lab:
     """The lab of ``config`` with every instrument simulated (the dry run, the tests), on ``clock``.
 
     ``sleep`` is how the drivers wait between attempts after a fault (the virtual clock cannot be
-    moved from inside a device call); the fault tests pass a recorder.
+    moved from inside a device call); the fault tests pass a recorder. ``seed`` overrides the lab
+    file's (an experiment file's ``seed``, or ``labctl run --seed``).
     """
-    return assemble(config, cell_params, assets_dir, clock, lambda role: True, sleep)
+    return assemble(config, cell_params, assets_dir, clock, lambda role: True, sleep, seed=seed)
 
 
 def _only(instruments, roles: Iterable[str] | None):
@@ -161,31 +165,36 @@ def _only(instruments, roles: Iterable[str] | None):
 
 
 def assemble(config, cell_params, assets_dir: Path, clock, simulated: Callable[[str], bool],
-             sleep: Callable[[float], None] = time.sleep, roles: Iterable[str] | None = None) -> Lab:
+             sleep: Callable[[float], None] = time.sleep, roles: Iterable[str] | None = None,
+             seed: int | None = None) -> Lab:
     """Build each instrument the lab file has from its backend, real or simulated as ``simulated(role)`` says.
 
     The devices are the same either way; only their backends differ. Simulated instruments share
-    one seeded generator and one cell; the cell's temperature and pressure come from the chamber and
-    the rig, simulated or real (then from their readings), else room temperature and no pressure.
+    one cell, each simulator drawing its own stream of one seed; the cell's temperature and pressure
+    come from the chamber and the rig, simulated or real (then from their readings), else room
+    temperature and no pressure.
     Only ``roles`` are built (None: every instrument the lab has).
     """
     inst, lab = _only(config.instruments, roles), Lab(clock, None, None, None, config)
     library = None
     if inst.potentiostat is not None and not simulated("potentiostat"):
         library = vendor_library(config)  # first: without the vendor's DLL no instrument is touched
-    rng = np.random.default_rng(config.seed)
+    # One independent stream per simulator: the wire servers read the chamber and rig from their own
+    # threads, so a shared generator would hand the cell different numbers from run to run.
+    lab.seed = config.seed if seed is None else seed
+    chamber_rng, rig_rng, cell_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(lab.seed).spawn(3))
     temperature, pressure = (lambda t: ROOM_TEMPERATURE), (lambda t: 0.0)
     if inst.chamber is not None:
-        backend, temperature = chamber_backend(inst.chamber, simulated("chamber"), lab, rng, sleep)
+        backend, temperature = chamber_backend(inst.chamber, simulated("chamber"), lab, chamber_rng, sleep)
         lab.chamber = make_chamber(inst.chamber, backend, clock)
     if inst.rig is not None:
-        backend, pressure = rig_backend(inst.rig, simulated("rig"), lab, rng, temperature, sleep)
+        backend, pressure = rig_backend(inst.rig, simulated("rig"), lab, rig_rng, temperature, sleep)
         lab.rig = make_rig(inst.rig, backend, clock)
     cell = None
     if any(simulated(role) for role in ("potentiostat", "impedance_analyser") if getattr(inst, role) is not None):
         from devices.sim.cell import SimCell
 
-        cell = lab.simulators["cell"] = SimCell(cell_params, temperature, pressure, rng, clock.now())
+        cell = lab.simulators["cell"] = SimCell(cell_params, temperature, pressure, cell_rng, clock.now())
     if inst.potentiostat is not None:
         library = library or simulated_library(inst.potentiostat, clock, cell, lab)
         lab.potentiostat = make_potentiostat(inst.potentiostat, library, clock, assets_dir, sleep)

@@ -71,7 +71,7 @@ def step_metadata(experiment, lab: Lab, sequence_id: str, index: int, step, repe
         "cell": experiment.to_metadata(),
         "lab": lab.config.name,
         "simulated": bool(lab.config.simulated),
-        "sim_seed": lab.config.seed if lab.config.simulated else None,
+        "sim_seed": lab.seed if lab.config.simulated else None,
         "clock_time": lab.clock.now(),  # when the step starts on the session clock, which stamps the data
     }
 
@@ -91,9 +91,12 @@ class ExperimentRunner:
         Simulated seconds per wall second, for demos.
     registry : dict, optional
         Plan names to functions (default ``plans.PLANS``).
+    seed : int, optional
+        The simulators' seed (``labctl run --seed``); default the experiment's ``seed``, else the lab file's.
     """
 
-    def __init__(self, experiment, lab_config, storage, pace: float | None = None, registry=None):
+    def __init__(self, experiment, lab_config, storage, pace: float | None = None, registry=None,
+                 seed: int | None = None):
         from plans import PLANS
 
         self.experiment = experiment
@@ -101,7 +104,8 @@ class ExperimentRunner:
         self.storage = storage
         clock = VirtualClock() if lab_config.simulated else None
         self.lab = build_lab(lab_config, cell_parameters(experiment.cell), Path(storage.assets_dir), clock,
-                             roles=experiment_roles(experiment, self.registry))  # no DLL for a chamber-only run
+                             roles=experiment_roles(experiment, self.registry),  # no DLL for a chamber-only run
+                             seed=seed if seed is not None else experiment.seed)  # the command line, the file, the lab's
         # The chamber's melting-point interlock follows the cell (armed unless it has no lithium).
         if self.lab.chamber is not None:
             self.lab.chamber.contains_lithium.put(experiment.cell.contains_lithium)

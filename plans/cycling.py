@@ -34,8 +34,9 @@ def plate_strip(
     geis_f_min: Annotated[float, Unit("Hz", gt=0)] = 0.5,
     geis_amplitude: Annotated[float, Unit("mA/cm^2", gt=0)] = 0.5,
     geis_points_per_decade: int = 10,
-    short_voltage: Annotated[float, Unit("mV", gt=0)] = 0.01,
-    short_hold: Annotated[float, Unit("s", ge=0)] = 60.0,
+    short_resistance: Annotated[float, Unit("ohm", gt=0)] = 600.0,
+    short_fall: Annotated[float, Unit("%", gt=0, lt=100)] = 0.3,
+    short_hold: Annotated[float, Unit("s", ge=0)] = 0.0,
     page_interval: Annotated[float, Unit("min", gt=0)] = 900.0,
     check_interval: Annotated[float, Unit("s", gt=0)] = 60.0,
     guards: Guards | None = None,
@@ -71,8 +72,9 @@ def plate_strip(
         Sine amplitude as a current density, A/m^2.
     geis_points_per_decade : int
         Frequencies per decade.
-    short_voltage, short_hold : float
-        The voltage rule: a short when |Ewe| stays below ``short_voltage`` (V) for ``short_hold`` s.
+    short_resistance, short_fall, short_hold : float
+        The short rules of :func:`plans.electrochemistry.plate`: |Ewe| fallen by ``short_fall`` below
+        its recent level to at most |I| x ``short_resistance`` (ohm), for ``short_hold`` s.
     page_interval : float
         How often rows are handed to storage and the environment read, s.
     check_interval : float
@@ -93,7 +95,7 @@ def plate_strip(
     current = current_density * electrode_area
     geis = GEIS(bias=0.0, amplitude=geis_amplitude * electrode_area, f_max=geis_f_max, f_min=geis_f_min,
                 points_per_decade=geis_points_per_decade)
-    detector = ShortDetector(collapse_voltage=short_voltage, collapse_hold=short_hold)
+    detector = ShortDetector(current, short_resistance=short_resistance, fall=short_fall, hold=short_hold)
     fitter = SpectrumFitter(potentiostat, electrode_area, detector)
     outcome = {}
 
@@ -107,6 +109,7 @@ def plate_strip(
         yield from bps.open_run(plan_metadata("plate_strip", args, md))
         yield from bps.declare_stream(potentiostat, name=POTENTIOSTAT, collect=True)
         yield from fitter.record((yield from measure_impedance(potentiostat, geis)))
+        detector.open_circuit_voltage = fitter.last_ewe_dc
         reason = f"{cycles} cycles of {2 * half_cycle / 3600:g} h at {MA_CM2.from_si(current_density):g} mA/cm^2"
         for half in range(2 * cycles):
             sign = -1 if half % 2 == 0 else 1  # negative current plates on the working electrode

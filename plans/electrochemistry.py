@@ -84,6 +84,7 @@ class SpectrumFitter:
         self.detector = detector
         self.values = ComputedValues(IMPEDANCE_FIT, source="labctl.analysis.fit_spectrum")
         self.previous = None
+        self.last_ewe_dc = None  # DC voltage during the last sweep, V
 
     def record(self, reading):
         """Fit ``reading`` (an impedance meter reading), store the fit; return a short reason or None."""
@@ -97,7 +98,8 @@ class SpectrumFitter:
         yield from bps.create(name=IMPEDANCE_FIT)
         yield from bps.read(self.values)
         yield from bps.save()
-        return self.detector.add_spectrum(time, r_low, fit.estimate("bulk"), field("ewe_dc"))  # raw: a shorted spectrum leaves it undetermined
+        self.last_ewe_dc = field("ewe_dc")
+        return self.detector.add_spectrum(time, r_low)
 
 
 def rest(
@@ -159,10 +161,10 @@ def plate(
     geis_points_per_decade: int = 10,
     max_capacity: Annotated[float | None, Unit("mAh/cm^2", gt=0)] = None,
     max_duration: Annotated[float, Unit("h", gt=0)] = 86400.0,
-    short_voltage: Annotated[float, Unit("mV", gt=0)] = 0.01,
-    short_hold: Annotated[float, Unit("s", ge=0)] = 60.0,
-    short_drop: Annotated[float, Unit("%", gt=0, lt=100)] = 0.5,
-    short_bulk_decline: Annotated[float, Unit("%", gt=0, lt=100)] = 0.2,
+    short_resistance: Annotated[float, Unit("ohm", gt=0)] = 600.0,
+    short_fall: Annotated[float, Unit("%", gt=0, lt=100)] = 0.3,
+    short_hold: Annotated[float, Unit("s", ge=0)] = 0.0,
+    short_drop: Annotated[float, Unit("%", gt=0, lt=100)] = 0.3,
     page_interval: Annotated[float, Unit("min", gt=0)] = 900.0,
     check_interval: Annotated[float, Unit("s", gt=0)] = 60.0,
     guards: Guards | None = None,
@@ -200,12 +202,17 @@ def plate(
         Stop after plating this much charge per area, C/m^2 (YAML: e.g. ``5 mAh/cm^2``).
     max_duration : float
         Stop after this long, s.
-    short_voltage, short_hold, short_drop, short_bulk_decline : float
-        Short-circuit detection (:class:`labctl.analysis.ShortDetector`): the voltage rule stops
-        when |Ewe| stays below ``short_voltage`` (V) for ``short_hold`` s (soft shorts are
-        briefer); the impedance rule when, at one spectrum, the low-frequency resistance fell by
-        ``short_drop`` (fraction; YAML ``50 %``) since the previous one, the fitted bulk
-        resistance is ``short_bulk_decline`` below its maximum and |Ewe| is below ``short_voltage``.
+    short_resistance, short_fall, short_hold, short_drop : float
+        Short-circuit detection (:class:`labctl.analysis.ShortDetector`), at every current density:
+        the voltage rule stops when, at a check, |Ewe| (from its open-circuit value) has fallen by
+        ``short_fall`` (fraction; YAML ``30 %``) below its recent level and |Ewe| / |I| is at most
+        ``short_resistance`` (ohm; the band a lithium filament puts the cell in, YAML ``600 ohm``),
+        for ``short_hold`` s (0: at the first such check); the impedance rule when the
+        low-frequency resistance fell by ``short_drop`` below the larger of the previous two
+        spectra's and is at most ``short_resistance``. Soft shorts (kohm, seconds), wetting and
+        voiding stay outside the band. Where the cell's own resistance nears the band neither rule
+        stops, and the stop reason says the detection was not determined.
+        ``short_voltage`` (an absolute threshold, blind above ~0.7 mA/cm^2) is gone.
     page_interval : float
         How often rows are handed to storage and the environment read, s.
     check_interval : float
@@ -226,8 +233,8 @@ def plate(
         bias=current, amplitude=geis_amplitude * electrode_area, f_max=geis_f_max, f_min=geis_f_min,
         points_per_decade=geis_points_per_decade,
     )
-    detector = ShortDetector(drop=short_drop, bulk_decline=short_bulk_decline, collapse_voltage=short_voltage,
-                             collapse_hold=short_hold)
+    detector = ShortDetector(current, short_resistance=short_resistance, fall=short_fall, hold=short_hold,
+                             drop=short_drop)
     fitter = SpectrumFitter(potentiostat, electrode_area, detector)
     at_rest = GEIS(**{**geis.__dict__, "bias": 0.0})
     outcome = {}
@@ -247,7 +254,8 @@ def plate(
         yield from bps.open_run(plan_metadata("plate", args, md))
         yield from bps.declare_stream(potentiostat, name=POTENTIOSTAT, collect=True)
         yield from fitter.record((yield from measure_impedance(potentiostat, at_rest)))
-        elapsed = 0.0
+        detector.open_circuit_voltage = fitter.last_ewe_dc  # a tracer cell's LiMg adds a few mV
+        elapsed, stop = 0.0, None
         while True:
             plated = yield from capacity()
             by_time, by_capacity = _time_left(plated, elapsed, max_capacity, max_duration, current_density)
@@ -277,6 +285,8 @@ def plate(
                 reason = f"{stop}; {Unit('mAh/cm^2').from_si(plated):.3f} mAh/cm^2 plated in {hours:.2f} h"
             if reason:
                 break
+        if not stop and detector.undetermined:  # say that a short could have gone unseen, and why
+            reason = f"{reason}; short detection not determined: {detector.undetermined}"
         outcome["reason"] = reason
         yield from bps.close_run(exit_status="success", reason=reason)
 

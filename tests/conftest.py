@@ -24,7 +24,7 @@ cell:
 steps:
   - plan: set_temperature
     temperature: 30 degC
-  - plan: set_pressure           # without it the stripping electrode loses contact within minutes
+  - plan: set_pressure           # without it the lithiophobic cell shorts within minutes
     pressure: 5 MPa
   - plan: rest
     duration: 10 min

@@ -111,16 +111,17 @@ def test_an_isothermal_run_has_no_arrhenius_points(plate):
 
 def detector_reason(collapsed_at: float) -> str:
     """The stop reason of a plating run whose voltage collapsed at ``collapsed_at`` (s, whole)."""
-    detector = ShortDetector(collapse_voltage=0.01, collapse_hold=60.0)
+    detector = ShortDetector(15.7e-6, hold=60.0)
+    assert detector.add_voltage(collapsed_at - 60.0, 0.3) is None
     assert detector.add_voltage(collapsed_at, 0.007) is None
     return detector.add_voltage(collapsed_at + 60.0, 0.007) + "; 0.300 mAh/cm^2 plated in 0.60 h"
 
 
 def test_short_time_reads_either_rule_of_the_detector():
     assert short_time({"reason": detector_reason(1e9)}) == 1e9
-    detector = ShortDetector(drop=0.5, bulk_decline=0.2, collapse_voltage=0.01)
-    assert detector.add_spectrum(1e9, 2000.0, 1000.0, -0.3) is None
-    reason = detector.add_spectrum(1e9 + 900.0, 480.0, 500.0, -0.007)
+    detector = ShortDetector(15.7e-6)
+    assert detector.add_spectrum(1e9, 2000.0) is None
+    reason = detector.add_spectrum(1e9 + 900.0, 480.0)
     assert short_time({"reason": reason}) == 1e9 + 900.0  # the spectrum that saw it, not the one before
     assert short_time({"reason": "time limit reached: 1.00 h"}) is None
     assert short_time({}) is None

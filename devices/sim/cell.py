@@ -79,13 +79,17 @@ class CellParameters(BaseModel):
     incubation_time: float = Field(180.0, ge=0, description="s above critical before pores fill (nucleation)")
     penetration_velocity: float = Field(3.6e-6, gt=0, description="m/s at relative excess 1")
     penetration_exponent: float = Field(3.0, gt=0)
-    soft_short_onset: float = Field(0.5, gt=0, lt=1, description="x/L where soft shorts begin")
-    soft_short_rate: float = Field(1 / 120, ge=0, description="per second at x = L")
-    soft_short_resistance: float = Field(3000.0, gt=0, description="median, ohm")
+    crack_coverage: float = Field(0.75, ge=0, lt=1, description="share of the cross-section the crack network shortens")
+    pore_scatter: float = Field(0.2, ge=0, description="log-normal sigma of the cell's near-surface pore population")
+    growth_scatter: float = Field(0.5, ge=0, description="coefficient of variation of one sub-step's crack growth")
+    soft_short_onset: float = Field(0.3, gt=0, lt=1, description="x/L where soft shorts begin")
+    soft_short_rate: float = Field(1 / 600, ge=0, description="per C/m^2 plated at x = L")
+    soft_short_resistance: float = Field(5000.0, gt=0, description="median, ohm")
+    soft_short_floor: float = Field(6.0, ge=1, description="soft shorts are at least this many times short_resistance")
     soft_short_duration: float = Field(20.0, gt=0, description="mean, s")
     short_resistance: float = Field(480.0, gt=0, description="ohm; the paper measured 487")
     critical_stripping_per_pressure: float = Field(1.5e-6, gt=0, description="A/m^2 per Pa (0.15 mA/cm^2 per MPa)")
-    void_rate: float = Field(9e-4, ge=0, description="1/s contact loss at relative excess 1")
+    void_charge: float = Field(3.6e4, gt=0, description="C/m^2 stripped beyond the critical current per e-fold of contact (1 mAh/cm^2)")
 
     # Measurement
     voltage_noise: float = Field(0.2e-3, ge=0, description="V rms")
@@ -110,6 +114,7 @@ class CellState:
     overpotential: float = 0.0  # V across the interfaces
     short_time: float | None = None
     short_resistance: float = math.inf
+    short_resistance_if_shorted: float = math.inf  # drawn at assembly: the filament this cell will grow
     soft_shorts: list[tuple[float, float, float]] = field(default_factory=list)  # (start, end, ohm)
 
 
@@ -149,7 +154,10 @@ class SimCell:
     pressure : callable
         ``pressure(t)`` in Pa, usually the simulated rig's.
     rng : numpy.random.Generator
-        The run's seeded generator.
+        The cell's seeded generator. Two independent streams are spawned from it: one for the
+        physics (the cell's pore population, crack growth increments, soft shorts), drawn per step of
+        a fixed time grid anchored at ``start``, so how often instruments ask for data cannot change
+        the cell's fate; and one for measurement noise (``self.rng``), drawn per sample.
     start : float
         Clock time at which the cell is assembled.
     """
@@ -165,9 +173,17 @@ class SimCell:
         self.params = params
         self._temperature = temperature
         self._pressure = pressure
-        self.rng = rng
+        physics, self.rng = rng.spawn(2)
         self.state = CellState(time=start)
+        self._origin = start
         self._current = 0.0  # the applied current since state.time
+        # The batch-to-batch scatter of real cells: how connected the near-surface pores are sets how
+        # fast a lithium-filled network grows through them (and how soon it nucleates).
+        self.pore_factor = float(np.exp(params.pore_scatter * physics.standard_normal()))
+        self.state.short_resistance_if_shorted = params.short_resistance * float(physics.uniform(0.9, 1.1))
+        self._physics = physics
+        self._draws = np.empty((0, 5))
+        self._draws_from = 0  # grid step of self._draws[0]
 
     # ---- material properties at the present state -------------------------------------------
     @property
@@ -178,9 +194,10 @@ class SimCell:
         p = self.params
         sigma = p.bulk_conductivity_25c * p.relative_density**1.5
         sigma *= arrhenius(p.bulk_activation_energy, temperature, CELSIUS_25)
-        remaining = max(p.thickness - self.state.depth_we - self.state.depth_ce, 0.0) / p.thickness
-        # Lithium in the crack network shortens the ionic path; keep a sliver so R stays finite.
-        return max(remaining, 1e-4) * p.thickness / (sigma * p.electrode_area)
+        reach = min((self.state.depth_we + self.state.depth_ce) / p.thickness, 1.0)
+        # Lithium in the crack network shortens the ionic path where the network is, not across the
+        # whole pellet: the bulk falls towards (1 - coverage) of its value as the network nears L.
+        return (1 - p.crack_coverage * reach) * p.thickness / (sigma * p.electrode_area)
 
     def bulk_capacitance(self) -> float:
         p = self.params
@@ -236,33 +253,60 @@ class SimCell:
     def advance(self, until: float, current: float) -> None:
         """Integrate the state to ``until`` under a constant applied ``current``."""
         while self.state.time < until:
-            step = min(self.params.max_substep, until - self.state.time)
-            self._substep(step, current)
+            self._substep(self._step_end(until) - self.state.time, current)
+
+    def _grid_step(self, time: float) -> int:
+        """Return the index of the fixed integration-grid step that ``time`` falls in."""
+        return int(math.floor((time - self._origin) / self.params.max_substep + 1e-6))
+
+    def _step_end(self, until: float) -> float:
+        """Return where the next sub-step ends: the next grid line, or ``until`` if sooner.
+
+        Sub-steps stop on a grid anchored at the cell's assembly, whatever the times instruments
+        ask at, so a poll more or less splits a step but never moves the grid or the draws.
+        """
+        boundary = self._origin + (self._grid_step(self.state.time) + 1) * self.params.max_substep
+        return min(boundary, until)
+
+    def _step_draws(self, k: int) -> np.ndarray:
+        """Return grid step ``k``'s random numbers: growth factor, and a soft short's chance, offset,
+        duration and resistance. Drawn in order in blocks, so each step's are fixed by the seed."""
+        p = self.params
+        while k >= self._draws_from + len(self._draws):
+            n, cv = 4096, p.growth_scatter
+            g = self._physics
+            growth = g.gamma(1 / cv**2, cv**2, n) if cv > 0 else np.ones(n)
+            block = np.column_stack([growth, g.uniform(size=n), g.uniform(size=n),
+                                     g.exponential(p.soft_short_duration, n), g.lognormal(0, 0.5, n)])
+            self._draws_from += len(self._draws)
+            self._draws = block
+        return self._draws[k - self._draws_from]
 
     def _substep(self, dt: float, current: float) -> None:
         s, p = self.state, self.params
         t_mid = s.time + dt / 2
         temperature, pressure = self._temperature(t_mid), self._pressure(t_mid)
         if self.has_lithium and current != 0.0 and s.short_time is None:
-            self._grow_cracks(dt, current, temperature, pressure)
+            draws = self._step_draws(self._grid_step(t_mid))
+            self._grow_cracks(dt, current, temperature, pressure, draws[0])
             self._grow_voids(dt, current, pressure)
-            self._maybe_soft_short(dt, current)
+            self._maybe_soft_short(dt, current, t_mid, draws)
         density = abs(current) / p.electrode_area
         s.charge_passed += density * dt
         s.plated_we += -current / p.electrode_area * dt
         self._relax_overpotential(dt, current, temperature, pressure)
         s.time += dt
 
-    def _grow_cracks(self, dt: float, current: float, temperature: float, pressure: float) -> None:
+    def _grow_cracks(self, dt: float, current: float, temperature: float, pressure: float, factor: float) -> None:
         p, s = self.params, self.state
         critical = self.critical_current_density(pressure)
         excess = (self.local_current_density(current, temperature, pressure) - critical) / critical
         if excess <= 0:
             return
         s.incubation += dt
-        if s.incubation < p.incubation_time:
+        if s.incubation < p.incubation_time / self.pore_factor:
             return
-        growth = p.penetration_velocity * excess**p.penetration_exponent * dt
+        growth = p.penetration_velocity * self.pore_factor * factor * excess**p.penetration_exponent * dt
         if current < 0:
             s.depth_we += growth
         else:
@@ -271,31 +315,47 @@ class SimCell:
         if depth >= p.thickness:
             overshoot = (depth - p.thickness) / growth
             s.short_time = s.time + dt * (1 - overshoot)
-            s.short_resistance = p.short_resistance * self.rng.uniform(0.9, 1.1)
+            s.short_resistance = s.short_resistance_if_shorted
 
     def _grow_voids(self, dt: float, current: float, pressure: float) -> None:
-        """Strip faster than lithium creeps back and the stripping electrode loses contact."""
+        """Strip faster than lithium creeps back and the stripping electrode loses contact.
+
+        The contact lost goes with the charge stripped beyond what creep refills (the critical
+        stripping current, which rises with pressure), not with the ratio of the two: a cell without
+        stack pressure keeps contact for hours at 0.5 mA/cm^2, as in the study (its Fig. S12).
+        """
         p, s = self.params, self.state
         critical = p.critical_stripping_per_pressure * max(pressure, p.minimum_pressure)
-        excess = (abs(current) / p.electrode_area - critical) / critical
-        if excess <= 0:
+        deficit = abs(current) / p.electrode_area - critical
+        if deficit <= 0:
             return
-        loss = math.exp(-p.void_rate * excess * dt)
+        loss = math.exp(-deficit * dt / p.void_charge)
         if current < 0:  # plating on the WE strips the CE
             s.contact_ce = max(s.contact_ce * loss, 0.01)
         else:
             s.contact_we = max(s.contact_we * loss, 0.01)
 
-    def _maybe_soft_short(self, dt: float, current: float) -> None:
+    def _maybe_soft_short(self, dt: float, current: float, t_mid: float, draws: np.ndarray) -> None:
+        """At most one soft short per grid step, at its drawn offset, with the chance its reach gives,
+        and none while another lasts.
+
+        Soft shorts come per charge plated (filament tips touching the counter electrode), so a cell
+        plated fast has them often; each is a thinner filament than the one that shorts for good.
+        """
         p, s = self.params, self.state
         reach = (s.depth_we + s.depth_ce) / p.thickness
         if reach <= p.soft_short_onset:
             return
-        rate = p.soft_short_rate * (reach - p.soft_short_onset) / (1 - p.soft_short_onset)
-        for _ in range(self.rng.poisson(rate * dt)):
-            start = s.time + self.rng.uniform(0, dt)
-            duration = self.rng.exponential(p.soft_short_duration)
-            resistance = p.soft_short_resistance * self.rng.lognormal(0, 0.5)
+        _, chance, offset, duration, spread = draws
+        grid_start = self._origin + self._grid_step(t_mid) * p.max_substep
+        start = grid_start + offset * p.max_substep
+        if not s.time <= start < s.time + dt:
+            return
+        if s.soft_shorts and s.soft_shorts[-1][1] > start:
+            return  # one filament touches at a time: while it does, the others see less driving force
+        rate = p.soft_short_rate * abs(current) / p.electrode_area * (reach - p.soft_short_onset) / (1 - p.soft_short_onset)
+        if chance < -math.expm1(-rate * p.max_substep):
+            resistance = max(p.soft_short_resistance * spread, p.soft_short_floor * p.short_resistance)
             s.soft_shorts.append((start, start + duration, resistance))
 
     def _relax_overpotential(self, dt: float, current: float, temperature: float, pressure: float) -> None:
@@ -349,7 +409,7 @@ class SimCell:
         deviation = self.state.overpotential - current * r_int
         grid, series = [start], [self.params.lead_resistance + self.bulk_resistance(temperature) + r_int]
         while self.state.time < times[-1]:
-            self._substep(min(self.params.max_substep, times[-1] - self.state.time), current)
+            self._substep(self._step_end(times[-1]) - self.state.time, current)
             temperature, pressure = self._temperature(self.state.time), self._pressure(self.state.time)
             grid.append(self.state.time)
             series.append(self.params.lead_resistance + self.bulk_resistance(temperature)

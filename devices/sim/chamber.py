@@ -138,7 +138,7 @@ class SimChamber(LazySimulator):
 
     def read_temperature(self) -> float:
         """Measure the temperature as the chamber's sensor reports it now: true value plus noise, K."""
-        return self.temperature() + self.rng.normal(0.0, self.params.noise)
+        return self.temperature() + self.params.noise * self.reading_noise(self.clock.now())
 
     # -- integration ------------------------------------------------------------------------
 

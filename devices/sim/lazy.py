@@ -17,7 +17,10 @@ class LazySimulator:
         self.clock = clock
         self.params = params
         self.rng = rng if rng is not None else np.random.default_rng()
-        self._time = clock.now()
+        self._time = self._origin = clock.now()
+        # Readings draw their noise from (this key, the reading's time): a retried or repeated read
+        # (a link timeout under load) sees the same value and shifts no other draw.
+        self._reading_key = int(self.rng.integers(2**63))
         self.step_count = 0  # integration segments or sub-steps so far: the simulation's cost
 
     @property
@@ -33,6 +36,11 @@ class LazySimulator:
         these quantities change over is the same thing.
         """
         return lambda t: query(max(t, self._time))
+
+    def reading_noise(self, t: float) -> float:
+        """Return a standard-normal draw fixed by the seed and the session time ``t`` (to the ms)."""
+        tick = int(round((t - self._origin) * 1e3))
+        return float(np.random.default_rng([self._reading_key, tick & (2**63 - 1)]).standard_normal())
 
     def _when(self, t: float | None) -> float:
         return self.clock.now() if t is None else float(t)

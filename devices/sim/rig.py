@@ -15,7 +15,9 @@ Mechanics, along the press axis (positions in m, positive towards the cell):
   ``d(d_creep)/dt = h_li * A * sigma**n * exp(-Q / (R T)) * g(T)``, power law with n = 6.6 and
   Q = 37 kJ/mol (published for lithium). ``g(T) = ((1 - T_ref/T_m) / (1 - T/T_m))**m`` is 1 at
   30 degC and diverges towards the melting point T_m: close to melting, diffusional creep adds to
-  the dislocation creep that one activation energy describes. With m = 1 creep at 170 degC is
+  the dislocation creep that one activation energy describes. The creeping thickness is what is
+  left of the lithium above a residual film (``residual_lithium``): ``h_li`` falls as it creeps, so
+  creep slows and stops before it has squeezed out more lithium than the stack holds. With m = 1 creep at 170 degC is
   about 1500 times faster than at 30 degC (about 100 from the Arrhenius term, 14 from g).
 
 At a fixed crosshead and temperature the stress obeys ``d sigma/dt = -c sigma**n`` with
@@ -76,6 +78,9 @@ class RigParameters(BaseModel):
     )
     frame_stiffness: float = Field(2e7, gt=0, description="frame and load cell in series, N/m")
     lithium_thickness: float = Field(1.0e-3, gt=0, description="total lithium in the stack, m (2 x 0.5 mm)")
+    residual_lithium: float = Field(
+        0.1, gt=0, lt=1, description="fraction of the lithium creep cannot squeeze out (a film held by the interfaces)"
+    )
     # Creep: strain rate = A sigma^n exp(-Q/RT) g(T)
     creep_coefficient: float = Field(
         1.68e-45,
@@ -232,7 +237,9 @@ class SimRig(LazySimulator):
 
     def read_force(self) -> float:
         """Measure the force as the load cell reports it now: true value plus noise, N."""
-        return self._noisy(self.force(), samples=1)
+        force = self.force()
+        p = self.params
+        return force + (p.noise_fraction * abs(force) + p.noise_floor) * self.reading_noise(self.clock.now())
 
     def read_pressure(self) -> float:
         """Measure the pressure as the rig reports it now: noisy force over the area, Pa."""
@@ -316,11 +323,13 @@ class SimRig(LazySimulator):
         drive = (position - self._position) + (expansion - self._expansion)
 
         compression = self._compression() + 0.5 * drive
-        if compression > 0.0:
+        squeezable = (1.0 - p.residual_lithium) * p.lithium_thickness
+        left = max(squeezable - self._creep, 0.0)
+        if compression > 0.0 and left > 0.0:
             sigma = p.frame_stiffness * compression / p.area
-            rate = self._stress_rate(0.5 * (self._temperature + temperature))
+            rate = self._stress_rate(0.5 * (self._temperature + temperature)) * left / squeezable
             relaxed = relax_stress(sigma, rate, p.creep_exponent, dt)
-            self._creep += (sigma - relaxed) * p.area / p.frame_stiffness
+            self._creep += min((sigma - relaxed) * p.area / p.frame_stiffness, left)
 
         self._position, self._temperature, self._expansion, self._time = position, temperature, expansion, end
         self.step_count += 1

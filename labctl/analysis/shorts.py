@@ -1,23 +1,31 @@
 """Decide, while a cell is plating, that it has short-circuited, and say when and why.
 
-Two signatures, as the seed paper saw them:
+A lithium filament across the pellet is a resistor of a few hundred ohm (the seed paper measured
+487 ohm) in parallel with the cell. Whatever the current density, the cell then looks like that
+resistor: its voltage collapses to about I x R_short, and its low-frequency impedance to about
+R_short. Both rules look for exactly that, relative to the cell's own recent level and through the
+resistance it implies, never through an absolute voltage (at 2 mA/cm^2 a shorted 2 mm cell still
+sits at ~30 mV, at 0.1 mA/cm^2 at ~1.5 mV):
 
-- impedance: the bulk resistance falls as lithium fills the sub-surface cracks, then the whole
-  impedance drops at once when a filament bridges the pellet;
-- voltage: the cell voltage collapses to I x R_short and stays there.
+- voltage: |Ewe - E_ocv| fell by at least ``fall`` below its recent level, and the resistance it
+  implies, |Ewe - E_ocv| / |I|, is within the band of a short (at most ``short_resistance``); and it
+  stays so for ``hold``;
+- impedance: the low-frequency resistance (Z' at the lowest frequency, measured, not fitted) fell
+  by at least ``drop`` below the previous spectra's and is within the band of a short.
 
-The impedance rule asks for three things at one spectrum: the low-frequency resistance dropped
-suddenly since the previous spectrum; the bulk resistance is below its largest value so far (so the
-early fall of a lithiophobic interface as plating wets it, interface only, is not taken for a
-short); and the cell voltage under the plating current is collapsed at that moment (so a soft
-short, a brief parallel path of a few kohm that happens to coincide with a spectrum, is not taken
-for one either: it lowers the impedance too, but not the voltage to I x R_short). The voltage rule
-asks for the collapse to last, so soft shorts (brief dips) do not trip it. Either rule is enough.
+Where the cell's own resistance comes within 1.5 x the band (a hot lithiophilic cell whose crack
+network nears the counter electrode), a short cannot be told from the cell: the rules stay silent
+and ``undetermined`` says why. What must not fire, and why it does not: a soft short (a brief, thinner filament of a few kohm)
+lowers the voltage and impedance, but to kohm, outside the band, and only for seconds; wetting of a
+lithiophobic interface lowers them about fourfold, gradually, to tens of kohm; voiding raises them.
+The detector needs nothing from the equivalent-circuit fit.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from datetime import datetime, timezone
+from statistics import median
 
 
 def _clock(time: float) -> str:
@@ -25,66 +33,73 @@ def _clock(time: float) -> str:
 
 
 class ShortDetector:
-    """Follow a plating cell's spectra and voltage; report the short.
+    """Follow a plating cell's voltage and spectra; report the short.
 
     Parameters
     ----------
+    current : float
+        Magnitude of the applied current, A (the sign does not matter: plate_strip alternates it).
+    short_resistance : float
+        Upper edge of the band a resistive short puts the cell in, ohm: the voltage over the
+        current, or the low-frequency resistance, at or below it. Above the filaments a short
+        leaves (a few hundred ohm) and below the kohm of a soft short.
+    fall : float
+        Fraction by which |Ewe - E_ocv| must have fallen below its recent level (the median of the
+        last ``history`` checks before), dimensionless (0.3: to 70 % or less). A short carries that
+        share of the current only if the cell's own resistance is above about
+        ``fall / (1 - fall)`` x R_short (~200 ohm at 0.3): a hotter, thinner cell hides it.
+    hold : float
+        How long the voltage must stay in the band, s; 0 decides at the first check that sees it.
     drop : float
-        Fraction by which the low-frequency resistance must fall from one spectrum to the next to
-        count as the sudden drop, dimensionless (0.5: to half or less).
-    bulk_decline : float
-        Fraction by which the bulk resistance must be below the largest seen in the run,
-        dimensionless (0.2: 20 % lower).
-    collapse_voltage : float
-        |Ewe| below which the voltage has collapsed, V (YAML ``mV``). Set it above |I| x R_short
-        (7.5 mV at 0.5 mA/cm^2 on 2 mm electrodes through 480 ohm) and well below the voltage with
-        a soft short of a few kohm across the cell (~40 mV there).
-    collapse_hold : float
-        How long the voltage must stay collapsed, s; longer than a soft short (tens of s).
+        Fraction by which the low-frequency resistance must fall below the larger of the previous
+        two spectra's.
+    open_circuit_voltage : float
+        The cell's voltage without current, V (a tracer's LiMg electrode adds a few mV); the plan
+        sets it from its first spectrum, measured at rest.
+    history : int
+        How many recent checks make the voltage's recent level.
+    resolution : float
+        Voltage the band allows beyond |I| x ``short_resistance``, V: a few times the noise of one
+        sample and of the open-circuit voltage (~0.2 mV rms each), which at 0.05 mA/cm^2 on 2 mm
+        electrodes is a third of the ~0.75 mV a short leaves.
     """
 
-    def __init__(self, drop: float = 0.5, bulk_decline: float = 0.2, collapse_voltage: float = 0.01,
-                 collapse_hold: float = 60.0):
-        self.drop, self.bulk_decline = drop, bulk_decline
-        self.collapse_voltage, self.collapse_hold = collapse_voltage, collapse_hold
-        self._last: tuple[float, float] | None = None  # (time, low-frequency resistance)
-        self._bulk_max = 0.0
-        self._collapsed_since: float | None = None
+    def __init__(self, current: float, short_resistance: float = 600.0, fall: float = 0.3, hold: float = 0.0,
+                 drop: float = 0.3, open_circuit_voltage: float = 0.0, history: int = 5,
+                 resolution: float = 0.5e-3):
+        if current == 0:
+            raise ValueError("the short detector needs the applied current, got 0 A")
+        self.current, self.short_resistance = abs(current), short_resistance
+        self.fall, self.hold, self.drop = fall, hold, drop
+        self.open_circuit_voltage, self.resolution = open_circuit_voltage, resolution
+        self._recent: deque[float] = deque(maxlen=history)  # |Ewe - E_ocv| at recent checks, V
+        self._in_band_since: float | None = None
+        self._spectra: list[tuple[float, float]] = []  # (time, low-frequency resistance) of the last two
+        self.short_time: float | None = None  # when the short was first seen, s on the session clock
+        self.rule: str | None = None  # "voltage" or "impedance"
+        # Why a short could not be told from the cell itself (its own resistance near the band), or None.
+        self.undetermined: str | None = None
 
-    def add_spectrum(self, time: float, r_total: float, r_bulk: float, voltage: float) -> str | None:
-        """Take one fitted spectrum; return the reason if the cell has shorted, else None.
+    def _band(self) -> float:
+        """Return the band's upper edge as a voltage at this current, V."""
+        return self.current * self.short_resistance + self.resolution
 
-        Parameters
-        ----------
-        time : float
-            When the spectrum was measured, s on the session clock.
-        r_total : float
-            Low-frequency resistance of the cell, ohm: Z' at the lowest frequency. Measured rather
-            than fitted, because after a short the interface arc's own resistance is in parallel
-            with the filament and no fit can tell it.
-        r_bulk : float
-            Fitted bulk resistance, ohm.
-        voltage : float
-            Cell voltage under the plating current as the spectrum was measured (GEIS DC
-            voltage), V.
+    def _near_the_band(self, level: float, what: str) -> bool:
+        """Say whether ``level`` (V at this current) is too near the band to tell a short from the cell.
+
+        Within 1.5 x the band a soft short (a few kohm) across the cell could fall into it: the rules
+        then stay silent and say why in ``undetermined``, rather than stop on a guess.
         """
-        last, self._last = self._last, (time, r_total)
-        self._bulk_max = max(self._bulk_max, r_bulk)
-        if last is None:
-            return None
-        before, previous = last
-        bulk_fall = 1 - r_bulk / self._bulk_max
-        collapsed = abs(voltage) < self.collapse_voltage
-        if r_total <= (1 - self.drop) * previous and bulk_fall >= self.bulk_decline and collapsed:
-            return (
-                f"short circuit at {_clock(time)} (after {_clock(before)}): impedance dropped from "
-                f"{previous:.0f} to {r_total:.0f} ohm, bulk resistance {100 * bulk_fall:.0f} % below its "
-                f"maximum, |Ewe| = {abs(voltage) * 1e3:.2f} mV"
-            )
-        return None
+        if level > 1.5 * self._band():
+            return False
+        self.undetermined = self.undetermined or (
+            f"{what} ({level / self.current:.0f} ohm) came within 1.5 x the short band "
+            f"({self._band() / self.current:.0f} ohm): a short cannot be told from the cell; lower short_resistance"
+        )
+        return True
 
     def add_voltage(self, time: float, voltage: float) -> str | None:
-        """Take one voltage sample; return the reason if it has stayed collapsed, else None.
+        """Take the voltage at one check; return the reason if the cell has shorted, else None.
 
         Parameters
         ----------
@@ -93,14 +108,49 @@ class ShortDetector:
         voltage : float
             Ewe - Ece, V.
         """
-        if abs(voltage) >= self.collapse_voltage:
-            self._collapsed_since = None
+        level = abs(voltage - self.open_circuit_voltage)
+        resistance = level / self.current
+        fell = bool(self._recent) and level <= (1 - self.fall) * median(self._recent)
+        if fell and self._in_band_since is None and self._near_the_band(max(list(self._recent)[-2:]), "the cell's own resistance"):
+            fell = False
+        in_band = level <= self._band()
+        if not (fell or self._in_band_since is not None) or not in_band:
+            self._in_band_since = None
+            self._recent.append(level)
             return None
-        if self._collapsed_since is None:
-            self._collapsed_since = time
-        if time - self._collapsed_since >= self.collapse_hold:
+        if self._in_band_since is None:
+            self._in_band_since = time
+        if time - self._in_band_since < self.hold:
+            return None
+        self.short_time, self.rule = self._in_band_since, "voltage"
+        return (
+            f"short circuit at {_clock(self._in_band_since)}: |Ewe| = {level * 1e3:.2f} mV, "
+            f"{resistance:.0f} ohm at {self.current * 1e3:.3g} mA (short band <= {self.short_resistance:.0f} ohm), "
+            f"fallen from {median(self._recent) * 1e3:.1f} mV"
+        )
+
+    def add_spectrum(self, time: float, r_low: float) -> str | None:
+        """Take one spectrum's low-frequency resistance; return the reason if the cell has shorted.
+
+        Parameters
+        ----------
+        time : float
+            When the spectrum was measured, s on the session clock.
+        r_low : float
+            Z' at the sweep's lowest frequency, ohm. Measured rather than fitted: after a short the
+            interface arc's resistance is in parallel with the filament and no fit can tell it.
+        """
+        recent, self._spectra = self._spectra, (self._spectra + [(time, r_low)])[-2:]
+        if not recent:
+            return None
+        # The larger of the last two: a soft short during the previous sweep must not hide the drop.
+        before, previous = recent[-1][0], max(r for _, r in recent)
+        if self._near_the_band(previous * self.current, "the low-frequency resistance"):
+            return None
+        if r_low <= (1 - self.drop) * previous and r_low <= self.short_resistance:
+            self.short_time, self.rule = time, "impedance"
             return (
-                f"short circuit at {_clock(self._collapsed_since)}: |Ewe| = {abs(voltage) * 1e3:.2f} mV, "
-                f"below {self.collapse_voltage * 1e3:g} mV for {time - self._collapsed_since:.0f} s"
+                f"short circuit at {_clock(time)} (after {_clock(before)}): impedance dropped from "
+                f"{previous:.0f} to {r_low:.0f} ohm (short band <= {self.short_resistance:.0f} ohm)"
             )
         return None

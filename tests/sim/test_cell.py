@@ -57,12 +57,51 @@ def test_interface_resistance_falls_with_pressure_as_inverse_square_root():
     assert ratio == pytest.approx(2.0, rel=1e-6)
 
 
-def test_lithiophilic_cell_plates_without_penetration_below_the_critical_local_current():
-    for density in (0.5, 2.5):
-        cell = make_cell(surface="lithiophilic")
-        voltage = plate(cell, density, 1.0 / density * HOUR)  # 1 mAh/cm^2
-        assert cell.state.depth_we == 0.0 and cell.state.short_time is None
-        assert np.all(np.abs(voltage) > 0.01)
+@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("density", [0.5, 2.5])
+def test_lithiophilic_cell_plates_1_mah_stably_below_the_critical_local_current(density, seed):
+    """The study: lithiophilic cells plated 1 mAh/cm^2 at 0.5 and 2.5 mA/cm^2 keep a stable voltage
+    (the stripping counter electrode voids a little above 0.75 mA/cm^2 at 5 MPa, a few per cent)."""
+    cell = make_cell(surface="lithiophilic", seed=seed)
+    voltage = np.abs(plate(cell, density, 1.0 / density * HOUR))  # 1 mAh/cm^2
+    assert cell.state.depth_we == 0.0 and cell.state.short_time is None
+    settled = voltage[60:]
+    assert settled.max() / settled.min() < 1.1
+
+
+def test_lithiophilic_cell_at_5_ma_shows_soft_shorts_within_1_mah_and_may_not_short():
+    unstable, shorted = 0, 0
+    for seed in range(8):
+        cell = make_cell(surface="lithiophilic", seed=seed)
+        voltage = np.abs(plate(cell, 5.0, 0.2 * HOUR))  # 1 mAh/cm^2
+        shorted += cell.state.short_time is not None
+        unstable += voltage.min() < 0.7 * np.median(voltage)  # a soft short's dip
+    assert unstable >= 5 and shorted <= 4
+
+
+def test_time_to_short_scatters_between_seeds_like_real_cells():
+    """A lithiophobic cell at 0.5 mA/cm^2: the pore population and growth increments are drawn from
+    the seed, so the time to short has a coefficient of variation of 10-30 % (cell-model.md)."""
+    times = []
+    for seed in range(10):
+        cell = make_cell(seed=seed)
+        while cell.state.short_time is None:
+            plate(cell, 0.5, 900, step=900.0)
+        times.append(cell.state.short_time)
+    cv = np.std(times, ddof=1) / np.mean(times)
+    assert 0.08 < cv < 0.35, f"coefficient of variation {cv:.2f}"
+    assert 2 * HOUR < np.mean(times) < 6 * HOUR
+
+
+def test_the_cell_s_fate_does_not_depend_on_how_often_it_is_sampled():
+    """The physics draws per step of a fixed grid, so sampling every second or every 7 minutes (as a
+    poll might) gives the same short and the same soft shorts."""
+    often, rarely = make_cell(seed=5), make_cell(seed=5)
+    plate(often, 0.5, 6 * HOUR, step=1.0)
+    plate(rarely, 0.5, 6 * HOUR, step=420.0)
+    assert often.state.short_time == pytest.approx(rarely.state.short_time, abs=1e-6)
+    assert len(often.state.soft_shorts) > 10
+    assert np.allclose(np.array(often.state.soft_shorts), np.array(rarely.state.soft_shorts), rtol=0, atol=1e-6)
 
 
 def test_lithiophobic_cell_at_half_ma_shorts_after_bulk_resistance_falls():
@@ -72,7 +111,7 @@ def test_lithiophobic_cell_at_half_ma_shorts_after_bulk_resistance_falls():
         bulk.append(cell.resistances()["bulk"])
         plate(cell, 0.5, 900, step=10.0)
     assert cell.state.short_time is not None, "a lithiophobic cell at 0.5 mA/cm^2 must short within a day"
-    assert np.all(np.diff(bulk) <= 0) and bulk[-1] < 0.3 * bulk[0]
+    assert np.all(np.diff(bulk) <= 0) and bulk[-1] < 0.5 * bulk[0]
     low_frequency = cell.impedance(np.array([0.5]), noisy=False)[0]
     assert 300 < abs(low_frequency) < 700, "a shorted cell measures a few hundred ohm"
     voltage = plate(cell, 0.5, 60)
@@ -96,16 +135,28 @@ def test_denser_pellets_and_higher_pressure_raise_the_critical_current():
     assert base.critical_current_density(0.0) > 0, "without stack pressure cells still have a finite limit"
 
 
-def test_cell_without_stack_pressure_still_fails():
+def test_cell_without_stack_pressure_still_fails_by_dendrites():
+    """Pressure builds inside the pores even with the rig off (the study's Fig. S12)."""
     cell = make_cell(pressure=0.0)
     while cell.state.short_time is None and cell.state.time < 24 * HOUR:
         plate(cell, 0.5, 900, step=10.0)
     assert cell.state.short_time is not None
+    assert cell.state.contact_ce > 0.9, "it shorted with its counter electrode still in contact"
+
+
+def test_cell_without_stack_pressure_keeps_contact_for_hours():
+    """Stripping without pressure voids the counter electrode slowly: the voltage creeps up over
+    hours, it does not run away in a minute."""
+    cell = make_cell(pressure=0.0, surface="lithiophilic")
+    voltage = np.abs(plate(cell, 0.5, 4 * HOUR, step=10.0))
+    assert cell.state.short_time is None
+    assert voltage[360] / voltage[6] < 1.3 and voltage[-1] / voltage[6] < 2.0  # after 1 h and 4 h
+    assert np.all(np.diff(voltage[6::60]) > 0), "and it does rise: the counter electrode is voiding"
 
 
 def test_fast_stripping_voids_the_counter_electrode_and_the_next_plating_shorts():
     cell = make_cell(surface="lithiophilic")
-    plate(cell, 2.5, 0.4 * HOUR, step=10.0)  # 1 mAh/cm^2; the CE strips above its critical current
+    plate(cell, 2.5, 1.2 * HOUR, step=10.0)  # 3 mAh/cm^2; the CE strips above its critical current
     assert cell.state.contact_ce < 0.2 and cell.state.short_time is None
     times = cell.state.time + np.arange(10.0, 2 * HOUR, 10.0)
     cell.galvanostatic(times, +2.5 * MA_CM2 * AREA)  # reverse: now the voided CE plates

@@ -115,7 +115,11 @@ def test_force_noise_is_0_2_percent_of_the_reading():
     clock, chamber, rig = lab()
     preload(clock, rig)
     true = rig.force()
-    readings = np.array([rig.read_force() for _ in range(4000)])
+    readings = []
+    for _ in range(4000):  # a millisecond apart: the noise is drawn per reading time
+        clock.advance(1e-3)
+        readings.append(rig.read_force())
+    readings = np.array(readings)
     assert readings.mean() == pytest.approx(true, rel=2e-4)
     expected = 0.002 * true + RigParameters().noise_floor
     assert readings.std() == pytest.approx(expected, rel=0.05)
@@ -207,3 +211,20 @@ def test_an_unheld_day_costs_one_substep_per_max_step():
     clock.advance(DAY)
     rig.pressure()
     assert rig.step_count - steps <= DAY / RigParameters().max_step + 1
+
+
+def test_creep_never_squeezes_out_more_lithium_than_the_stack_holds():
+    """Lithium a thousand times softer than the default, held at 5 MPa: the crosshead follows the
+    creep until only the residual film is left, then the stack stops giving way."""
+    params = RigParameters(creep_coefficient=RigParameters().creep_coefficient * 1e6)
+    clock, rig = isothermal_rig(C30, params)
+    rig.set_target(5 * MPA)
+    rig.hold(True)
+    clock.advance(6 * 3600)
+    squeezable = (1 - params.residual_lithium) * params.lithium_thickness
+    elastic = 5 * MPA * params.area / params.frame_stiffness
+    at_6h = rig.crosshead_position()  # contact at 0; then it makes up for the elastic part and the creep
+    assert 0.9 * squeezable < at_6h - elastic <= squeezable + 1e-9
+    assert rig.pressure() == pytest.approx(5 * MPA, abs=0.05 * MPA)
+    clock.advance(6 * 3600)
+    assert rig.crosshead_position() - at_6h < 0.01 * squeezable
