@@ -74,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     command("recover", cmd_recover, "write runs the server missed (down, or a crash mid-run) in from the journal")
     p = command("shell", cmd_shell, "IPython with a RunEngine, the lab's devices, the plans and the catalog")
     p.add_argument("experiment", type=Path, nargs="?", help="experiment whose cell is put in the simulated lab")
+    p.add_argument("--cell", help="id of the cell the session's runs are on (RE.md['cell']); an experiment gives it")
     return parser
 
 
@@ -279,7 +280,7 @@ def cmd_shell(args) -> int:
     experiment, lab, data_dir = load(args)
     import IPython
 
-    ns = namespace(lab, data_dir, experiment)
+    ns = namespace(lab, data_dir, experiment, cell=args.cell)
     print(ns["__doc__"])
     try:
         # With a live figure, IPython runs Qt's loop between plans too, so the window stays responsive.

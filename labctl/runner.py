@@ -71,6 +71,16 @@ def step_metadata(experiment, lab: Lab, sequence_id: str, index: int, step, repe
     }
 
 
+def argument_metadata(plan: Callable, step) -> dict:
+    """The plan's arguments as written in the file (``"0.5 mA/cm^2"``), beside ``plan_args``' SI values.
+
+    The SI unit of each value is in ``plan_args_units`` (:func:`plans.stubs.plan_metadata`).
+    """
+    written = {name: value if isinstance(value, (int, float, bool, list)) else str(value)
+               for name, value in step.arguments.items()}
+    return {"plan_args_as_written": written}
+
+
 class ExperimentRunner:
     """Runs the steps of an experiment on a lab, storing every document through ``storage``.
 
@@ -133,7 +143,8 @@ class ExperimentRunner:
 
     def run_step(self, index: int, step, repeat: int = 0, on_pause: Callable[[], str] | None = None) -> StepOutcome:
         plan = self.registry[step.plan]
-        md = step_metadata(self.experiment, self.lab, self.sequence_id, index, step, repeat)
+        md = {**step_metadata(self.experiment, self.lab, self.sequence_id, index, step, repeat),
+              **argument_metadata(plan, step)}
         kwargs = {**step.kwargs, **runner_arguments(plan, self.experiment)}
         starts: list[str] = []
         token = self.RE.subscribe(lambda name, doc: starts.append(doc["uid"]), "start")

@@ -17,7 +17,8 @@ from devices.biologic.techniques import PEIS, sweep_duration
 from labctl.analysis import BLOCKING, BULK_INTERFACE, fit_spectrum
 from labctl.units import Unit
 from plans.electrochemistry import IMPEDANCE, IMPEDANCE_FIT, _safely
-from plans.stubs import ENVIRONMENT, ComputedValues, open_circuit, plan_metadata, wait_for
+from plans.stubs import (ENVIRONMENT, FIT_HINTS, ComputedValues, fit_unit, open_circuit, plan_metadata,
+                         record_result, wait_for)
 
 
 DEVICE_ROLES = ("potentiostat", "chamber", "rig", "impedance_analyser")  # peis's device arguments
@@ -55,7 +56,8 @@ class FitRecorder:
     def __init__(self, meter, electrode_area: float, circuit):
         self.prefix = impedance_meter(meter).name
         self.area, self.circuit = electrode_area, circuit
-        self.values = ComputedValues(IMPEDANCE_FIT, source="labctl.analysis.fit_spectrum")
+        self.values = ComputedValues(IMPEDANCE_FIT, source="labctl.analysis.fit_spectrum", units=fit_unit,
+                                     hinted=FIT_HINTS)
         self.previous = None
 
     def record(self, reading, **extra: float):
@@ -142,6 +144,8 @@ def peis(
         role = "bulk" if "bulk" in recorder.circuit.roles else next(iter(recorder.circuit.roles))
         spectra = "1 spectrum" if repeats == 1 else f"{repeats} spectra"
         outcome["reason"] = f"{spectra}; last {role} resistance {fit.value(role):.4g} ohm"
+        yield from record_result("spectra", outcome["reason"], meter.root.clock.now(),
+                                 {"spectra": repeats, f"r_{role}": fit.value(role)}, {f"r_{role}": "ohm"})
         yield from bps.close_run(exit_status="success", reason=outcome["reason"])
 
     if impedance_analyser is None:
