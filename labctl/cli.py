@@ -1,6 +1,7 @@
 """``labctl``: run, check and inspect experiments.
 
     labctl run configs/plating-overnight.yaml     # run on the lab the file names (simulated by default);
+                                                  # --bec: bluesky's BestEffortCallback and a LiveTable of the fits
                                                   # Ctrl-C pauses (cell at open circuit), again aborts
     labctl check configs/plating-overnight.yaml   # validate, and estimate durations by a simulated dry run
     labctl plans                                  # the plans and their arguments, units and defaults
@@ -54,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", action=argparse.BooleanOptionalAction, default=None,
                    help="show voltage, the latest spectrum and the fitted resistances live "
                         "(default: when a display and a Qt binding are available; pip install -e '.[live]')")
+    p.add_argument("--bec", action="store_true",
+                   help="print bluesky's BestEffortCallback table of the voltage and a LiveTable of the impedance fits")
     p = command("check", cmd_check, "validate an experiment file against its lab, touching no instrument")
     p.add_argument("experiment", type=Path)
     p.add_argument("--no-dry-run", action="store_true", help="validate only, without the simulated dry run")
@@ -149,6 +152,8 @@ def cmd_run(args) -> int:
         runner = ExperimentRunner(experiment, lab, storage, pace=args.pace)
         if display_available() if args.plot is None else args.plot:
             runner.RE.subscribe(live_plot_callback())  # on the main thread, before the plan runs
+        if args.bec:
+            subscribe_standard_callbacks(runner.RE, plots=display_available())
         with ExperimentProgress(runner) as progress:
             outcomes = runner.run(on_step=progress.step_started, on_pause=ask_resume_or_abort)
         delivered = storage.flush()
@@ -163,6 +168,20 @@ def cmd_run(args) -> int:
     if not delivered:
         print(f"  some runs are only in the journal ({storage.journal_dir}); `labctl recover` writes them in")
     return 0 if all(o.exit_status == "success" for o in outcomes) else 1
+
+
+def subscribe_standard_callbacks(RE, plots: bool) -> None:
+    """bluesky's BestEffortCallback (the ``primary`` voltage) and a LiveTable of the ``impedance_fit`` stream."""
+    from bluesky.callbacks import LiveTable
+    from bluesky.callbacks.best_effort import BestEffortCallback
+
+    from plans.stubs import FIT_HINTS
+
+    bec = BestEffortCallback()
+    if not plots:
+        bec.disable_plots()
+    RE.subscribe(bec)
+    RE.subscribe(LiveTable([f"impedance_fit_{name}" for name in FIT_HINTS[:2]], stream_name="impedance_fit"))
 
 
 def _raise_keyboard_interrupt(signum, frame):
