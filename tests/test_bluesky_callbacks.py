@@ -183,3 +183,12 @@ def test_a_blocking_cells_fits_are_hinted_and_have_units(tmp_path, lab_config):
     units = {k: v.get("units") for k, v in descriptor["data_keys"].items()}
     assert all(units[f] == "ohm" for f in descriptor["hints"]["impedance_fit"]["fields"])
     assert [d for n, d in docs if n == "stop"][-1]["result"]["ended_by"] == "spectra"
+
+
+@pytest.mark.parametrize("kind, surface", [("symmetric", "lithiophobic"), ("tracer", "lithiophilic"), ("blocking", None)])
+def test_only_cells_with_lithium_are_labelled_by_a_lithium_surface(kind, surface):
+    from labctl.config import Cell
+
+    cell = Cell(id="C-1", kind=kind, thickness="1.2 mm", electrode_diameter="2 mm",
+                surface="lithiophilic" if kind == "tracer" else "lithiophobic")
+    assert cell.to_metadata()["surface"] == surface
