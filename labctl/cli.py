@@ -1,6 +1,7 @@
 """``labctl``: run, check and inspect experiments.
 
     labctl run configs/plating-overnight.yaml     # run on the lab the file names (simulated by default);
+                                                  # --bec: bluesky's BestEffortCallback and a LiveTable of the fits
                                                   # Ctrl-C pauses (cell at open circuit), again aborts
     labctl check configs/plating-overnight.yaml   # validate, and estimate durations by a simulated dry run
     labctl doctor configs/lab-sim.yaml            # reach and read every instrument of a lab, writing nothing
@@ -63,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", action=argparse.BooleanOptionalAction, default=None,
                    help="show voltage, the latest spectrum and the fitted resistances live "
                         "(default: when a display and a Qt binding are available; pip install -e '.[live]')")
+    p.add_argument("--bec", action="store_true",
+                   help="print bluesky's BestEffortCallback table of the voltage and a LiveTable of the impedance fits")
     p = command("check", cmd_check, "validate an experiment file against its lab, touching no instrument")
     p.add_argument("experiment", type=Path)
     p.add_argument("--no-dry-run", action="store_true", help="validate only, without the simulated dry run")
@@ -83,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     command("recover", cmd_recover, "write runs the server missed (down, or a crash mid-run) in from the journal")
     p = command("shell", cmd_shell, "IPython with a RunEngine, the lab's devices, the plans and the catalog")
     p.add_argument("experiment", type=Path, nargs="?", help="experiment whose cell is put in the simulated lab")
+    p.add_argument("--cell", help="id of the cell the session's runs are on (RE.md['cell']); an experiment gives it")
     p = sub.add_parser("doctor", help="reach each instrument of a lab, read it (writing nothing) and compare it "
                                       "with the lab file; exit 4 if any is unreachable")
     p.add_argument("lab_file", type=Path, metavar="LAB.yaml", help="the lab file, e.g. configs/lab-sim.yaml")
@@ -161,6 +165,8 @@ def cmd_run(args) -> int:
         runner = ExperimentRunner(experiment, lab, storage, pace=args.pace, seed=args.seed)
         if display_available() if args.plot is None else args.plot:
             runner.RE.subscribe(live_plot_callback())  # on the main thread, before the plan runs
+        if args.bec:
+            subscribe_standard_callbacks(runner.RE, plots=display_available())
         with ExperimentProgress(runner) as progress:
             outcomes = runner.run(on_step=progress.step_started, on_pause=ask_resume_or_abort)
         delivered = storage.flush()
@@ -175,6 +181,20 @@ def cmd_run(args) -> int:
     if not delivered:
         print(f"  some runs are only in the journal ({storage.journal_dir}); `labctl recover` writes them in")
     return 0 if all(o.exit_status == "success" for o in outcomes) else 1
+
+
+def subscribe_standard_callbacks(RE, plots: bool) -> None:
+    """bluesky's BestEffortCallback (the ``primary`` voltage) and a LiveTable of the ``impedance_fit`` stream."""
+    from bluesky.callbacks import LiveTable
+    from bluesky.callbacks.best_effort import BestEffortCallback
+
+    from plans.stubs import FIT_HINTS
+
+    bec = BestEffortCallback()
+    if not plots:
+        bec.disable_plots()
+    RE.subscribe(bec)
+    RE.subscribe(LiveTable([f"impedance_fit_{name}" for name in FIT_HINTS[:2]], stream_name="impedance_fit"))
 
 
 def _raise_keyboard_interrupt(signum, frame):
@@ -299,7 +319,7 @@ def cmd_shell(args) -> int:
     experiment, lab, data_dir = load(args)
     import IPython
 
-    ns = namespace(lab, data_dir, experiment)
+    ns = namespace(lab, data_dir, experiment, cell=args.cell)
     print(ns["__doc__"])
     try:
         # With a live figure, IPython runs Qt's loop between plans too, so the window stays responsive.

@@ -655,7 +655,7 @@ class Cell(ConfigModel):
             "electrode_area": self.electrode_area_m2,
             "electrode_material": self.electrode_material,
             "mg_fraction": self.mg_fraction,
-            "surface": self.surface,
+            "surface": self.surface if self.contains_lithium else None,  # a Li surface treatment; none on Ni
             "treatment": self.treatment,
             "relative_density": self.relative_density,
             "sim": dict(self.sim) if self.sim else None,

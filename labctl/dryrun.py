@@ -61,6 +61,8 @@ def _steps(experiment, lab, registry: dict, on_document) -> list[DryStep]:
     RE = make_run_engine(lab.clock)
     if on_document is not None:
         RE.subscribe(on_document)
+    stops: list[dict] = []  # a plan may close its run as failed without raising (plating at the voltage limit)
+    RE.subscribe(lambda name, doc: stops.append(doc), "stop")
     sequence_id, outcomes = f"dry-run-{uuid.uuid4()}", []
     for index, step in enumerate(experiment.steps):
         plan = registry[step.plan]
@@ -71,6 +73,8 @@ def _steps(experiment, lab, registry: dict, on_document) -> list[DryStep]:
             try:
                 result = RE(plan(*device_arguments(plan, lab), **kwargs, md=md))
                 status, reason = result.exit_status, result.reason or str(result.plan_result or "")
+                if status == "success" and stops:
+                    status = stops[-1]["exit_status"]
             except Exception as err:  # the RunEngine has closed the run as failed; say why
                 status, reason = "fail", f"{type(err).__name__}: {err}"
             outcomes.append(DryStep(index, repeat, step.plan, lab.clock.now() - start, status, reason))

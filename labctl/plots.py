@@ -48,7 +48,7 @@ def run_summary(run) -> str:
     lines = [
         f"run {start['uid']}",
         f"  plan      {start.get('plan_name')}  (step {start['step_index'] + 1 if 'step_index' in start else '?'} of sequence {start.get('sequence_id', '-')})",
-        f"  cell      {cell.get('id', '-')} ({cell.get('kind', '-')}, {cell.get('surface', '-')})",
+        f"  cell      {cell.get('id', '-')} ({', '.join(filter(None, (cell.get('kind', '-'), cell.get('surface'))))})",
         f"  exit      {stop.get('exit_status', 'still open')}: {stop.get('reason', '')}",
     ]
     for name in streams(run):

@@ -280,7 +280,7 @@ def report_html(run, fits, times, arrhenius: tuple[tuple, ArrheniusFit] | None, 
     esc = html.escape
     rows = [
         ("run", start["uid"]), ("plan", start.get("plan_name", "")),
-        ("cell", f"{cell.get('id', '-')} ({cell.get('kind', '-')}, {cell.get('surface', '-')})"),
+        ("cell", f"{cell.get('id', '-')} ({', '.join(filter(None, (cell.get('kind', '-'), cell.get('surface'))))})"),
         ("exit status", stop.get("exit_status", "still open")), ("stop reason", stop.get("reason", "")),
     ]
     parts = [f"<!doctype html>\n<html><head><meta charset='utf-8'><title>run {esc(start['uid'][:8])}</title></head><body>",

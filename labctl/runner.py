@@ -76,6 +76,16 @@ def step_metadata(experiment, lab: Lab, sequence_id: str, index: int, step, repe
     }
 
 
+def argument_metadata(plan: Callable, step) -> dict:
+    """The plan's arguments as written in the file (``"0.5 mA/cm^2"``), beside ``plan_args``' SI values.
+
+    The SI unit of each value is in ``plan_args_units`` (:func:`plans.stubs.plan_metadata`).
+    """
+    written = {name: value if isinstance(value, (int, float, bool, list)) else str(value)
+               for name, value in step.arguments.items()}
+    return {"plan_args_as_written": written}
+
+
 class ExperimentRunner:
     """Runs the steps of an experiment on a lab, storing every document through ``storage``.
 
@@ -144,18 +154,25 @@ class ExperimentRunner:
 
     def run_step(self, index: int, step, repeat: int = 0, on_pause: Callable[[], str] | None = None) -> StepOutcome:
         plan = self.registry[step.plan]
-        md = step_metadata(self.experiment, self.lab, self.sequence_id, index, step, repeat)
+        md = {**step_metadata(self.experiment, self.lab, self.sequence_id, index, step, repeat),
+              **argument_metadata(plan, step)}
         kwargs = {**step.kwargs, **runner_arguments(plan, self.experiment, self.lab)}
         starts: list[str] = []
-        token = self.RE.subscribe(lambda name, doc: starts.append(doc["uid"]), "start")
+        stops: list[dict] = []
+        tokens = [self.RE.subscribe(lambda name, doc: starts.append(doc["uid"]), "start"),
+                  self.RE.subscribe(lambda name, doc: stops.append(doc), "stop")]
         try:
             result = self._until_done(plan(*device_arguments(plan, self.lab), **kwargs, md=md), on_pause)
         except Exception as err:  # the RunEngine has closed the run as failed; say why
             return StepOutcome(index, step.plan, starts[-1] if starts else None, "fail", f"{type(err).__name__}: {err}")
         finally:
-            self.RE.unsubscribe(token)
+            for token in tokens:
+                self.RE.unsubscribe(token)
         reason = result.reason or (result.plan_result if isinstance(result.plan_result, str) else "")
-        return StepOutcome(index, step.plan, starts[-1] if starts else None, result.exit_status, reason)
+        # A plan that ends its run as failed (plating at the voltage limit) does so without raising,
+        # so the RunEngine's own status says success: the stop document says how the run ended.
+        status = stops[-1]["exit_status"] if stops and result.exit_status == "success" else result.exit_status
+        return StepOutcome(index, step.plan, starts[-1] if starts else None, status, reason)
 
     def _until_done(self, plan, on_pause):
         """Run ``plan``; each time the RunEngine pauses, resume or abort as ``on_pause`` decides."""

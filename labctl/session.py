@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import signal
 import threading
 
 from bluesky import RunEngine
 from bluesky.utils import RunEngineInterrupted
+from event_model import DocumentNames
 
 from labctl.clock import VirtualClock, WallClock
 
+RESULT_STREAM = "result"  # plans.stubs.RESULT: the stream of a plan's outcome
 SECOND_INTERRUPT = "aborted: Ctrl-C pressed twice"
 TERMINATED = "aborted: the process was asked to terminate (SIGTERM)"
 
@@ -29,9 +32,12 @@ class LabRunEngine(RunEngine):
     would kick off a technique twice; an instrument cannot un-plate lithium.
     """
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, clock=None, **kwargs):
         kwargs.setdefault("context_managers", [PauseOnInterrupt])
         super().__init__(*args, **kwargs)
+        self.clock = clock or WallClock()
+        self._results: dict[str, dict] = {}  # run uid -> its result event's data (see emit_sync)
+        self._result_descriptors: dict[str, str] = {}  # descriptor uid -> run uid
         self.rewindable = False
         self.interrupts = 0
         self.abort_reason = SECOND_INTERRUPT
@@ -41,6 +47,38 @@ class LabRunEngine(RunEngine):
 
     def resume(self):
         return self._aborting_on_second_interrupt(super().resume)
+
+    def emit_sync(self, name, doc):
+        """Stamp every document with the session clock, copy the result into the stop document, dispatch.
+
+        bluesky (through event-model) stamps documents with ``time.time()``; on the simulated lab
+        that is not the clock the data are on, so a night's events would all fall within seconds.
+        Every document is composed just before it is emitted, so the session clock's reading here
+        is its time. The one event of a plan's ``result`` stream (:func:`plans.stubs.record_result`)
+        is also copied into its run's stop document as ``result``, so runs can be searched by
+        their outcome (``Key("stop.result.ended_by") == "short"``) without reading a stream.
+        """
+        now = self.clock.now()
+        if name in (DocumentNames.event_page, "event_page"):
+            doc["time"] = [now] * len(doc["time"])
+        elif "time" in doc:
+            doc["time"] = now
+        self._note_result(str(getattr(name, "value", name)), doc)
+        super().emit_sync(name, doc)
+
+    def _note_result(self, name: str, doc: dict) -> None:
+        if name == "descriptor" and doc.get("name") == RESULT_STREAM:
+            self._result_descriptors[doc["uid"]] = doc["run_start"]
+        elif name == "event" and doc.get("descriptor") in self._result_descriptors:
+            self._results[self._result_descriptors[doc["descriptor"]]] = {  # NaN as None: JSON has no NaN
+                key.removeprefix(f"{RESULT_STREAM}_"): None if isinstance(value, float) and math.isnan(value) else value
+                for key, value in doc["data"].items()
+            }
+        elif name == "stop":
+            self._result_descriptors = {d: r for d, r in self._result_descriptors.items() if r != doc["run_start"]}
+            result = self._results.pop(doc["run_start"], None)
+            if result is not None:
+                doc["result"] = result  # the stop schema allows extra keys (patternProperties)
 
     def _aborting_on_second_interrupt(self, call, *args, **kwargs):
         self.interrupts = 0
@@ -103,7 +141,7 @@ def make_run_engine(clock: VirtualClock | WallClock, pace: float | None = None, 
         For demos on the virtual clock: simulated seconds per wall second (e.g. 3600 shows an
         hour a second). None runs as fast as the computer can.
     """
-    RE = LabRunEngine({}, call_returns_result=True, **kwargs)
+    RE = LabRunEngine({}, call_returns_result=True, clock=clock, **kwargs)
     if getattr(clock, "is_virtual", False):
         RE.register_command("sleep", _virtual_sleep(clock, pace))
     return RE

@@ -23,19 +23,41 @@ BANNER = """labctl session
   potentiostat, chamber, rig   the lab's devices
   plans, bps              labctl plans and bluesky plan stubs
   catalog                 stored runs: catalog[uid]['potentiostat'].read()
+  RE.md                   metadata of every run started here (lab; cell, if given)
   lab.simulators          the simulated cell, chamber and rig (simulated labs)
 e.g. RE(plans.set_temperature(chamber, temperature=303.15))
      RE(plans.plate(potentiostat, chamber, rig, current_density=5.0, electrode_area=3.14e-6, max_duration=3600))"""
 
 
-def namespace(lab_config, data_dir: Path, experiment=None) -> dict:
-    """Return the interactive namespace for a lab (and optionally an experiment's cell)."""
+def session_metadata(lab_config, experiment=None, cell: str | dict | None = None) -> dict:
+    """What every run started in the session carries (``RE.md``): the lab, and the cell if known.
+
+    The cell comes from an experiment file (its full metadata, as YAML runs have it) or is given
+    as an id or a dict with at least ``id``; runs are then found by it like YAML runs
+    (``storage.search_cell(id)``, ``labctl runs``).
+    """
+    md = {"lab": lab_config.name, "simulated": bool(lab_config.simulated),
+          "sim_seed": lab_config.seed if lab_config.simulated else None}
+    if experiment is not None:
+        md.update(cell=experiment.to_metadata(), experiment=experiment.name)
+    elif isinstance(cell, str):
+        md["cell"] = {"id": cell}
+    elif cell is not None:
+        if not cell.get("id"):
+            raise ValueError(f"cell metadata needs an id, got {cell!r}")
+        md["cell"] = dict(cell)
+    return md
+
+
+def namespace(lab_config, data_dir: Path, experiment=None, cell: str | dict | None = None) -> dict:
+    """Return the interactive namespace for a lab (and optionally an experiment's cell, or a cell id)."""
     from devices.sim.cell import CellParameters
 
     storage = Storage.open(data_dir, lab_config.storage.uri, live=not lab_config.simulated)
     params = cell_parameters(experiment.cell) if experiment is not None else CellParameters()
     lab = build_lab(lab_config, params, Path(storage.assets_dir))
     RE = make_run_engine(lab.clock)
+    RE.md.update(session_metadata(lab_config, experiment, cell))
     RE.subscribe(storage.callback)
     shown = {}
     if display_available():
@@ -54,9 +76,15 @@ def namespace(lab_config, data_dir: Path, experiment=None) -> dict:
     }
 
 
-def open_session(lab_path: str | Path = "configs/lab-sim.yaml", data_dir: str | Path | None = None) -> dict:
-    """Load a lab file and return :func:`namespace` for it (the two-line recipe above)."""
-    from labctl.config import load_lab
+def open_session(lab_path: str | Path = "configs/lab-sim.yaml", data_dir: str | Path | None = None,
+                 cell: str | dict | None = None, experiment: str | Path | None = None) -> dict:
+    """Load a lab file and return :func:`namespace` for it (the two-line recipe above).
+
+    ``cell`` (an id or a metadata dict) or ``experiment`` (a file whose cell is put in the
+    simulated lab and in ``RE.md``) says which cell the session's runs are on.
+    """
+    from labctl.config import load_experiment, load_lab
 
     lab_config = load_lab(Path(lab_path))
-    return namespace(lab_config, Path(data_dir or lab_config.storage.data_dir))
+    loaded = load_experiment(Path(experiment), lab=lab_config) if experiment is not None else None
+    return namespace(lab_config, Path(data_dir or lab_config.storage.data_dir), loaded, cell)

@@ -512,6 +512,9 @@ class Storage:
             return cls(data_dir, uri, batch_size=batch_size)
         from tiled.server import SimpleTiledServer
 
+        from labctl.stock_clients import register_documents_exporter
+
+        register_documents_exporter()  # run.documents() (application/json-seq) from this server
         (data_dir / "assets").mkdir(parents=True, exist_ok=True)
         server = SimpleTiledServer(directory=data_dir / "tiled", readable_storage=[data_dir / "assets"])
         try:
@@ -708,4 +711,5 @@ def _summary(metadata: dict) -> dict:
         "exit_status": stop.get("exit_status"),
         "reason": stop.get("reason") if stop else None,
         "num_events": stop.get("num_events") if stop else None,
+        "result": stop.get("result") if stop else None,  # the plan's result event (labctl.session.LabRunEngine)
     }

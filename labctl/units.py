@@ -115,3 +115,19 @@ def parse_quantity(value: Any, display: str) -> pint.Quantity:
 def si(text: str) -> float:
     """Return a quantity written as text (``"5 MPa"``) in SI base units, for code and tests."""
     return float(ureg.Quantity(text).to_base_units().magnitude)
+
+
+# The SI units labctl stores values in, by name: what a start document's ``plan_args_units`` says.
+SI_NAMES = ("A/m^2", "C/m^2", "s", "K", "m^2", "m", "Pa", "V", "A", "C", "Hz", "ohm", "S/m", "eV")
+
+
+def si_unit_name(display: str) -> str:
+    """The name of the SI unit a value written in ``display`` is stored in (``"mA/cm^2"`` -> ``"A/m^2"``).
+
+    A dimensionless display unit (``%``) stores a fraction: ``"1"``.
+    """
+    dimensionality = ureg.Quantity(1, display).dimensionality
+    if not dimensionality:
+        return "1"
+    return next((name for name in SI_NAMES if ureg.Quantity(1, name).dimensionality == dimensionality),
+                format(ureg.Quantity(1, display).to_base_units().units, "~"))

@@ -10,7 +10,7 @@ import bluesky.preprocessors as bpp
 
 from labctl.errors import LithiumWouldMelt
 from labctl.units import Unit
-from plans.stubs import ENVIRONMENT, plan_metadata, wait_recording
+from plans.stubs import ENVIRONMENT, plan_metadata, record_result, wait_recording
 
 
 def condition_cell(
@@ -67,6 +67,9 @@ def condition_cell(
         yield from _reach(chamber, test_temperature, environment, record_interval)
         reason = (f"held {hold / 3600:g} h at {temperature - 273.15:.1f} degC, "
                   f"stable at {test_temperature - 273.15:.2f} degC")
+        yield from record_result("held", reason, chamber.clock.now(), {"temperature": temperature, "hold": hold,
+                                 "test_temperature": test_temperature}, {"temperature": "K", "hold": "s",
+                                                                         "test_temperature": "K"})
         yield from bps.close_run(exit_status="success", reason=reason)
         finished.append(reason)
         return reason
@@ -127,6 +130,8 @@ def pressure_program(
         if release:
             yield from _reach(rig, 0.0, environment, record_interval)
             reason += ", then released"
+        yield from record_result("held", reason, rig.clock.now(), {"pressure": pressure, "hold": hold},
+                                 {"pressure": "Pa", "hold": "s"})
         yield from bps.close_run(exit_status="success", reason=reason)
         return reason
 

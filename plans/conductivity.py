@@ -13,9 +13,13 @@ from labctl.analysis import BLOCKING, arrhenius_fit, electronic_conductivity, io
 from labctl.units import Unit
 from plans.electrochemistry import POTENTIOSTAT, _safely, run_technique
 from plans.impedance import FitRecorder, circuit_for, lead_resistance_of, measure_spectrum
-from plans.stubs import ComputedValues, open_circuit, plan_metadata, wait_recording
+from plans.stubs import ComputedValues, open_circuit, plan_metadata, record_result, wait_recording
 
 ARRHENIUS = "arrhenius"
+#: Units of the figures the transport plans put in their ``result`` stream (SI).
+RESULT_UNITS = {"activation_energy": "eV", "activation_energy_err": "eV",
+                "sigma_25c": "S/m", "sigma_25c_err": "S/m", "voltage": "V", "steady_current": "A",
+                "sigma_electronic": "S/m"}
 CONDUCTIVITY = "conductivity"
 CELSIUS_25 = 298.15  # K
 POTENTIOSTAT_F_MAX, ANALYSER_F_MAX = 7e6, 35e6  # Hz: the SP-200's impedance meter, the MTZ-35
@@ -121,6 +125,8 @@ def ionic_conductivity_arrhenius(
                            "excluded": why or ""}, potentiostat.clock.now())
             yield from _save(points)
         outcome["reason"] = yield from _arrhenius(used, excluded, result)
+        ended_by = "arrhenius_fit" if result.values else "too_few_temperatures"
+        yield from record_result(ended_by, outcome["reason"], potentiostat.clock.now(), result.values, RESULT_UNITS)
         yield from bps.close_run(exit_status="success", reason=outcome["reason"])
 
     if impedance_analyser is None:
@@ -241,6 +247,8 @@ def electronic_conductivity_step(
         how = "steady" if stop else f"not steady ({end})"
         outcome["reason"] = (f"{how} after {(times[-1] - times[0]) / 3600:.2f} h: I = {current * 1e9:.4g} nA, "
                              f"sigma_e = {sigma / 100:.3g} S/cm")
+        yield from record_result("steady" if stop else "not_steady", outcome["reason"], times[-1], result.values,
+                                 RESULT_UNITS)
         yield from bps.close_run(exit_status="success", reason=outcome["reason"])
 
     yield from _safely(potentiostat, body())

@@ -14,7 +14,7 @@ from labctl.analysis import CriticalCurrentDetector, ShortDetector
 from labctl.units import Unit
 from plans.electrochemistry import POTENTIOSTAT, SpectrumFitter, _safely, measure_impedance, run_technique
 from plans.guards import Guards
-from plans.stubs import ComputedValues, plan_metadata
+from plans.stubs import ComputedValues, plan_metadata, record_result
 
 CRITICAL_CURRENT = "critical_current"
 MA_CM2 = Unit("mA/cm^2")
@@ -111,6 +111,7 @@ def plate_strip(
         yield from fitter.record((yield from measure_impedance(potentiostat, geis)))
         detector.open_circuit_voltage = fitter.last_ewe_dc
         reason = f"{cycles} cycles of {2 * half_cycle / 3600:g} h at {MA_CM2.from_si(current_density):g} mA/cm^2"
+        ended_by, halves = "cycles", 2 * cycles
         for half in range(2 * cycles):
             sign = -1 if half % 2 == 0 else 1  # negative current plates on the working electrode
             end, stop = yield from _guarded_cp(
@@ -121,9 +122,12 @@ def plate_strip(
             where = f"in half-cycle {half + 1} of {2 * cycles}"
             if stop or end == "voltage limit":
                 reason = f"{stop or 'voltage limit of the potentiostat reached'} {where}"
+                ended_by = "guard" if stop and stop.startswith("guard:") else "short" if stop else "voltage_limit"
+                halves = half + 1
                 break
         outcome["reason"] = reason
-        yield from bps.close_run(exit_status="success", reason=reason)
+        yield from record_result(ended_by, reason, potentiostat.clock.now(), {"half_cycles": halves})
+        yield from bps.close_run(exit_status="fail" if ended_by == "voltage_limit" else "success", reason=reason)
 
     yield from _safely(potentiostat, body())
     return outcome.get("reason")
@@ -220,10 +224,16 @@ def ccd_staircase(
             )
             if stop or end == "voltage limit":
                 break
-        outcome["reason"] = yield from _report(detector.outcome(), end, result)
-        if stop and stop.startswith("guard:"):
+        found = detector.outcome()
+        outcome["reason"] = yield from _report(found, end, result)
+        guarded = bool(stop and stop.startswith("guard:"))
+        if guarded:
             outcome["reason"] = f"{stop}; {outcome['reason']}"
-        yield from bps.close_run(exit_status="success", reason=outcome["reason"])
+        ended_by = ("short" if found.density is not None else "guard" if guarded
+                    else "voltage_limit" if end == "voltage limit" else "max_density")
+        yield from record_result(ended_by, outcome["reason"], potentiostat.clock.now(), *_ccd_figures(found))
+        yield from bps.close_run(exit_status="fail" if ended_by == "voltage_limit" else "success",
+                                 reason=outcome["reason"])
 
     yield from _safely(potentiostat, body())
     return outcome.get("reason")
@@ -259,6 +269,14 @@ def _guarded_cp(potentiostat, chamber, rig, guards: Guards, current: float, dura
         stop = yield from guards.respond(potentiostat, chamber, rig, *stop)
         if stop or remaining < sample_interval:
             return ("stopped" if stop else "completed"), stop
+
+
+def _ccd_figures(found) -> tuple[dict, dict]:
+    """The staircase's result values (NaN where not determined) and their units."""
+    nan = float("nan")
+    values = {"critical_density": found.density, "last_stable": found.last_stable, "short_time": found.time}
+    return ({k: nan if v is None else v for k, v in values.items()},
+            {"critical_density": "A/m^2", "last_stable": "A/m^2", "short_time": "s"})
 
 
 def _staircase(start: float, step: float, stop: float) -> list[float]:

@@ -13,9 +13,11 @@ from devices.biologic.techniques import CP, GEIS, OCV, sweep_duration
 from labctl.analysis import ShortDetector, fit_spectrum
 from labctl.units import Unit
 from plans.guards import Guards
-from plans.stubs import ENVIRONMENT, ComputedValues, NotAtOpenCircuit, open_circuit, plan_metadata, wait_for
+from plans.stubs import (ENVIRONMENT, FIT_HINTS, ComputedValues, NotAtOpenCircuit, fit_unit, open_circuit,
+                         plan_metadata, record_result, wait_for)
 
 POTENTIOSTAT = "potentiostat"
+PRIMARY = "primary"  # the latest voltage and current at every check (see _sample)
 IMPEDANCE = "impedance"
 IMPEDANCE_FIT = "impedance_fit"
 
@@ -41,6 +43,7 @@ def run_technique(potentiostat, technique, environment, *, page_interval: float,
         # never-iterated warning), which was a fifth of a simulated day's wall time.
         yield Msg("sleep", None, step)
         elapsed, since_page = elapsed + step, since_page + step
+        yield from _sample(potentiostat)
         if since_page >= page_interval and not status.done:
             yield from _page(potentiostat, environment)
             since_page = 0.0
@@ -51,6 +54,19 @@ def run_technique(potentiostat, technique, environment, *, page_interval: float,
     yield from bps.wait(group="technique")
     yield from _page(potentiostat, environment)
     return (yield from bps.rd(potentiostat.end_reason)), stop_reason
+
+
+def _sample(potentiostat):
+    """Read the latest voltage and current into the ``primary`` stream, for live callbacks.
+
+    The full-rate rows go to the ``potentiostat`` stream as pages (StreamDatum), which callbacks
+    such as BestEffortCallback and LiveTable cannot show; one event per check keeps them informed
+    (``potentiostat_ewe`` is hinted). Bare Msgs, for speed as in run_technique.
+    """
+    yield Msg("create", None, name=PRIMARY)
+    yield Msg("read", potentiostat.ewe)
+    yield Msg("read", potentiostat.current)
+    yield Msg("save")
 
 
 def _page(potentiostat, environment):
@@ -82,7 +98,8 @@ class SpectrumFitter:
         self.prefix = potentiostat.eis.name
         self.area = electrode_area
         self.detector = detector
-        self.values = ComputedValues(IMPEDANCE_FIT, source="labctl.analysis.fit_spectrum")
+        self.values = ComputedValues(IMPEDANCE_FIT, source="labctl.analysis.fit_spectrum", units=fit_unit,
+                                     hinted=FIT_HINTS)
         self.previous = None
         self.last_ewe_dc = None  # DC voltage during the last sweep, V
 
@@ -140,6 +157,7 @@ def rest(
             potentiostat, OCV(duration, sample_interval), environment, page_interval=page_interval
         )
         outcome["reason"] = f"rest {end} after {duration / 60:g} min"
+        yield from record_result(end.replace(" ", "_"), outcome["reason"], potentiostat.clock.now())
         yield from bps.close_run(exit_status="success", reason=outcome["reason"])
 
     yield from _safely(potentiostat, body())
@@ -255,7 +273,7 @@ def plate(
         yield from bps.declare_stream(potentiostat, name=POTENTIOSTAT, collect=True)
         yield from fitter.record((yield from measure_impedance(potentiostat, at_rest)))
         detector.open_circuit_voltage = fitter.last_ewe_dc  # a tracer cell's LiMg adds a few mV
-        elapsed, stop = 0.0, None
+        elapsed, end, stop = 0.0, None, None
         while True:
             plated = yield from capacity()
             by_time, by_capacity = _time_left(plated, elapsed, max_capacity, max_duration, current_density)
@@ -288,10 +306,37 @@ def plate(
         if not stop and detector.undetermined:  # say that a short could have gone unseen, and why
             reason = f"{reason}; short detection not determined: {detector.undetermined}"
         outcome["reason"] = reason
-        yield from bps.close_run(exit_status="success", reason=reason)
+        ended_by = _plating_ended_by(stop, end, reason)
+        yield from record_result(ended_by, reason, potentiostat.clock.now(), *_plating_figures(ended_by, plated, current_density))
+        yield from bps.close_run(exit_status="fail" if ended_by == "voltage_limit" else "success", reason=reason)
 
     yield from _safely(potentiostat, body())
     return outcome.get("reason")
+
+
+def _plating_ended_by(stop, end: str | None, reason: str) -> str:
+    """Say why plating ended, as the ``result`` stream's ``ended_by`` code."""
+    if end == "voltage limit" and (not stop or stop.startswith("guard:")):
+        return "voltage_limit"  # the cell lost contact (or the guards ended the step on it)
+    if stop:
+        return "guard" if stop.startswith("guard:") else "short"
+    return "capacity" if reason.startswith("capacity") else "time"
+
+
+PLATING_UNITS = {"plated_capacity": "C/m^2", "plating_time": "s", "time_to_short": "s",
+                 "capacity_at_short": "C/m^2"}
+
+
+def _plating_figures(ended_by: str, plated: float, density: float) -> tuple[dict, dict]:
+    """The plating result's values (NaN for a short that did not happen) and their units.
+
+    Times are plating times, charge over current (the GEIS sweeps plate too: their bias is the
+    plating current), as the stop reason quotes them.
+    """
+    nan, seconds = float("nan"), plated / density
+    shorted = ended_by == "short"
+    return ({"plated_capacity": plated, "plating_time": seconds, "time_to_short": seconds if shorted else nan,
+             "capacity_at_short": plated if shorted else nan}, PLATING_UNITS)
 
 
 def _time_left(plated: float, elapsed: float, max_capacity, max_duration: float, density: float) -> tuple:

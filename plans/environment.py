@@ -7,7 +7,7 @@ from typing import Annotated
 import bluesky.plan_stubs as bps
 
 from labctl.units import Unit
-from plans.stubs import ENVIRONMENT, plan_metadata, wait_recording
+from plans.stubs import ENVIRONMENT, plan_metadata, record_result, wait_recording
 
 
 def set_temperature(
@@ -78,6 +78,10 @@ def _settle(device, value: float, record_interval: float, md: dict, reason: str,
     yield from bps.trigger_and_read([device], name=ENVIRONMENT)
     status = yield from bps.abs_set(device, value, group=device.name, **options)
     yield from wait_recording(status, [device], record_interval, device.name)
-    yield from bps.trigger_and_read([device], name=ENVIRONMENT)
+    reached = yield from bps.trigger_and_read([device], name=ENVIRONMENT)
+    field = device.hints["fields"][0]  # the chamber's temperature, the rig's pressure
+    unit = device.describe()[field].get("units")
+    yield from record_result("reached", reason, device.clock.now(), {"setpoint": value, "reached": reached[field]["value"]},
+                             {"setpoint": unit, "reached": unit} if unit else None)
     yield from bps.close_run(exit_status="success", reason=reason)
     return reason

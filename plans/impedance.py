@@ -17,7 +17,8 @@ from devices.biologic.techniques import PEIS, sweep_duration
 from labctl.analysis import BLOCKING, BULK_INTERFACE, fit_spectrum
 from labctl.units import Unit
 from plans.electrochemistry import IMPEDANCE, IMPEDANCE_FIT, _safely
-from plans.stubs import ENVIRONMENT, ComputedValues, open_circuit, plan_metadata, wait_for
+from plans.stubs import (ENVIRONMENT, FIT_HINTS, ComputedValues, fit_unit, open_circuit, plan_metadata,
+                         record_result, wait_for)
 
 
 DEVICE_ROLES = ("potentiostat", "chamber", "rig", "impedance_analyser")  # peis's device arguments
@@ -63,7 +64,8 @@ class FitRecorder:
         self.prefix = impedance_meter(meter).name
         self.area, self.circuit = electrode_area, circuit
         self.lead_resistance, self.alternative = lead_resistance, alternative
-        self.values = ComputedValues(IMPEDANCE_FIT, source="labctl.analysis.fit_spectrum")
+        self.values = ComputedValues(IMPEDANCE_FIT, source="labctl.analysis.fit_spectrum", units=fit_unit,
+                                     hinted=FIT_HINTS)
         self.previous = None
 
     def record(self, reading, **extra: float):
@@ -164,6 +166,8 @@ def peis(
         why = fit.why("bulk")
         outcome["reason"] = (f"{spectra}; last bulk resistance {fit.value('bulk'):.4g} +/- {fit.error('bulk'):.2g} ohm"
                              if why is None else f"{spectra}; last bulk resistance not determined ({why})")
+        yield from record_result("spectra", outcome["reason"], meter.root.clock.now(),
+                                 {"spectra": repeats, "r_bulk": fit.value("bulk")}, {"r_bulk": "ohm"})
         yield from bps.close_run(exit_status="success", reason=outcome["reason"])
 
     if impedance_analyser is None:

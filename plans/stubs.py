@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import bluesky.plan_stubs as bps
 import numpy as np
@@ -65,29 +65,110 @@ class ComputedValues:
 
     bluesky reads it with ``bps.read``: :meth:`update` sets the values and their time first. The
     keys must stay the same from one reading to the next (they make the stream's descriptor).
+    ``units`` (by key) go into the descriptor as each field's ``units``; ``hinted`` names the keys
+    live callbacks show (BestEffortCallback plots and tables a stream's hinted fields).
     """
 
     parent = None
 
-    def __init__(self, name: str, source: str) -> None:
+    def __init__(self, name: str, source: str, units: dict[str, str] | Callable[[str], str | None] | None = None,
+                 hinted: Iterable[str] = ()) -> None:
         self.name, self.source = name, source
-        self.values: dict[str, float] = {}
+        self.units = units if callable(units) else dict(units or {})
+        self.hinted = tuple(hinted)
+        self.values: dict[str, Any] = {}
         self.timestamp = 0.0
 
-    def update(self, values: dict[str, float], timestamp: float) -> None:
+    def update(self, values: dict[str, Any], timestamp: float) -> None:
         self.values, self.timestamp = dict(values), timestamp
 
     def read(self) -> dict[str, dict]:
         return {f"{self.name}_{k}": {"value": v, "timestamp": self.timestamp} for k, v in self.values.items()}
 
     def describe(self) -> dict[str, dict]:
+        return {f"{self.name}_{k}": self._data_key(k, v) for k, v in self.values.items()}
+
+    @property
+    def hints(self) -> dict[str, list[str]]:
+        return {"fields": [f"{self.name}_{k}" for k in self.hinted if k in self.values]}
+
+    def _data_key(self, key: str, value: Any) -> dict:
         # Arrays (a fit's DRT) keep one length per stream, so their shape goes in the descriptor;
         # strings are the reasons a value was left out.
-        return {f"{self.name}_{k}": {"source": self.source, "shape": list(np.shape(v)),
-                                     "dtype": "string" if isinstance(v, str) else "array" if np.ndim(v) else "number"}
-                for k, v in self.values.items()}
+        described = {"source": self.source, "shape": list(np.shape(value)),
+                     "dtype": "string" if isinstance(value, str) else "array" if np.ndim(value) else "number"}
+        unit = self.units(key) if callable(self.units) else self.units.get(key)
+        if unit is not None:
+            described["units"] = unit
+        return described
+
+
+#: What live callbacks show of the ``impedance_fit`` stream: the fitted resistances, ohm.
+FIT_HINTS = ("r_bulk", "r_interface", "r_blocking", "r_short")
+
+
+def fit_unit(key: str) -> str | None:
+    """The unit of one value of :meth:`labctl.analysis.FitResult.summary` (by its name), or None if unitless."""
+    name = key.removesuffix("_err")
+    if name.startswith("asr_"):
+        return "ohm cm^2"
+    if name.startswith(("r_", "R")):
+        return "ohm"
+    if name.startswith("Q"):
+        return "F s^(a-1)"  # a CPE's Q: Z = 1 / (Q (j omega)^a)
+    return None  # the CPE exponents a, the relative residual
+
+
+#: The stream holding a plan's outcome: one event at the end of the run (see :func:`record_result`).
+RESULT = "result"
+
+
+def record_result(ended_by: str, reason: str, timestamp: float, values: dict[str, float] | None = None,
+                  units: dict[str, str] | None = None):
+    """Store how a plan ended as the one event of its ``result`` stream, before ``close_run``.
+
+    Parameters
+    ----------
+    ended_by : str
+        A short code for why the plan ended (``short``, ``capacity``, ``time``, ``voltage_limit``,
+        ``guard``, ``cycles``, ``steady``, ...): what scripts test, where ``reason`` is for people.
+    reason : str
+        The stop reason, as the stop document also says it.
+    timestamp : float
+        When it ended, on the session clock.
+    values : dict, optional
+        The plan's figures, SI; NaN where the plan could not determine one (e.g. no short).
+    units : dict, optional
+        The unit of each value, recorded in the stream's descriptor.
+
+    labctl's RunEngine also copies the event into the stop document as ``result`` (NaN as null),
+    so ``labctl runs --json`` and catalog searches see it without reading the stream.
+    """
+    result = ComputedValues(RESULT, source="labctl plan outcome", units=units)
+    result.update({"ended_by": ended_by, "reason": reason, **(values or {})}, timestamp)
+    yield from bps.create(name=RESULT)
+    yield from bps.read(result)
+    yield from bps.save()
 
 
 def plan_metadata(name: str, args: dict[str, Any], md: dict | None, **extra) -> dict:
-    """Return start-document metadata in bluesky's convention (plan_name, plan_args) plus ``md``."""
-    return {"plan_name": name, "plan_args": args, **extra, **(md or {})}
+    """Return start-document metadata in bluesky's convention (plan_name, plan_args) plus ``md``.
+
+    ``plan_args_units`` gives the SI unit of every argument that has one (from the plan's
+    signature), so the SI floats of ``plan_args`` can be read without the code.
+    """
+    return {"plan_name": name, "plan_args": args, "plan_args_units": argument_units(name, args), **extra, **(md or {})}
+
+
+def argument_units(plan_name: str, args: dict[str, Any]) -> dict[str, str]:
+    """The SI unit of each of ``args`` whose parameter of plan ``plan_name`` declares a :class:`~labctl.units.Unit`."""
+    import typing
+
+    from labctl.catalog import find_unit
+    from labctl.units import si_unit_name
+    from plans import PLANS  # here, not at the top: plans imports this module
+
+    plan = PLANS.get(plan_name)
+    hints = typing.get_type_hints(plan, include_extras=True) if plan is not None else {}
+    units = {name: find_unit(hints[name]) for name in args if name in hints}
+    return {name: si_unit_name(unit.display) for name, unit in units.items() if unit is not None}

@@ -66,14 +66,16 @@ def plating_run(stored):
 class StoredRun:
     """A run as databroker hands it out (start, stop, streams by name with ``read()``), from Datasets."""
 
-    def __init__(self, start: dict, stop: dict, streams: dict):
+    def __init__(self, start: dict, stop: dict, streams: dict, metadata: dict | None = None):
         self.start, self.stop, self.streams = start, stop, streams
+        self.metadata = metadata or {}  # stream name -> its node's metadata (data_keys with units)
 
     def __iter__(self):
         return iter(self.streams)
 
     def __getitem__(self, name):
-        return type("Stream", (), {"read": lambda _self: self.streams[name]})()
+        return type("Stream", (), {"read": lambda _self: self.streams[name],
+                                   "metadata": self.metadata.get(name, {})})()
 
 
 @pytest.fixture(scope="session")
@@ -88,7 +90,8 @@ def plate(plating_run):
     data_dir, uid = plating_run
     with Storage.open(data_dir) as storage:
         run = storage.catalog[uid]
-        return StoredRun(dict(run.start), dict(run.stop), {name: run[name].read() for name in run})
+        return StoredRun(dict(run.start), dict(run.stop), {name: run[name].read() for name in run},
+                         {name: {"data_keys": dict(run[name].metadata["data_keys"])} for name in run})
 
 
 def _test_lab_config():

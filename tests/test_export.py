@@ -8,35 +8,72 @@ import xarray as xr
 from labctl.analysis import BULK_INTERFACE, fit_spectrum
 from labctl.cli import main
 from labctl.eclab import from_eclab, read_mpr
-from labctl.export import export_netcdf, read_netcdf
+from labctl.export import export_netcdf, read_csv, read_netcdf, stream_dataset
 
 
-def test_csv_export_round_trips_every_stream(plating_run, plate, tmp_path):
+def test_csv_export_round_trips_every_stream_with_units(plating_run, plate, tmp_path):
     data_dir, uid = plating_run
-    streams = plate.streams
+    streams = {name: stream_dataset(plate[name]) for name in plate}
     assert main(["export", uid[:8], "--format", "csv", "--data-dir", str(data_dir), "--out", str(tmp_path)]) == 0
     assert sorted(p.name for p in tmp_path.glob("*.csv")) == sorted(f"{uid[:8]}-plate-{name}.csv" for name in streams)
     for name, ds in streams.items():
-        table = pd.read_csv(tmp_path / f"{uid[:8]}-plate-{name}.csv", index_col=list(ds.dims))
-        back = xr.Dataset.from_dataframe(table)
+        back = read_csv(tmp_path / f"{uid[:8]}-plate-{name}.csv")
         for key, values in ds.data_vars.items():
+            assert back[key].attrs.get("units") == values.attrs.get("units"), f"{name}.{key}"
+            if values.dtype.kind in "OUS":  # the result's text
+                assert set(np.ravel(back[key].values)) == set(np.ravel(values.values))
+                continue
             # a spectrum's scalars come back repeated over its frequencies
             expected = values.values.reshape(values.shape + (1,) * (back[key].ndim - values.ndim))
             np.testing.assert_allclose(back[key].values, np.broadcast_to(expected, back[key].shape),
                                        rtol=1e-15, err_msg=f"{name}.{key}")
+    header = pd.read_csv(tmp_path / f"{uid[:8]}-plate-potentiostat.csv", nrows=0).columns
+    assert list(header) == ["time / s", "potentiostat_time / s", "potentiostat_Ewe / V", "potentiostat_I / A",
+                            "potentiostat_charge / C"]
+    assert "impedance_fit_r_bulk / ohm" in pd.read_csv(tmp_path / f"{uid[:8]}-plate-impedance_fit.csv", nrows=0)
     # the spectra are written long: one row per spectrum and frequency
     assert len(pd.read_csv(tmp_path / f"{uid[:8]}-plate-impedance.csv")) == streams["impedance"]["potentiostat_eis_frequency"].size
 
 
-def test_netcdf_export_round_trips_streams_and_documents(plate, tmp_path):
-    start, stop, streams = plate.start, plate.stop, plate.streams
+def test_every_stream_is_on_the_session_clock_and_the_potentiostat_time_is_time(plate):
+    """One clock: the rows' own times, the environment's and the fits' event times, all session time."""
+    streams = {name: stream_dataset(plate[name]) for name in plate}
+    rows = streams["potentiostat"]
+    np.testing.assert_array_equal(rows["time"].values, rows["potentiostat_time"].values)
+    first, last = rows["time"].values[[0, -1]]
+    assert last - first == pytest.approx(3600, abs=60)  # an hour of plating at 1 s, not 3600 row numbers
+    for name in ("environment", "impedance", "impedance_fit", "primary", "result"):
+        times = streams[name]["time"].values
+        assert first - 600 <= times.min() and times.max() <= last + 600, name  # within the plating hour
+    np.testing.assert_allclose(streams["impedance_fit"]["time"], streams["impedance"]["potentiostat_eis_sweep_start"],
+                               atol=1e3)  # each fit stored when its sweep ended
+    assert plate.start["time"] <= first and plate.stop["time"] >= last
+
+
+def test_netcdf_export_opens_with_plain_xarray_and_round_trips(plate, tmp_path):
+    start, stop = plate.start, plate.stop
+    streams = {name: stream_dataset(plate[name]) for name in plate}
     uid = start["uid"]
-    back_start, back_stop, back = read_netcdf(export_netcdf(plate, tmp_path))
+    path = export_netcdf(plate, tmp_path)
+    back_start, back_stop, back = read_netcdf(path)
     assert back_start["uid"] == uid and back_start["cell"]["electrode_area"] == start["cell"]["electrode_area"]
     assert back_stop["reason"] == stop["reason"]
     assert sorted(back) == sorted(streams)
     for name, ds in streams.items():
-        xr.testing.assert_equal(back[name], ds)
+        xr.testing.assert_identical(back[name], ds)
+    with xr.open_dataset(path, group="potentiostat") as rows:  # as the README says, no engine named
+        assert rows["potentiostat_Ewe"].attrs["units"] == "V" and rows["time"].attrs["units"] == "s"
+    with xr.open_dataset(path) as root:
+        assert root.attrs["streams"].split() == list(streams)
+
+
+def test_plan_arguments_are_recorded_as_written_beside_si_values_and_their_units(plate):
+    start = plate.start
+    assert start["plan_args"]["current_density"] == pytest.approx(5.0)
+    assert start["plan_args_units"]["current_density"] == "A/m^2"
+    assert start["plan_args_as_written"]["current_density"] == "0.5 mA/cm^2"
+    assert start["plan_args_units"]["geis_interval"] == "s" and start["plan_args_as_written"]["geis_interval"] == "20 min"
+    assert start["plan_args_units"]["short_drop"] == "1"  # a fraction
 
 
 # ---- EC-Lab files -----------------------------------------------------------------------------------

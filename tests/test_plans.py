@@ -46,7 +46,7 @@ def test_set_temperature_and_pressure_record_the_environment_and_say_why_they_en
     assert starts[0]["plan_args"]["temperature"] == 303.15
     assert all(s["exit_status"] == "success" for s in stops(docs))
     descriptors = [d["name"] for n, d in docs if n == "descriptor"]
-    assert descriptors == ["environment", "environment"]
+    assert descriptors == ["environment", "result", "environment", "result"]
 
 
 def test_lithiophobic_cell_plates_until_it_shorts_and_is_left_at_open_circuit(lab):

@@ -110,6 +110,12 @@ class PotentiostatChannel(Device):
         super().__init__(name=name, **kwargs)
         self.channel.put(channel)
 
+    @property
+    def hints(self):
+        """No hinted fields for the collected ``potentiostat`` stream: its rows are pages (StreamDatum)
+        that live callbacks cannot show. Plans read ``ewe`` (hinted itself) into ``primary`` for them."""
+        return {"fields": []}
+
     # ---- staging: one HDF5 file per run -------------------------------------------------------
     def stage(self):
         self._writer = HDF5StreamWriter(self.assets_dir, self.name, ROW_FIELDS)

@@ -6,7 +6,7 @@ from ophyd import Component as Cpt
 from ophyd import Device, Signal
 from ophyd.status import DeviceStatus
 
-from devices.common import ReadbackSignal, status_when
+from devices.common import ClockSignal, ReadbackSignal, status_when
 
 
 class StackPressureRig(Device):
@@ -30,7 +30,7 @@ class StackPressureRig(Device):
     pressure = Cpt(ReadbackSignal, reader="_read_pressure", units="Pa", kind="hinted")
     force = Cpt(ReadbackSignal, reader="_read_force", units="N", kind="normal")
     crosshead = Cpt(ReadbackSignal, reader="_read_position", units="m", kind="normal")
-    target = Cpt(Signal, value=0.0, kind="normal")
+    target = Cpt(ClockSignal, value=0.0, units="Pa", kind="normal")  # stamped on the session clock
     area = Cpt(Signal, value=0.0, kind="config")
 
     def __init__(self, *, backend, clock, pressure_range=(0.0, 20e6), band=0.1e6, poll=5.0,
@@ -42,6 +42,7 @@ class StackPressureRig(Device):
         self.poll, self.settle, self.timeout = poll, settle, timeout
         super().__init__(name=name, **kwargs)
         self.area.put(backend.params.area)
+        self.target.put(0.0)  # a session-clock timestamp from the start
 
     def _read_pressure(self) -> float:
         return self.backend.read_pressure()
