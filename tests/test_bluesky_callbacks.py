@@ -141,11 +141,9 @@ def test_a_short_is_a_result_with_its_time_and_capacity(tmp_path, lab_config):
 
 def narrow_window(config):
     """``config`` with a potentiostat whose voltage window (+/- 50 mV) a plating cell reaches at once."""
-    class potentiostat:
-        channel, current_limit, voltage_window = 1, 0.01, (-0.05, 0.05)
-
-    instruments = type("instruments", (config.instruments,), {"potentiostat": potentiostat})
-    return type("NarrowWindowLab", (config,), {"instruments": instruments})
+    potentiostat = config.instruments.potentiostat.model_copy(
+        update={"current_limit": 0.01, "voltage_window": (-0.05, 0.05)})
+    return config.model_copy(update={"instruments": config.instruments.model_copy(update={"potentiostat": potentiostat})})
 
 
 def test_plating_ended_by_the_voltage_limit_fails_with_the_reason(tmp_path, lab_config):
