@@ -96,7 +96,7 @@ def test_plans_lists_every_plan_with_units_and_defaults(capsys):
     assert re.search(r"current_density +> 0 and <= 100 mA/cm\^2 +required", out)
     assert re.search(r"temperatures +list of >= -40 and <= 200 degC +required", out)
     assert re.search(r"geis_interval +> 0 min +default 15 min", out)
-    assert "(from the cell: electrode_area, thickness)" in out
+    assert "(from the cell: electrode_area, thickness, cell_kind)" in out
 
 
 @pytest.mark.parametrize("path", sorted(CASES.glob("*.yaml")), ids=lambda p: p.stem)
