@@ -84,17 +84,17 @@ class ShortDetector:
         """Return the band's upper edge as a voltage at this current, V."""
         return self.current * self.short_resistance + self.resolution
 
-    def _near_the_band(self, level: float, what: str) -> bool:
-        """Say whether ``level`` (V at this current) is too near the band to tell a short from the cell.
+    def _near_the_band(self, resistance: float, band: float, what: str) -> bool:
+        """Say whether ``resistance`` (ohm) is too near ``band`` (ohm) to tell a short from the cell.
 
         Within 1.5 x the band a soft short (a few kohm) across the cell could fall into it: the rules
         then stay silent and say why in ``undetermined``, rather than stop on a guess.
         """
-        if level > 1.5 * self._band():
+        if resistance > 1.5 * band:
             return False
         self.undetermined = self.undetermined or (
-            f"{what} ({level / self.current:.0f} ohm) came within 1.5 x the short band "
-            f"({self._band() / self.current:.0f} ohm): a short cannot be told from the cell; lower short_resistance"
+            f"{what} ({resistance:.0f} ohm) came within 1.5 x the short band ({band:.0f} ohm): "
+            "a short cannot be told from the cell; lower short_resistance"
         )
         return True
 
@@ -111,8 +111,9 @@ class ShortDetector:
         level = abs(voltage - self.open_circuit_voltage)
         resistance = level / self.current
         fell = bool(self._recent) and level <= (1 - self.fall) * median(self._recent)
-        if fell and self._in_band_since is None and self._near_the_band(max(list(self._recent)[-2:]), "the cell's own resistance"):
-            fell = False
+        if fell and self._in_band_since is None:
+            before = max(list(self._recent)[-2:]) / self.current
+            fell = not self._near_the_band(before, self._band() / self.current, "the cell's own resistance")
         in_band = level <= self._band()
         if not (fell or self._in_band_since is not None) or not in_band:
             self._in_band_since = None
@@ -145,7 +146,7 @@ class ShortDetector:
             return None
         # The larger of the last two: a soft short during the previous sweep must not hide the drop.
         before, previous = recent[-1][0], max(r for _, r in recent)
-        if self._near_the_band(previous * self.current, "the low-frequency resistance"):
+        if self._near_the_band(previous, self.short_resistance, "the low-frequency resistance"):
             return None
         if r_low <= (1 - self.drop) * previous and r_low <= self.short_resistance:
             self.short_time, self.rule = time, "impedance"
