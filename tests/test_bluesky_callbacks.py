@@ -190,3 +190,18 @@ def test_only_cells_with_lithium_are_labelled_by_a_lithium_surface(kind, surface
     cell = Cell(id="C-1", kind=kind, thickness="1.2 mm", electrode_diameter="2 mm",
                 surface="lithiophilic" if kind == "tracer" else "lithiophobic")
     assert cell.to_metadata()["surface"] == surface
+
+
+def test_labctl_run_bec_prints_the_voltage_and_the_fits(plating):
+    from labctl.cli import subscribe_standard_callbacks
+
+    lab, RE, docs = plating
+    subscribe_standard_callbacks(RE, plots=False)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        RE(plate(lab.potentiostat, current_density=5.0, electrode_area=AREA, geis_interval=600.0, geis_f_min=10.0,
+                 max_duration=1200.0))
+    text = out.getvalue()
+    assert "potentiostat_ewe" in text and "impedance_fit_r_bulk" in text and "impedance_fit_r_interface" in text
+    for event in events(docs, "impedance_fit"):  # a row per fit, at its time on the session clock
+        assert clock_text(event["time"]) in text
