@@ -336,7 +336,8 @@ def cmd_serve(args) -> int:
         try:
             server.wait()
         except KeyboardInterrupt:
-            pass
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once is enough: let the cleanup finish
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
     finally:
         if server is not None:
             server.close()

@@ -173,7 +173,13 @@ class DataServer:
         self._server = ThreadedServer(uvicorn.Config(self.app, host=host, port=port, loop="asyncio",
                                                      log_config=log_config))
         self._cm = self._server.run_in_thread()
-        base_url = self._cm.__enter__()
+        try:
+            base_url = self._cm.__enter__()
+        except (TimeoutError, SystemExit) as error:  # uvicorn could not start: say why, from its log
+            self._cm = None
+            log = self.log.read_text(errors="replace").strip().splitlines() if self.log.exists() else []
+            why = " | ".join(log[-12:]) if log else type(error).__name__
+            raise RuntimeError(f"the tiled server of {self.data_dir} did not start on {host}:{port}: {why}") from None
         try:
             deadline = time.monotonic() + STARTUP_TIMEOUT
             with httpx.Client(trust_env=False) as client:

@@ -247,6 +247,8 @@ def instrument_locks(lab_config, experiment: str | None) -> list[Lock]:
     try:
         for role, instrument in _instruments(lab_config):
             address = str(getattr(instrument, "address", "sim"))
+            if getattr(instrument, "channel", None) is not None:  # one lock per potentiostat channel
+                address += f" channel {instrument.channel}"
             name = f"instrument-{_slug(lab_config.name)}-{_slug(role)}-{_slug(address)}.lock"
             lock = Lock(directory / name, f"instrument {role} at {address} (lab {lab_config.name})",
                         "wait for that experiment to end, or stop it")

@@ -4,6 +4,7 @@ directories that travel (issue 13 points 1, 2, 4)."""
 from __future__ import annotations
 
 import json
+import secrets
 import shutil
 import socket
 import sqlite3
@@ -344,3 +345,40 @@ def test_rows_reach_the_file_every_few_seconds_whatever_the_page_interval(tmp_pa
         np.testing.assert_array_equal(time_on_disk, measured["time"][: len(time_on_disk)])
         np.testing.assert_array_equal(ewe_on_disk, measured["Ewe"][: len(ewe_on_disk)])
     lab.close()
+
+
+# ---- point 2: serving a data directory while labctl writes it --------------------------------------
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.timeout(600)  # two processes each starting tiled, on a loaded 2-core machine
+def test_labctl_serve_a_data_directory_and_a_run_writes_through_it(tmp_path, short_experiment):
+    from tiled.client import from_uri
+
+    data_dir, port, key = tmp_path / "data", free_port(), secrets.token_hex(32)  # tiled refuses weak keys
+    data_dir.mkdir()
+    experiment = tmp_path / "short.yaml"
+    experiment.write_text(short_experiment)
+    serve = subprocess.Popen([sys.executable, "-m", "labctl.cli", "serve", str(data_dir), "--port", str(port),
+                              "--api-key", key], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = serve.stdout.readline()
+        assert "serving" in line, serve.stderr.read() if not line else line
+        assert json.loads((data_dir / "server.json").read_text())["role"] == "labctl serve"
+        run = subprocess.run([sys.executable, "-m", "labctl.cli", "run", str(experiment), "--data-dir", str(data_dir)],
+                             capture_output=True, text=True, timeout=500)
+        assert run.returncode == 0, run.stderr[-2000:]
+        assert "4 of 4 runs stored" in run.stdout
+        assert not (data_dir / "tiled" / "access.log").exists()  # no second server: nothing of tiled's own
+        runs = from_uri(f"http://127.0.0.1:{port}", api_key=key)["runs"]  # the stock tiled client
+        plate_uid = next(line.split()[0] for line in run.stdout.splitlines() if " plate " in line)
+        assert len(runs[plate_uid]["potentiostat"].read()["potentiostat_Ewe"]) == 3600
+        assert len(runs) == 4
+        runs.context.close()
+    finally:
+        serve.terminate()
+        serve.communicate(timeout=60)
+    assert serve.returncode == 0 and not (data_dir / "server.json").exists()
