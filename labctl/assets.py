@@ -141,7 +141,8 @@ class HDF5StreamWriter:
         self._datasets: dict[str, h5py.Dataset] = {}
         self._datum_composers: dict[str, ComposeStreamDatum] = {}
         self._resources_sent = False
-        self._index = 0
+        self._index = 0  # rows announced (stream datums)
+        self._written = 0  # rows in the file
 
     # ---- names -------------------------------------------------------------------------------
     def data_key(self, field: str) -> str:
@@ -174,7 +175,7 @@ class HDF5StreamWriter:
         self._file.swmr_mode = True
         self._datum_composers = {}
         self._resources_sent = False
-        self._index = 0
+        self._index = self._written = 0
         return self.path
 
     def _field_chunk_rows(self, spec: FieldSpec) -> int:
@@ -213,11 +214,13 @@ class HDF5StreamWriter:
         }
 
     def get_index(self) -> int:
-        """Number of rows written so far."""
+        """Number of rows announced so far (covered by stream datums)."""
         return self._index
 
     def append(self, page: dict[str, np.ndarray]) -> list[tuple[str, dict]]:
         """Write a page of rows, make sure it is in the file, and return its asset documents.
+
+        :meth:`write` then :meth:`announce`.
 
         Parameters
         ----------
@@ -228,21 +231,41 @@ class HDF5StreamWriter:
         -------
         list of (name, doc)
             On the first non-empty page one ``stream_resource`` per field, then always one
-            ``stream_datum`` per field covering the new rows. Empty if the page has no rows.
+            ``stream_datum`` per field covering the new rows. Empty if there are no new rows.
+        """
+        self.write(page)
+        return self.announce()
+
+    def write(self, page: dict[str, np.ndarray]) -> int:
+        """Write rows into the file and hand them to the operating system, without announcing them.
+
+        Rows written so survive the death of this process (not a power cut: :meth:`announce`
+        fsyncs); :func:`labctl.recovery.complete_run` finds them in the file after the last
+        journalled page. Returns the number of rows written.
         """
         if self._file is None:
-            raise RuntimeError(f"{self.stream_name}: append() before open()")
+            raise RuntimeError(f"{self.stream_name}: write() before open()")
         columns = self._checked_columns(page)
         rows = len(next(iter(columns.values())))
         if rows == 0:
-            return []
-        start = self._index
+            return 0
+        start = self._written
         for field, values in columns.items():
             dataset = self._datasets[field]
             dataset.resize(start + rows, axis=0)
             dataset[start:] = values
+        self._file.flush()
+        self._written = start + rows
+        return rows
+
+    def announce(self) -> list[tuple[str, dict]]:
+        """fsync the file and return the asset documents of the rows written since the last announcement."""
+        if self._file is None:
+            raise RuntimeError(f"{self.stream_name}: announce() before open()")
+        if self._written == self._index:
+            return []
         self._sync()
-        self._index = start + rows
+        start, self._index = self._index, self._written
         docs = [] if self._resources_sent else self._stream_resources()
         self._resources_sent = True
         indices = StreamRange(start=start, stop=self._index)

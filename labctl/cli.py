@@ -11,6 +11,7 @@
     labctl report UID                             # figures and an HTML summary of fits and stop reason
     labctl export UID --format csv|netcdf         # every stream of a run to files
     labctl recover                                # write runs the server missed in from the journal
+    labctl serve DATA_DIR [--port 8000]           # serve a data directory to other tools (one server; labctl writes through it)
     labctl shell                                  # IPython with a RunEngine, the lab and the catalog
 """
 
@@ -84,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["csv", "netcdf"], default="csv")
     p.add_argument("--out", type=Path, default=None, help="folder for the files (default: DATA_DIR/exports)")
     command("recover", cmd_recover, "write runs the server missed (down, or a crash mid-run) in from the journal")
+    add_serve_command(sub)
     p = command("shell", cmd_shell, "IPython with a RunEngine, the lab's devices, the plans and the catalog")
     p.add_argument("experiment", type=Path, nargs="?", help="experiment whose cell is put in the simulated lab")
     p.add_argument("--cell", help="id of the cell the session's runs are on (RE.md['cell']); an experiment gives it")
@@ -112,10 +114,10 @@ def load(args, need_experiment: bool = True):
     return experiment, lab, data_dir
 
 
-def open_storage(lab, data_dir: Path):
+def open_storage(lab, data_dir: Path, writer: str | None = None):
     from labctl.storage import Storage
 
-    return Storage.open(data_dir, lab.storage.uri, live=not lab.simulated)
+    return Storage.open(data_dir, lab.storage.uri, live=not lab.simulated, writer=writer)
 
 
 # ---- commands -----------------------------------------------------------------------------------
@@ -155,8 +157,18 @@ def cmd_run(args) -> int:
     from labctl.progress import ExperimentProgress
     from labctl.runner import ExperimentRunner
 
+    from labctl.locks import instrument_locks
+
     experiment, lab, data_dir = load(args)
-    storage = open_storage(lab, data_dir)
+    storage = open_storage(lab, data_dir, writer=experiment.name)
+    try:
+        locks = instrument_locks(lab, experiment.name)
+    except BaseException:
+        storage.close(timeout=1)
+        raise
+    for lock in [storage.lock, *locks]:
+        if lock.took_over:
+            print(lock.took_over, file=sys.stderr)
     runner = None
     # Outside a plan (at the pause prompt, between steps) SIGTERM ends the run as Ctrl-C does;
     # while a plan runs, the RunEngine's handler aborts it with the cell at open circuit.
@@ -174,7 +186,12 @@ def cmd_run(args) -> int:
         if runner is not None:
             runner.lab.close()
         storage.close()
-    print(f"\nsequence {runner.sequence_id}: {len(outcomes)} runs stored in {data_dir.resolve()}")
+        for lock in locks:
+            lock.release()
+    pending = storage.pending()
+    stored = sum(outcome.uid not in pending for outcome in outcomes)
+    print(f"\nsequence {runner.sequence_id}: {stored} of {len(outcomes)} runs stored in {data_dir.resolve()}"
+          + (f", {len(outcomes) - stored} pending upload" if stored < len(outcomes) else ""))
     for outcome in outcomes:
         print(f"  {outcome.uid}  {outcome.plan:<16} {outcome.exit_status:<8} {outcome.reason}")
     print("lab left safe: " + "; ".join(str(action) for action in runner.safe_actions))
@@ -252,10 +269,14 @@ def cmd_runs(args) -> int:
 @contextlib.contextmanager
 def stored_run(args):
     """Yield (the run ``args.uid``, the data dir) with the storage open; close it afterwards."""
+    from labctl.storage import disk_error
+
     _, lab, data_dir = load(args)
     storage = open_storage(lab, data_dir)
     try:
         yield storage.find(args.uid), data_dir
+    except OSError as error:  # a figure, report or export that cannot be written: say where and why
+        raise disk_error(error, f"{args.command}: writing") from error
     finally:
         storage.close()
 
@@ -265,6 +286,8 @@ def cmd_show(args) -> int:
 
     with stored_run(args) as (run, data_dir):
         print(run_summary(run))
+        for stream, files in run.missing.items():
+            print(f"  stream    {stream}: not shown, its file is missing: {', '.join(files)}")
         path = run_figure(run, args.out or data_dir / "figures")
     print(f"figure: {path}")
     return 0
@@ -295,6 +318,7 @@ def cmd_recover(args) -> int:
     storage = open_storage(lab, data_dir)
     try:
         outcomes = storage.recover()
+        holder, live = storage._live_writer()
     finally:
         storage.close()
     for uid, outcome in outcomes.items():
@@ -303,6 +327,10 @@ def cmd_recover(args) -> int:
     written = sum(outcome.delivered for outcome in outcomes.values())
     print(f"{written} of {len(outcomes)} runs written in from the journal ({storage.journal_dir}); "
           f"points of journalled pages lost: {lost}")
+    if live:
+        from labctl.locks import describe_holder
+
+        print(f"left alone: {len(live)} run(s) of the live {describe_holder(holder)}, which delivers them itself")
     return 0 if written == len(outcomes) else 1
 
 
@@ -311,6 +339,50 @@ def cmd_doctor(args) -> int:
     from labctl.doctor import doctor
 
     return doctor(load_lab(args.lab_file))
+
+
+def add_serve_command(sub) -> None:
+    p = sub.add_parser("serve", help="serve a data directory to other tools with tiled (labctl runs write through it)")
+    p.set_defaults(func=cmd_serve)
+    p.add_argument("data_dir", type=Path, help="the data directory (journal/, assets/, tiled/)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--api-key", default=None, help="the single-user API key (default: $TILED_API_KEY, else random)")
+
+
+def cmd_serve(args) -> int:
+    """Serve DATA_DIR until Ctrl-C: one tiled server, with the options labctl's embedded one uses."""
+    import os
+    import secrets
+
+    from labctl.dataserver import DataServer
+    from labctl.locks import server_lock
+    from labctl.storage import check_data_dir
+
+    data_dir = args.data_dir.expanduser().resolve()
+    can_write = check_data_dir(data_dir, write=False)
+    api_key = args.api_key or os.environ.get("TILED_API_KEY") or secrets.token_hex(16)
+    lock = server_lock(data_dir)
+    if can_write:  # labctl runs on this data directory find the server here and write through it
+        lock.acquire("labctl serve", None, uri=f"http://127.0.0.1:{args.port}/api/v1?api_key={api_key}")
+    server = None
+    try:
+        server = DataServer(data_dir, api_key=api_key, host=args.host, port=args.port, read_only=not can_write)
+        signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+        print(f"serving {data_dir}{' (read-only)' if server.read_only else ''} at "
+              f"http://{args.host}:{server.port}/api/v1 (API key {api_key}); Ctrl-C stops", flush=True)
+        print(f"  from tiled.client import from_uri; runs = from_uri('http://{args.host}:{server.port}', "
+              f"api_key='{api_key}')['runs']", flush=True)
+        try:
+            server.wait()
+        except KeyboardInterrupt:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once is enough: let the cleanup finish
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+    finally:
+        if server is not None:
+            server.close()
+        lock.release()
+    return 0
 
 
 def cmd_shell(args) -> int:

@@ -486,6 +486,7 @@ class StorageConfig(ConfigModel):
 
     data_dir: str = "data"
     uri: str | None = None
+    lock_dir: str | None = None  # where instrument locks go (labctl.locks); None: a real lab uses /tmp/labctl-locks
 
     @property
     def data_path(self) -> Path:

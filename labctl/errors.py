@@ -178,3 +178,21 @@ class LithiumWouldMelt(LabctlError, ValueError):
     def refuses(kelvin: float, contains_lithium: bool) -> bool:
         """Return whether ``kelvin`` is refused: at or above lithium's melting point, with lithium in the cell."""
         return contains_lithium and kelvin >= LITHIUM_MELTING_POINT
+
+
+class StorageError(LabctlError):
+    """A data directory, asset file or data server labctl cannot use: the path, what is wrong, what to do.
+
+    Parameters
+    ----------
+    path : str or Path
+        The data directory, file or server URI (without its API key).
+    problem : str
+        What is wrong with it, e.g. ``"is not writable (read-only file system)"``.
+    fix : str
+        What to do about it.
+    """
+
+    def __init__(self, path: str | Path, problem: str, fix: str):
+        self.path, self.problem, self.fix = str(path), problem, fix
+        super().__init__(f"{self.path}: {problem}: {fix}")

@@ -1,17 +1,21 @@
 """Completing the journal of a run whose process died: pages on disk, and the stop it never had.
 
 A killed process leaves three things behind: its journal (every document up to the last one
-written, perhaps a last line cut short), the HDF5 pages its devices wrote (rows are fsynced
-before the stream datum announcing them is emitted, so the file can hold rows the journal never
-heard of, never fewer), and perhaps a partial copy in the server. :func:`complete_run` turns the
-journal into a whole run again: it checks every journalled page against its file, announces the
-rows written after the last journalled page, and closes the run as failed, "interrupted".
+written, perhaps a last line cut short, perhaps nothing at all if it died as the step began), the
+HDF5 pages its devices wrote (rows are fsynced before the stream datum announcing them is
+emitted, so the file can hold rows the journal never heard of, never fewer), and perhaps a
+partial copy in the server. :func:`repair_journal` keeps every readable, consistent document of a
+journal and sets the rest aside in a quarantine file beside it (``<uid>.quarantine``), so one
+damaged line never blocks a run; :func:`complete_run` then turns the journal into a whole run
+again: it checks every journalled page against its file, announces the rows written after the
+last journalled page, and closes the run as failed, "interrupted".
 :meth:`labctl.storage.Storage.recover` then writes the run in.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import uuid
 from dataclasses import dataclass, field
@@ -20,7 +24,213 @@ from urllib.parse import urlparse
 
 import h5py
 
+logger = logging.getLogger(__name__)
+
 INTERRUPTED = "interrupted"
+QUARANTINE_SUFFIX = ".quarantine"
+
+
+# ---- reading and repairing a journal -------------------------------------------------------------
+@dataclass
+class JournalContents:
+    """What a journal file holds: its documents, and the lines that are not journal lines."""
+
+    documents: list[tuple[str, dict]] = field(default_factory=list)
+    lines: list[int] = field(default_factory=list)  # 1-based line number of each document
+    damaged: list[tuple[int, str]] = field(default_factory=list)  # (line number, text) unreadable
+
+    @property
+    def cut_short(self) -> bool:
+        """Whether the last line was cut short by a crash mid-write (it lacks its newline)."""
+        return bool(self.damaged) and not self.damaged[-1][1].endswith("\n")
+
+
+def read_journal(path: Path, limit: int | None = None) -> JournalContents:
+    """Read a journal file, keeping every readable line; unreadable lines are returned apart.
+
+    Parameters
+    ----------
+    path : Path
+        The journal (``<uid>.jsonl``).
+    limit : int, optional
+        Read at most this many lines.
+    """
+    contents = JournalContents()
+    with open(path, encoding="utf-8", errors="replace") as file:
+        for number, line in enumerate(file, 1):
+            if limit is not None and number > limit:
+                break
+            entry = _entry(line)
+            if entry is None:
+                contents.damaged.append((number, line))
+            else:
+                contents.documents.append(entry)
+                contents.lines.append(number)
+    return contents
+
+
+def _entry(line: str) -> tuple[str, dict] | None:
+    try:
+        entry = json.loads(line)
+        name, doc = entry["name"], entry["doc"]
+    except (ValueError, TypeError, KeyError):
+        return None
+    if not isinstance(name, str) or not isinstance(doc, dict):
+        return None
+    return name, doc
+
+
+@dataclass
+class Repair:
+    """What :func:`repair_journal` kept of a journal and what it set aside, and why."""
+
+    documents: list[tuple[str, dict]]
+    set_aside: list[tuple[int | None, str]] = field(default_factory=list)  # (line, why)
+    quarantine: Path | None = None
+
+    @property
+    def has_start(self) -> bool:
+        return bool(self.documents) and self.documents[0][0] == "start"
+
+    def __str__(self) -> str:
+        if not self.set_aside:
+            return ""
+        lines = sorted({line for line, _ in self.set_aside if line is not None})
+        shown = ", ".join(str(line) for line in lines[:5]) + (", ..." if len(lines) > 5 else "")
+        reasons = sorted({why for _, why in self.set_aside})
+        return (f"{len(self.set_aside)} journal line(s) set aside in {self.quarantine}"
+                + (f" (line {shown})" if lines else "") + f": {'; '.join(reasons)}")
+
+
+def repair_journal(path: Path) -> Repair:
+    """Keep the readable, consistent documents of a journal; set the rest aside in its quarantine file.
+
+    The lines set aside are appended verbatim to ``<uid>.quarantine`` beside the journal (with
+    their line number and why), and the journal is rewritten (atomically) without them, so a
+    second call finds nothing to do. Set aside: lines that are not JSON journal lines (garbage,
+    a last line cut short by a crash), and documents that do not fit the run (see
+    :func:`consistent_documents`).
+    """
+    contents = read_journal(path)
+    kept, dropped = consistent_documents(contents.documents)
+    set_aside = [(number, "not a journal line" if text.endswith("\n") else "last line cut short by a crash")
+                 for number, text in contents.damaged]
+    set_aside += [(contents.lines[index], why) for index, why in dropped]
+    quarantine = path.with_suffix(QUARANTINE_SUFFIX)
+    if not set_aside:
+        return Repair(kept, [], None)
+    by_line = {number: text for number, text in contents.damaged}
+    raw = path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)
+    with open(quarantine, "a", encoding="utf-8") as file:
+        for number, why in sorted(set_aside, key=lambda item: item[0] or 0):
+            text = by_line.get(number) or (raw[number - 1] if number and number <= len(raw) else "")
+            file.write(json.dumps({"journal": path.name, "line": number, "why": why, "text": text}) + "\n")
+        file.flush()
+        os.fsync(file.fileno())
+    _rewrite(path, kept)
+    logger.warning("journal %s: %d line(s) set aside in %s", path, len(set_aside), quarantine)
+    return Repair(kept, set_aside, quarantine)
+
+
+def consistent_documents(documents: list[tuple[str, dict]]) -> tuple[list[tuple[str, dict]], list[tuple[int, str]]]:
+    """Split a run's documents into those that form a consistent run and those that do not.
+
+    A run is one start document, then documents that name what they belong to (descriptors,
+    stream resources) before they are used, then at most one stop, last. Set aside: anything
+    before the start or a second start, a document repeated (same uid), an event or stream datum
+    whose descriptor or stream resource is unknown (its line was damaged), a stream datum that
+    overlaps an earlier one, and a stop followed by more documents (closed too early, e.g. by a
+    recovery that ran beside a live run: the run went on). A stream datum that starts after the
+    previous one ended (the datum in between was damaged) is widened back to close the gap: the
+    rows are in the file.
+
+    Returns
+    -------
+    kept : list of (name, doc)
+    dropped : list of (index into ``documents``, why)
+    """
+    kept: list[tuple[str, dict]] = []
+    dropped: list[tuple[int, str]] = []
+    start_uid, seen, descriptors, resources = None, set(), set(), {}
+    last_other = max((i for i, (name, _) in enumerate(documents) if name != "stop"), default=-1)
+    stop_kept = False
+    for index, (name, doc) in enumerate(documents):
+        why = None
+        uid = doc.get("uid") if isinstance(doc.get("uid"), str) else None  # an event page's is a list
+        if start_uid is None and name != "start":
+            why = "before the start document"
+        elif name == "start" and start_uid is not None:
+            why = "a second start document"
+        elif uid is not None and uid in seen:
+            why = "a repeated document"
+        elif name == "descriptor" and doc.get("run_start") not in (None, start_uid):
+            why = "a descriptor of another run"
+        elif name in ("event", "event_page") and doc.get("descriptor") not in descriptors:
+            why = f"an {name} of an unknown descriptor"
+        elif name == "stream_datum":
+            why, doc = _checked_datum(doc, descriptors, resources)
+        elif name == "stop" and (index < last_other or stop_kept):
+            why = "a stop document followed by more of the run" if index < last_other else "a second stop document"
+        if why:
+            dropped.append((index, why))
+            continue
+        if name == "start":
+            start_uid = uid
+        elif name == "descriptor":
+            descriptors.add(uid)
+        elif name == "stream_resource":
+            resources[uid] = {"index": 0, "seq": None}
+        elif name == "stop":
+            stop_kept = True
+        if uid is not None:
+            seen.add(uid)
+        kept.append((name, doc))
+    return kept, dropped
+
+
+def _checked_datum(doc: dict, descriptors: set, resources: dict) -> tuple[str | None, dict]:
+    """(why it is set aside or None, the datum, widened over a gap left by a damaged one)."""
+    state = resources.get(doc.get("stream_resource"))
+    if state is None:
+        return "a stream datum of an unknown stream resource", doc
+    if doc.get("descriptor") not in descriptors:
+        return "a stream datum of an unknown descriptor", doc
+    try:
+        start, stop = doc["indices"]["start"], doc["indices"]["stop"]
+        seq_start, seq_stop = doc["seq_nums"]["start"], doc["seq_nums"]["stop"]
+    except (KeyError, TypeError):
+        return "a stream datum without indices", doc
+    if start < state["index"] or stop <= start:
+        return "a stream datum overlapping an earlier one", doc
+    if start > state["index"]:  # the datum before it was damaged: its rows are in the file
+        gap = start - state["index"]
+        doc = {**doc, "indices": {"start": state["index"], "stop": stop},
+               "seq_nums": {"start": seq_start - gap if state["seq"] is None else state["seq"], "stop": seq_stop}}
+    state["index"], state["seq"] = stop, doc["seq_nums"]["stop"]
+    return None, doc
+
+
+def _rewrite(path: Path, documents: list[tuple[str, dict]]) -> None:
+    """Replace a journal by these documents, atomically and durably."""
+    temporary = path.with_suffix(".jsonl.tmp")
+    with open(temporary, "w", encoding="utf-8") as file:
+        for name, doc in documents:
+            file.write(json.dumps({"name": name, "doc": doc}) + "\n")
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(temporary, path)
+
+
+def set_aside_journal(path: Path, why: str) -> Path:
+    """Move a whole journal that holds no run (no start document) into its quarantine file."""
+    quarantine = path.with_suffix(QUARANTINE_SUFFIX)
+    text = path.read_text(encoding="utf-8", errors="replace")
+    with open(quarantine, "a", encoding="utf-8") as file:
+        file.write(json.dumps({"journal": path.name, "line": None, "why": why, "text": text}) + "\n")
+        file.flush()
+        os.fsync(file.fileno())
+    path.unlink()
+    return quarantine
 
 
 @dataclass
@@ -55,6 +265,8 @@ class Completion:
     appended: list[tuple[str, dict]] = field(default_factory=list)
     closed: bool = False
 
+    seconds_lost: float | None = None  # see complete_run
+
     @property
     def points_lost(self) -> int:
         return sum(check.lost for check in self.streams)
@@ -63,6 +275,9 @@ class Completion:
         parts = [str(check) for check in self.streams]
         if self.closed:
             parts.append(f"closed as failed ({INTERRUPTED}: the journal had no stop document)")
+        if self.seconds_lost is not None:
+            parts.append(f"samples lost: {self.seconds_lost:.0f} s (from the last row on disk to the run's "
+                         "last journalled reading)")
         return "; ".join(parts)
 
 
@@ -94,7 +309,34 @@ def complete_run(run_uid: str, documents: list[tuple[str, dict]]) -> Completion:
         stop = closing_stop(run_uid, documents + completion.appended)
         completion.appended.append(("stop", stop))
         completion.closed = True
+        completion.seconds_lost = _seconds_lost(documents)
     return completion
+
+
+def _seconds_lost(documents) -> float | None:
+    """Session-clock seconds between the last row in the run's files and its last journalled reading.
+
+    None for a run without rows in files. The readings (events) are stamped on the session clock,
+    as the rows are; anything the process measured after its last reading is not known here:
+    rows reach the file every few seconds (see ``devices/biologic/channel.py``), which bounds it.
+    """
+    resources = [doc for name, doc in documents if name == "stream_resource" and doc.get("data_key", "").endswith("_time")]
+    last_rows = [t for t in (_last_value(resource) for resource in resources) if t is not None]
+    if not last_rows:
+        return None
+    readings = [max(doc["timestamps"].values()) for name, doc in documents
+                if name == "event" and doc.get("timestamps")]
+    return max(0.0, max(readings, default=0.0) - max(last_rows))
+
+
+def _last_value(resource: dict) -> float | None:
+    path = urlparse(resource["uri"]).path
+    try:
+        with h5py.File(path, "r", swmr=resource.get("parameters", {}).get("swmr", False)) as file:
+            dataset = file[resource["parameters"]["dataset"]]
+            return float(dataset[-1]) if len(dataset) else None
+    except (OSError, KeyError):
+        return None
 
 
 def append_to_journal(path: Path, documents: list[tuple[str, dict]]) -> None:
@@ -127,7 +369,7 @@ def closing_stop(run_uid: str, documents: list[tuple[str, dict]]) -> dict:
     return {
         "uid": str(uuid.uuid4()),
         "run_start": run_uid,
-        "time": max(doc.get("time", 0.0) for _, doc in documents),
+        "time": max((doc.get("time", 0.0) for _, doc in documents), default=0.0),
         "exit_status": "fail",
         "reason": f"{INTERRUPTED}: the process ended before the run was closed (recovered from the journal)",
         "num_events": counts,

@@ -3,7 +3,7 @@
 bluesky-tiled-plugins' ``BlueskyRun.documents()`` asks the server for the run as
 ``application/json-seq``; a server answers that only when bluesky-tiled-plugins' exporter is
 registered for the ``BlueskyRun`` spec, otherwise it answers 406. The embedded server registers it
-(:func:`register_documents_exporter`, called by :meth:`labctl.storage.Storage.open`); a standalone
+(:func:`register_documents_exporter`, called by :class:`labctl.dataserver.DataServer`); a standalone
 ``tiled serve config`` takes :data:`TILED_CONFIG_MEDIA_TYPES` as its ``media_types`` section.
 """
 

@@ -28,21 +28,25 @@ Finding runs: ``storage.runs()`` (summaries, newest first), ``storage.search_cel
 
 from __future__ import annotations
 
-import itertools
+import errno
 import json
 import logging
 import os
 import queue
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import urlparse
 
 import numpy as np
 
-from labctl.recovery import append_to_journal, complete_run
+from labctl.errors import StorageError
+from labctl.locks import SERVER_STATE, Lock, live_holder, server_lock, writer_lock
+from labctl.recovery import append_to_journal, complete_run, read_journal, repair_journal, set_aside_journal
 
 logger = logging.getLogger(__name__)
 
@@ -109,9 +113,10 @@ class Journal:
         run has not been confirmed delivered to the server.
     """
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, read_only: bool = False) -> None:
         self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
+        if not read_only:
+            self.directory.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._files: dict[str, IO[str]] = {}
         self._run_of: dict[str, str] = {}  # descriptor / resource uid -> start uid
@@ -213,22 +218,15 @@ class Journal:
         return found
 
     def read(self, run_uid: str, limit: int | None = None) -> list[tuple[str, dict]]:
-        """The documents of a run (the first ``limit`` of them), in the order they were written.
+        """The documents of a run (from the first ``limit`` lines), in the order they were written.
 
-        A last line cut short by a crash mid-write is left out; a damaged line anywhere else raises.
+        Lines that are not journal lines (a last line cut short by a crash, garbage) are left out
+        and logged; :func:`labctl.recovery.repair_journal` sets them aside for good.
         """
-        documents = []
-        with open(self.path(run_uid), encoding="utf-8") as file:
-            for number, line in enumerate(itertools.islice(file, limit), 1):
-                try:
-                    entry = json.loads(line)
-                except ValueError:
-                    if not line.endswith("\n"):  # only the last line can lack its newline
-                        logger.warning("journal %s: last line cut short (a crash mid-write); ignored", run_uid)
-                        break
-                    raise ValueError(f"{self.path(run_uid)}:{number}: not a journal line") from None
-                documents.append((entry["name"], entry["doc"]))
-        return documents
+        contents = read_journal(self.path(run_uid), limit)
+        for number, _ in contents.damaged:
+            logger.warning("journal %s:%d: not a journal line; left out", self.path(run_uid), number)
+        return contents.documents
 
     def open_runs(self) -> set[str]:
         """Runs this journal is still writing (started, not stopped)."""
@@ -452,6 +450,59 @@ class Recovered:
     delivered: bool
     message: str
     points_lost: int = 0
+    seconds_lost: float | None = None  # of samples, between the last row on disk and the run's end
+
+
+UNUSABLE_FIX = "give --data-dir (or storage.data_dir in the lab file) a folder labctl can use"
+
+
+def check_data_dir(data_dir: Path, *, write: bool) -> bool:
+    """Raise :class:`StorageError` if ``data_dir`` cannot be used; return whether it is writable.
+
+    A writer (``labctl run``) needs a directory it can write (created if missing); a reader
+    (``runs``, ``show``, ``report``, ``export``) needs an existing one and works read-only.
+    """
+    if data_dir.exists() and not data_dir.is_dir():
+        raise StorageError(data_dir, "is a file, not a data directory", UNUSABLE_FIX)
+    if not data_dir.exists():
+        if not write:
+            raise StorageError(data_dir, "does not exist (no runs stored there)",
+                               "give --data-dir the folder that holds journal/, assets/ and tiled/")
+        try:
+            data_dir.mkdir(parents=True)
+        except OSError as error:
+            raise StorageError(data_dir, f"cannot be created ({error.strerror})", UNUSABLE_FIX) from None
+    can_write = _can_write(data_dir)
+    if write and not can_write:
+        raise StorageError(data_dir, "is not writable (a read-only disk, or its permissions)",
+                           UNUSABLE_FIX + "; runs, show, report and export still read this one")
+    if write:
+        for sub in ("journal", "assets", "tiled"):
+            if (data_dir / sub).exists() and not _can_write(data_dir / sub):
+                raise StorageError(data_dir / sub, "is not writable", UNUSABLE_FIX)
+    return can_write
+
+
+def _can_write(directory: Path) -> bool:
+    try:
+        with tempfile.TemporaryFile(dir=directory):
+            return True
+    except OSError:
+        return False
+
+
+def disk_error(error: OSError, doing: str) -> StorageError:
+    """A one-line :class:`StorageError` for an ``OSError`` met while ``doing`` something with a file."""
+    path = error.filename or "the data directory"
+    if error.errno == errno.ENOSPC:
+        fix = "free space on that disk (nothing journalled is lost), then `labctl recover`"
+    elif error.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        fix = "use a writable folder (--out or --data-dir)"
+    elif error.errno == errno.ENOENT:
+        fix = "restore the file from a backup or a copy of the data directory"
+    else:
+        fix = "check the disk and the path"
+    return StorageError(path, f"{doing} failed: {error.strerror or error}", fix)
 
 
 # ---- storage ----------------------------------------------------------------------------------
@@ -470,58 +521,91 @@ class Storage:
         ``data_dir/journal``: the local append-only copy of every document.
     uri : str
         The tiled server's URI (the embedded server's includes its API key).
-    server : tiled.server.SimpleTiledServer or None
-        The embedded server, None when connected to a remote one.
+    server : labctl.dataserver.DataServer or None
+        The embedded server, None when connected to a remote one (or the one serving the data
+        directory already: ``labctl serve``, or a live ``labctl run``'s).
+    read_only : bool
+        True when the data directory cannot be written (an archive): only reading works.
     """
 
-    def __init__(self, data_dir: Path, uri: str, server=None, *, batch_size: int = LIVE_BATCH_SIZE) -> None:
+    def __init__(self, data_dir: Path, uri: str, server=None, *, batch_size: int = LIVE_BATCH_SIZE,
+                 lock: Lock | None = None, read_only: bool = False) -> None:
         self.data_dir = Path(data_dir)
         self.assets_dir = self.data_dir / "assets"
         self.journal_dir = self.data_dir / "journal"
-        self.assets_dir.mkdir(parents=True, exist_ok=True)
+        self.read_only = read_only
+        if not read_only:
+            self.assets_dir.mkdir(parents=True, exist_ok=True)
         self.uri = uri
         self.server = server
-        self.journal = Journal(self.journal_dir)
+        self.lock = lock  # the data directory's writer lock, when this process writes runs
+        self._published: Lock | None = None  # server.json, when others go through our server
+        self.journal = Journal(self.journal_dir, read_only=read_only)
         self._catalog = None
         self._catalog_lock = threading.Lock()
         self._delivery = _Delivery(self._connect_writer, self.journal, batch_size)
         self._closed = False
 
     @classmethod
-    def open(cls, data_dir: Path | str, uri: str | None = None, *, live: bool = True) -> Storage:
+    def open(cls, data_dir: Path | str, uri: str | None = None, *, live: bool = True,
+             writer: str | None = None) -> Storage:
         """Open the storage under ``data_dir``, with an embedded tiled server unless ``uri`` is given.
 
         Parameters
         ----------
         data_dir : Path or str
-            Journal, assets and (embedded) catalog directory; created if missing.
+            Journal, assets and (embedded) catalog directory; created if missing (writers).
         uri : str, optional
             A remote tiled server, e.g. ``http://host:8000/api/v1?api_key=secret``, pointing at
             the root or at a catalog of bluesky runs. It is contacted only when needed, so an
-            unreachable server does not prevent running experiments.
+            unreachable server does not prevent running experiments. Without it, a server
+            already serving ``data_dir`` (``labctl serve``, or a live ``labctl run``; see
+            ``data_dir/server.json``) is used, else an embedded one is started.
         live : bool
             True (the default, for real hardware): every document is written to the server as
             soon as it arrives, so the catalog shows running experiments. False (simulated labs,
             bulk imports): each run's streams are written to the server at its stop document,
             in one request per stream, which is many times faster; the journal has every
             document meanwhile.
+        writer : str, optional
+            This process writes runs (name the experiment): take the data directory's writer
+            lock (:class:`labctl.locks.LockHeld` if another live process holds it; a stale one
+            is taken over, ``storage.lock.took_over`` says so) and publish the embedded
+            server's URI so that readers go through it. None: a reader.
+
+        Raises
+        ------
+        StorageError
+            The data directory is a file, missing (readers), or not writable (writers).
         """
         batch_size = LIVE_BATCH_SIZE if live else BULK_BATCH_SIZE
-        data_dir = Path(data_dir).resolve()
-        if uri is not None:
-            return cls(data_dir, uri, batch_size=batch_size)
-        from tiled.server import SimpleTiledServer
-
-        from labctl.stock_clients import register_documents_exporter
-
-        register_documents_exporter()  # run.documents() (application/json-seq) from this server
-        (data_dir / "assets").mkdir(parents=True, exist_ok=True)
-        server = SimpleTiledServer(directory=data_dir / "tiled", readable_storage=[data_dir / "assets"])
+        data_dir = Path(data_dir).expanduser().resolve()
+        can_write = check_data_dir(data_dir, write=writer is not None)
+        lock = writer_lock(data_dir).acquire("labctl run", writer, runs=[]) if writer is not None else None
+        server = storage = None
         try:
-            storage = cls(data_dir, server.uri, server, batch_size=batch_size)
-            storage.catalog  # creates the runs node on first use of this data_dir
+            if uri is None:
+                served = live_holder(data_dir / SERVER_STATE, others_only=False)
+                uri = served["uri"] if served is not None else None
+            if uri is None:
+                from labctl.dataserver import DataServer
+
+                server = DataServer(data_dir, read_only=not can_write)
+                uri = server.uri
+            storage = cls(data_dir, uri, server, batch_size=batch_size, lock=lock, read_only=not can_write)
+            if server is not None and writer is not None:
+                storage._published = server_lock(data_dir).acquire("labctl run (embedded server)", writer,
+                                                                  uri=server.uri)
+            if server is not None:
+                storage.catalog  # creates the runs node on first use of this data_dir
         except BaseException:
-            server.close()
+            if storage is not None:
+                storage.close(timeout=1)
+            else:
+                if server is not None:
+                    server.close()
+                if lock is not None:
+                    lock.release()
             raise
         return storage
 
@@ -531,8 +615,9 @@ class Storage:
         from tiled.client import from_uri
         from tiled.structures.core import Spec
 
-        # The embedded server is on loopback: ignore any HTTP(S)_PROXY of the environment.
-        root = from_uri(self.uri, trust_env=self.server is None)
+        # A server on this host (embedded, or serving the data directory) is on loopback: ignore
+        # any HTTP(S)_PROXY of the environment.
+        root = from_uri(self.uri, trust_env=urlparse(self.uri).hostname not in ("127.0.0.1", "localhost"))
         try:
             if any(spec.name == CATALOG_SPEC[0] for spec in root.specs):
                 return root
@@ -556,12 +641,22 @@ class Storage:
     def catalog(self):
         """The catalog of runs (``CatalogOfBlueskyRuns``): ``catalog[uid]`` is a ``BlueskyRun``.
 
-        Raises if the server cannot be reached.
+        Raises :class:`StorageError` if the server cannot be reached.
         """
         with self._catalog_lock:
             if self._catalog is None:
-                self._catalog = self._connect()
+                try:
+                    self._catalog = self._connect()
+                except Exception as error:
+                    raise StorageError(self.server_name, f"the tiled server cannot be reached ({type(error).__name__})",
+                                       "start it (see `labctl serve`) or check storage.uri in the lab file") from error
             return self._catalog
+
+    @property
+    def server_name(self) -> str:
+        """The server's URI without its API key, for messages."""
+        url = urlparse(self.uri)
+        return f"{url.scheme}://{url.netloc}{url.path}"
 
     # ---- writing -----------------------------------------------------------------------------
     def callback(self, name: str, doc: dict) -> None:
@@ -571,6 +666,9 @@ class Storage:
         must stop an experiment (nothing would be recorded).
         """
         run_uid, line = self.journal.write(name, doc)
+        if name == "start" and self.lock is not None:
+            # Say which runs are ours, so that `labctl recover` elsewhere leaves them alone.
+            self.lock.update(runs=[*self.lock.holder.get("runs", []), run_uid])
         self._delivery.submit(run_uid, name, line)
 
     def flush(self, timeout: float = 60) -> bool:
@@ -585,28 +683,48 @@ class Storage:
         return self._delivery.wait(timeout)
 
     def pending(self) -> dict[str, str]:
-        """Runs whose journal is not (completely) in the server: start uid -> reason."""
-        return self.journal.pending()
+        """Runs whose journal is not (completely) in the server: start uid -> reason.
+
+        A run a live ``labctl run`` is writing says so (it delivers its runs itself).
+        """
+        if not self.journal_dir.exists():
+            return {}
+        found = self.journal.pending()
+        holder, owned = self._live_writer()
+        for uid in owned & set(found):
+            found[uid] = f"being written by {_holder_text(holder)} (it delivers it itself)"
+        return found
+
+    def _live_writer(self) -> tuple[dict | None, set[str]]:
+        """The live process (not this one) writing into this data directory, and the runs it owns."""
+        holder = live_holder(self.data_dir / "writer.lock")
+        return holder, set(holder.get("runs", [])) if holder else set()
 
     def recover(self) -> dict[str, Recovered]:
         """Write every journalled run the server lacks or has incomplete in from the journal.
 
         A run needs it when its pending marker says the server copy is behind (the server was
-        down and this process ended before catching up, or the process died mid-run), or when
-        the catalog does not have it at all. Each is written again in full from its journal,
-        replacing any partial copy. A run cut short first gets its pages checked against their
-        HDF5 files (rows written after the last journalled page are announced too) and the stop
-        document it never had (exit status ``fail``, reason ``interrupted``), both appended to
-        its journal. Idempotent: a second call finds nothing to do. Runs this process is still
-        writing are left alone; do not recover while another process writes into the same data
-        directory, whose running runs look interrupted from here.
+        down and this process ended before catching up, or the process died mid-run), when the
+        catalog does not have it at all, or when the catalog's copy has no stop document but the
+        journal does. Each is written again in full from its journal, replacing any partial copy.
+        Its journal is repaired first (:func:`labctl.recovery.repair_journal`: damaged lines and
+        documents that do not fit set aside in ``<uid>.quarantine``); a journal without a start
+        document (the process died as the step began) holds no run and is set aside whole. A run
+        cut short gets its pages checked against their HDF5 files (rows written after the last
+        journalled page are announced too) and the stop document it never had (exit status
+        ``fail``, reason ``interrupted``), both appended to its journal. Idempotent: a second
+        call finds nothing to do. Runs this process is still writing, and the runs of another
+        live ``labctl run`` on this data directory (its writer lock lists them), are left alone.
 
         Returns
         -------
         dict of str to Recovered
             Per run written in (or that failed to be): what happened and the points lost.
         """
-        still_open = self.journal.open_runs()
+        if self.read_only:
+            raise StorageError(self.data_dir, "is read-only: nothing can be recovered into it",
+                               "copy the data directory to a writable disk and run `labctl recover` there")
+        still_open = self.journal.open_runs() | self._live_writer()[1]
         outcomes = {}
         for run_uid in self._needing_recovery():
             if run_uid in still_open:
@@ -619,18 +737,40 @@ class Storage:
         return outcomes
 
     def _needing_recovery(self) -> list[str]:
-        pending = self.pending()
+        if not self.journal_dir.exists():
+            return []
+        pending = self.journal.pending()
         journalled = sorted(path.stem for path in self.journal_dir.glob("*.jsonl") if path.stem != "unrouted")
-        missing = set(journalled) - set(self.catalog) if journalled else set()
-        return [uid for uid in journalled if uid in pending or uid in missing]
+        # A marker whose journal is gone (set aside by hand) needs nothing but to go.
+        for uid in set(pending) - set(journalled):
+            self.journal.mark_delivered(uid)
+        in_catalog = set(self.catalog) if journalled else set()
+        return [uid for uid in journalled
+                if uid in pending or uid not in in_catalog or self._copy_unfinished(uid)]
+
+    def _copy_unfinished(self, run_uid: str) -> bool:
+        """Whether the catalog's copy of a run lacks the stop document its journal has."""
+        try:
+            if self.catalog[run_uid].metadata.get("stop"):
+                return False
+        except Exception:  # unreadable copy: write it again
+            return True
+        return any(name == "stop" for name, _ in self.journal.read(run_uid)[-1:])
 
     def _redeliver(self, run_uid: str) -> Recovered:
         from bluesky_tiled_plugins import TiledWriter
 
-        documents = self.journal.read(run_uid)
+        path = self.journal.path(run_uid)
+        repair = repair_journal(path)
+        if not repair.has_start:
+            quarantine = set_aside_journal(path, "no start document: the process died as the step began")
+            self.journal.mark_delivered(run_uid)
+            return Recovered(True, f"no start document (the process ended as the step began): nothing was "
+                                   f"recorded; the journal is set aside in {quarantine}")
+        documents = _relocated(repair.documents, self.assets_dir)
         completion = complete_run(run_uid, documents)
         if completion.appended:
-            append_to_journal(self.journal.path(run_uid), completion.appended)
+            append_to_journal(path, completion.appended)
             documents += completion.appended
         client = self._connect_writer()
         try:
@@ -642,24 +782,31 @@ class Storage:
         finally:
             client.context.close()
         self.journal.mark_delivered(run_uid)
-        message = "delivered from the journal" + (f"; {completion}" if str(completion) else "")
-        return Recovered(True, message, completion.points_lost)
+        parts = ["delivered from the journal", str(repair), str(completion)]
+        return Recovered(True, "; ".join(part for part in parts if part), completion.points_lost,
+                         completion.seconds_lost)
 
     def close(self, timeout: float = 60) -> None:
-        """Flush (up to ``timeout``), stop the delivery thread and the embedded server."""
+        """Flush (up to ``timeout``), stop the delivery thread and the embedded server; release the locks."""
         if self._closed:
             return
         self._closed = True
-        if not self.flush(timeout):
-            logger.warning("storage: closing with runs only in the journal: %s", sorted(self.pending()))
-        self._delivery.stop(timeout)
-        self._delivery.close_client()
-        self.journal.close()
-        if self._catalog is not None:
-            self._catalog.context.close()
-            self._catalog = None
-        if self.server is not None:
-            self.server.close()
+        try:
+            if not self.flush(timeout):
+                logger.warning("storage: closing with runs only in the journal: %s", sorted(self.pending()))
+            self._delivery.stop(timeout)
+            self._delivery.close_client()
+            self.journal.close()
+            if self._catalog is not None:
+                self._catalog.context.close()
+                self._catalog = None
+        finally:
+            if self._published is not None:
+                self._published.release()
+            if self.server is not None:
+                self.server.close()
+            if self.lock is not None:
+                self.lock.release()
 
     def __enter__(self) -> Storage:
         return self
@@ -669,8 +816,16 @@ class Storage:
 
     # ---- reading -----------------------------------------------------------------------------
     def find(self, uid: str):
-        """The ``BlueskyRun`` with this (possibly partial, at least 5 characters) start uid."""
-        return self.catalog[uid]
+        """The run with this (possibly partial, at least 5 characters) start uid, as a :class:`CheckedRun`.
+
+        Raises :class:`StorageError` if the catalog has no such run.
+        """
+        try:
+            run = self.catalog.include_data_sources()[uid]
+        except KeyError:
+            raise StorageError(f"run {uid}", "is not in the catalog",
+                               f"`labctl runs --data-dir {self.data_dir}` lists the stored runs") from None
+        return CheckedRun(run)
 
     def search_cell(self, cell_id: str):
         """The runs of one cell (start document ``cell.id``), a catalog node, newest first."""
@@ -698,6 +853,83 @@ class Storage:
         node = (self.catalog if node is None else node).sort(("start.time", -1))
         items = node.items() if limit is None else node.items()[:limit]
         return [_summary(run.metadata) for _, run in items]
+
+
+class CheckedRun:
+    """A ``BlueskyRun`` whose streams with a missing asset file are set apart, not read into a traceback.
+
+    Iterating gives the streams that can be read; ``missing`` maps each other stream to the files
+    it lacks, and ``run[stream]`` of one raises :class:`StorageError` naming them. Everything
+    else (``start``, ``stop``, ``metadata``...) is the run's own.
+    """
+
+    def __init__(self, run):
+        self._run = run
+        self.missing: dict[str, list[str]] = {}
+        for name in run:
+            files = _missing_files(run[name])
+            if files:
+                self.missing[name] = files
+
+    def __iter__(self):
+        return (name for name in self._run if name not in self.missing)
+
+    def __contains__(self, name) -> bool:
+        return name in self._run and name not in self.missing
+
+    def __getitem__(self, name):
+        if name in self.missing:
+            raise StorageError(", ".join(self.missing[name]), f"missing: the {name} stream of run "
+                               f"{self._run.start['uid'][:8]} cannot be read",
+                               "restore the file from a backup or a copy of the data directory")
+        return self._run[name]
+
+    def __getattr__(self, attribute):
+        return getattr(self._run, attribute)
+
+
+def _missing_files(stream) -> list[str]:
+    """The local files a stream's external arrays point at that are not there (remote ones are not checked)."""
+    missing = set()
+    try:
+        children = list(stream.values())
+    except Exception:
+        return []
+    for child in children:
+        try:
+            sources = child.data_sources() or []
+        except Exception:
+            continue
+        for source in sources:
+            if getattr(source, "management", None) != "external":
+                continue
+            for asset in source.assets:
+                url = urlparse(asset.data_uri)
+                path = Path(url.path)
+                if url.scheme == "file" and path.parent.is_dir() and not path.exists():
+                    missing.add(str(path))
+    return sorted(missing)
+
+
+def _relocated(documents: list[tuple[str, dict]], assets_dir: Path) -> list[tuple[str, dict]]:
+    """Point stream resources at ``assets_dir`` when the data directory was moved since they were written."""
+    from labctl.assets import _file_uri
+
+    moved = []
+    for name, doc in documents:
+        if name == "stream_resource" and doc.get("uri", "").startswith("file:"):
+            path = Path(urlparse(doc["uri"]).path)
+            here = assets_dir / path.name
+            if not path.exists() and here.exists():
+                doc = {**doc, "uri": _file_uri(here)}
+        moved.append((name, doc))
+    return moved
+
+
+def _holder_text(holder: dict | None) -> str:
+    from labctl.locks import describe_holder
+
+    return describe_holder(holder) if holder else "another process"
 
 
 def _summary(metadata: dict) -> dict:

@@ -41,7 +41,7 @@ def test_run_with_an_invalid_file_touches_nothing(capsys, tmp_path):
 
 def test_run_prints_runs_where_and_why(stored):
     data_dir, out = stored
-    assert f"4 runs stored in {data_dir}" in out
+    assert f"4 of 4 runs stored in {data_dir}" in out
     assert "plate            success" in out
     assert "stable at 30.00 degC" in out and "rest completed after 10 min" in out
 

@@ -1,0 +1,230 @@
+"""A tiled server over a labctl data directory: the one labctl embeds, and ``labctl serve``.
+
+A data directory holds everything of its runs::
+
+    DATA_DIR/journal/        every document, first (labctl.storage.Journal)
+    DATA_DIR/assets/         the potentiostat's HDF5 pages (readable storage)
+    DATA_DIR/tiled/catalog.db       tiled's catalog (SQLite)
+    DATA_DIR/tiled/data/            arrays tiled writes (zarr; writable storage)
+    DATA_DIR/tiled/storage.duckdb   tables tiled writes (events; writable storage)
+
+:class:`DataServer` serves it with exactly those options, the equivalent of::
+
+    tiled serve catalog DATA_DIR/tiled/catalog.db -r DATA_DIR/assets -w DATA_DIR/tiled/data \\
+        -w duckdb:///DATA_DIR/tiled/storage.duckdb --api-key KEY
+
+It differs from tiled's ``SimpleTiledServer`` in three ways a lab needs: its logs go to a
+temporary directory, not into the data directory (an archive on a read-only disk can be served);
+a data directory that was moved or copied is served from where it is now (tiled records absolute
+paths: :func:`relocate_catalog` rewrites them); and a read-only data directory is served from a
+temporary copy of its two databases (nothing is written into it).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import secrets
+import shutil
+import sqlite3
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import quote_plus, urlparse
+
+logger = logging.getLogger(__name__)
+
+STARTUP_TIMEOUT = 30.0  # s
+
+
+def catalog_path(data_dir: Path) -> Path:
+    return Path(data_dir) / "tiled" / "catalog.db"
+
+
+def duckdb_uri(path: Path) -> str:
+    from tiled.utils import ensure_uri
+
+    return ensure_uri(f"duckdb:///{Path(path)}")
+
+
+def _recorded_root(catalog: Path) -> Path | None:
+    """The data directory the catalog's paths were recorded under (from its DuckDB asset), or None."""
+    with sqlite3.connect(f"file:{catalog}?mode=ro", uri=True) as db:
+        row = db.execute("SELECT data_uri FROM assets WHERE data_uri LIKE 'duckdb:%' LIMIT 1").fetchone()
+    if row is None:
+        return None
+    # duckdb://localhost//abs/DATA_DIR/tiled/storage.duckdb
+    return Path("/" + urlparse(row[0]).path.lstrip("/")).parents[1]
+
+
+def relocate_catalog(catalog: Path, data_dir: Path, storage_dir: Path | None = None) -> Path | None:
+    """Rewrite the absolute paths tiled recorded in ``catalog`` so they point into ``data_dir``.
+
+    Parameters
+    ----------
+    catalog : Path
+        The catalog (SQLite) to rewrite in place (the data directory's, or a temporary copy).
+    data_dir : Path
+        Where the data directory is now.
+    storage_dir : Path, optional
+        Where ``storage.duckdb`` is now, if not ``data_dir/tiled`` (a temporary copy).
+
+    Returns
+    -------
+    Path or None
+        The directory the catalog pointed at before, if it was rewritten; None if it was right.
+    """
+    old = _recorded_root(catalog)
+    data_dir = Path(data_dir).resolve()
+    storage_dir = Path(storage_dir or data_dir / "tiled")
+    if old is None or (old == data_dir and storage_dir == data_dir / "tiled"):
+        return None
+    rewrites = [
+        (duckdb_uri(old / "tiled" / "storage.duckdb"), duckdb_uri(storage_dir / "storage.duckdb")),
+        (f"file://localhost{old.as_posix()}/", f"file://localhost{data_dir.as_posix()}/"),
+    ]
+    with sqlite3.connect(catalog) as db:
+        for before, after in rewrites:
+            db.execute("UPDATE assets SET data_uri = ? || substr(data_uri, ?) WHERE substr(data_uri, 1, ?) = ?",
+                       (after, len(before) + 1, len(before), before))
+    logger.info("catalog %s: paths recorded under %s now point into %s", catalog, old, data_dir)
+    return old
+
+
+def writable(path: Path) -> bool:
+    """Whether this process can create files in ``path``."""
+    return os.access(path, os.W_OK | os.X_OK)
+
+
+class DataServer:
+    """tiled serving one data directory, on a thread of this process.
+
+    Parameters
+    ----------
+    data_dir : Path
+        The data directory (see the module docstring).
+    api_key : str, optional
+        The single-user API key; random if not given.
+    host, port : str, int
+        Where to listen; port 0 picks a free one.
+    read_only : bool, optional
+        Serve a temporary copy of the databases, writing nothing into ``data_dir``. Default:
+        when ``data_dir`` is not writable.
+    """
+
+    def __init__(self, data_dir: Path, *, api_key: str | None = None, host: str = "127.0.0.1", port: int = 0,
+                 read_only: bool | None = None):
+        self.data_dir = Path(data_dir).resolve()
+        tiled_dir = self.data_dir / "tiled"
+        self.read_only = (not writable(tiled_dir if tiled_dir.exists() else self.data_dir)
+                          if read_only is None else read_only)
+        self.api_key = api_key or secrets.token_hex(16)
+        self._scratch = Path(tempfile.mkdtemp(prefix="labctl-tiled-"))  # logs, and copies when read-only
+        try:
+            self.catalog = self._catalog()
+            self._start(host, port)
+        except BaseException:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            raise
+
+    def _catalog(self):
+        from tiled.catalog import from_uri
+        from tiled.config import StreamingCacheConfig
+
+        tiled_dir = self.data_dir / "tiled"
+        assets = self.data_dir / "assets"
+        if self.read_only:
+            storage_dir = self._scratch
+            catalog = self._scratch / "catalog.db"
+            for name in ("catalog.db", "storage.duckdb"):
+                if (tiled_dir / name).exists():
+                    shutil.copy2(tiled_dir / name, self._scratch / name)
+            readable = [assets, tiled_dir / "data"]
+            writable_storage = [self._scratch / "data", duckdb_uri(storage_dir / "storage.duckdb")]
+            (self._scratch / "data").mkdir()
+        else:
+            storage_dir = tiled_dir
+            catalog = tiled_dir / "catalog.db"
+            (tiled_dir / "data").mkdir(parents=True, exist_ok=True)
+            assets.mkdir(parents=True, exist_ok=True)
+            readable = [assets]
+            writable_storage = [tiled_dir / "data", duckdb_uri(storage_dir / "storage.duckdb")]
+        self._duckdb = writable_storage[1]
+        if catalog.exists():
+            relocate_catalog(catalog, self.data_dir, storage_dir)
+        return from_uri(catalog, writable_storage=writable_storage, readable_storage=readable,
+                        init_if_not_exists=True, cache_config=StreamingCacheConfig(uri="memory").model_dump())
+
+    def _start(self, host: str, port: int) -> None:
+        import httpx
+        import uvicorn
+        from tiled.config import Authentication
+        from tiled.server.app import build_app
+        from tiled.server.logging_config import LOGGING_CONFIG
+        from tiled.server.simple import ThreadedServer
+
+        log_config = copy.deepcopy(LOGGING_CONFIG)
+        for handler, name in (("access", "access.log"), ("default", "error.log")):
+            log_config["handlers"][handler]["class"] = "logging.FileHandler"
+            del log_config["handlers"][handler]["stream"]
+            log_config["handlers"][handler]["filename"] = str(self._scratch / name)
+        from labctl.stock_clients import register_documents_exporter
+
+        register_documents_exporter()  # run.documents() (application/json-seq) from this server
+        self.app = build_app(self.catalog, authentication=Authentication(single_user_api_key=self.api_key))
+        self._server = ThreadedServer(uvicorn.Config(self.app, host=host, port=port, loop="asyncio",
+                                                     log_config=log_config))
+        self._cm = self._server.run_in_thread()
+        try:
+            base_url = self._cm.__enter__()
+        except (TimeoutError, SystemExit) as error:  # uvicorn could not start: say why, from its log
+            self._cm = None
+            log = self.log.read_text(errors="replace").strip().splitlines() if self.log.exists() else []
+            why = " | ".join(log[-12:]) if log else type(error).__name__
+            raise RuntimeError(f"the tiled server of {self.data_dir} did not start on {host}:{port}: {why}") from None
+        try:
+            deadline = time.monotonic() + STARTUP_TIMEOUT
+            with httpx.Client(trust_env=False) as client:
+                while True:
+                    if not self._server.thread.is_alive():
+                        raise RuntimeError(f"the tiled server of {self.data_dir} stopped at start: see {self.log}")
+                    try:
+                        if client.get(f"{base_url}/healthz", timeout=1.0).status_code == 200:
+                            break
+                    except httpx.RequestError:
+                        pass
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"the tiled server of {self.data_dir} did not start: see {self.log}")
+                    time.sleep(0.1)
+        except BaseException:
+            self._cm.__exit__(None, None, None)
+            raise
+        from tiled.storage import get_storage
+
+        try:
+            self._storage = get_storage(self._duckdb)  # as SimpleTiledServer does, to dispose of it at close
+        except KeyError:
+            self._storage = None
+        self.port = urlparse(base_url).port
+        local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        self.uri = f"http://{local}:{self.port}/api/v1?api_key={quote_plus(self.api_key)}"
+
+    @property
+    def log(self) -> Path:
+        """The server's error log (in a temporary directory, never in the data directory)."""
+        return self._scratch / "error.log"
+
+    def wait(self) -> None:
+        """Block until the server thread ends (``labctl serve``: until Ctrl-C or SIGTERM closes it)."""
+        self._server.thread.join()
+
+    def close(self) -> None:
+        """Stop serving; remove the temporary directory. Safe to call twice."""
+        if getattr(self, "_cm", None) is None:
+            return
+        self._cm.__exit__(None, None, None)
+        self._cm = None
+        if self._storage is not None:
+            self._storage.dispose()  # release DuckDB's file lock for the next process
+        shutil.rmtree(self._scratch, ignore_errors=True)
