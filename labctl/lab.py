@@ -11,7 +11,7 @@ from typing import Any, Callable
 import numpy as np
 
 from labctl.clock import VirtualClock, WallClock
-from labctl.errors import LabctlError
+from labctl.errors import Unreachable
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ def build_real_lab(config, assets_dir: Path) -> Lab:
     try:
         library = EClib.load(inst.potentiostat.library)
     except OSError as error:
-        raise LabctlError(f"lab {config.name!r}: cannot load the EC-Lab library {inst.potentiostat.library!r}: {error}") from None
+        raise Unreachable(f"lab {config.name!r}: cannot load the EC-Lab library {inst.potentiostat.library!r}: {error}") from None
     backend = EClibBackend(
         library, clock, address=inst.potentiostat.address, channel=inst.potentiostat.channel,
         voltage_window=tuple(inst.potentiostat.voltage_window), current_limit=inst.potentiostat.current_limit,
