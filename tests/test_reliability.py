@@ -198,9 +198,11 @@ def test_ctrl_c_in_labctl_run_pauses_then_resumes_then_aborts(tmp_path):
             read_until("plated")  # plating goes on after the resume
         run.send_signal(signal.SIGINT)
         read_until("Press Enter to resume, Ctrl-C to abort")
+        began = time.monotonic()
         run.send_signal(signal.SIGINT)
         read_until("aborting")
-        out, _ = run.communicate()
+        out, _ = run.communicate(timeout=WAIT)
+    print(f"Ctrl-C at the pause prompt: signal to process gone in {time.monotonic() - began:.2f} s")
     assert run.returncode == 1
     assert "plate" in out and "abort" in out and "aborted by the operator while paused" in out
 
@@ -282,8 +284,10 @@ def test_sigterm_to_labctl_run_aborts_with_the_run_closed_and_the_lab_made_safe(
         lines = iter(run.stderr)
         for _ in range(5):
             next(line for line in lines if "plated" in line)
+        began = time.monotonic()
         run.send_signal(signal.SIGTERM)
-        out, _ = run.communicate()
+        out, _ = run.communicate(timeout=WAIT)
+    print(f"SIGTERM: signal to process gone in {time.monotonic() - began:.2f} s")
     assert run.returncode == 1
     assert "abort" in out and "lab left safe: potentiostat: open circuit: done;" in out
     assert "chamber: setpoint 25 degC (safe_setpoint): done" in out
