@@ -7,7 +7,7 @@ instrument, where, and what happened. No bluesky or ophyd here: the wire drivers
 
 from __future__ import annotations
 
-from labctl.errors import LabctlError
+from labctl.errors import ExitCode, LabctlError
 
 
 class InstrumentFault(LabctlError):
@@ -22,6 +22,8 @@ class InstrumentFault(LabctlError):
     detail : str
         What was asked and what happened.
     """
+
+    exit_code = ExitCode.UNREACHABLE
 
     def __init__(self, instrument: str, address: str, detail: str):
         self.instrument, self.address, self.detail = instrument, address, detail

@@ -20,24 +20,108 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import signal
 import sys
 import threading
 from pathlib import Path
 
-from labctl.errors import LabctlError
+from labctl.errors import DataDirectoryMissing, ExitCode, LabctlError, UsageError
 
 DEFAULT_LAB = Path("configs/lab-sim.yaml")
+EXIT_DEADLINE = 30.0  # s from SIGTERM, SIGHUP or a second Ctrl-C to the process gone, cleanup or not
+TRACEBACK_ENV = "LABCTL_TRACEBACK"  # set to 1 to see the traceback of an internal error
+
+EXIT_CODES = """exit codes:
+  0  success            1  a run did not succeed (failed, aborted, interrupted)
+  2  usage error        3  invalid experiment or lab file
+  4  instrument or storage unreachable (or no data directory there)
+  70 internal error (a bug in labctl)   130 interrupted outside a run"""
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the ``labctl`` command line; return its exit code (an :class:`~labctl.errors.ExitCode`).
+
+    Every error labctl raises on purpose (:class:`~labctl.errors.LabctlError`, each with its own
+    ``exit_code``) is printed as one ``error:`` line; a subcommand only raises.
+    """
+    from labctl.progress import survive_closed_pipes
+
+    # A reader that goes away (| head, tee killed by Ctrl-C) must not stop the cleanup.
+    with survive_closed_pipes():
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.func(args) or 0
+        return int(args.func(args) or ExitCode.SUCCESS)
     except LabctlError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return fail(err, err.exit_code)
+    except KeyboardInterrupt:
+        return fail("interrupted", ExitCode.INTERRUPTED)
+    except OSError as err:  # a disk or a network failing under labctl, not a mistake of the user's
+        return fail(_os_error(err), ExitCode.UNREACHABLE)
+    except Exception as err:  # noqa: BLE001 - a bug: one line, the traceback on request
+        if os.environ.get(TRACEBACK_ENV):
+            raise
+        return fail(f"internal error (a bug in labctl): {type(err).__name__}: {err} "
+                    f"(set {TRACEBACK_ENV}=1 for the traceback)", ExitCode.INTERNAL)
+
+
+def fail(message, code: ExitCode) -> int:
+    """Print ``error: message`` on stderr (each line of a multi-line message prefixed) and return ``code``."""
+    for line in str(message).splitlines() or [""]:
+        print(f"error: {line}", file=sys.stderr)
+    return int(code)
+
+
+def _os_error(err: OSError) -> str:
+    where = f"{err.filename}: " if err.filename else ""
+    return f"{where}{err.strerror or err}"
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with a one-line ``error:`` for usage mistakes (exit code 2), and examples in ``--help``."""
+
+    def error(self, message: str):
+        self.exit(ExitCode.USAGE, f"error: {message} (see {self.prog} --help)\n")
+
+
+HELP = argparse.RawDescriptionHelpFormatter
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not allowed: at least 1")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} is not allowed: a number above 0")
+    return value
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return f"labctl {installed('labctl')}"
+    except PackageNotFoundError:
+        return "labctl (not installed)"
 
 
 def _seed(text: str) -> int:
@@ -48,57 +132,80 @@ def _seed(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="labctl", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = Parser(prog="labctl", description=__doc__.splitlines()[0].replace("``", ""), formatter_class=HELP,
+                    epilog="examples:\n" + "\n".join(__doc__.splitlines()[2:]).rstrip() + "\n\n" + EXIT_CODES)
+    parser.add_argument("--version", action="version", version=version())
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser, metavar="COMMAND")
 
-    def command(name: str, func, help: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help)
+    def command(name: str, func, help: str, example: str = "") -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help, formatter_class=HELP,
+                           epilog=(f"example:\n  {example}\n\n" if example else "") + EXIT_CODES)
         p.set_defaults(func=func)
-        p.add_argument("--lab", type=Path, help="lab file (default: the experiment's, else configs/lab-sim.yaml)")
-        p.add_argument("--data-dir", type=Path, help="where runs are stored (default: the lab file's)")
+        p.add_argument("--lab", type=Path, metavar="LAB.yaml",
+                       help="lab file (default: the one the experiment names, else configs/lab-sim.yaml)")
+        p.add_argument("--data-dir", type=Path, metavar="DIR",
+                       help="where runs are stored (default: the lab file's storage.data_dir); "
+                            "commands that read runs need it to exist")
         return p
 
-    p = command("run", cmd_run, "run an experiment file")
-    p.add_argument("experiment", type=Path)
-    p.add_argument("--pace", type=float, help="simulated seconds per wall second (demo); default: as fast as possible")
-    p.add_argument("--seed", type=_seed, help="the simulators' random seed (default: the experiment's, else the lab file's)")
+    p = command("run", cmd_run, "run an experiment file",
+                "labctl run configs/plating-overnight.yaml --pace 3600   # Ctrl-C pauses, again aborts")
+    p.add_argument("experiment", type=Path, metavar="EXPERIMENT.yaml", help="the experiment file to run")
+    p.add_argument("--pace", type=positive_float, metavar="X",
+                   help="simulated seconds per wall second (demo); default: as fast as possible")
     p.add_argument("--plot", action=argparse.BooleanOptionalAction, default=None,
                    help="show voltage, the latest spectrum and the fitted resistances live "
                         "(default: when a display and a Qt binding are available; pip install -e '.[live]')")
+    p.add_argument("--seed", type=_seed, help="the simulators' random seed (default: the experiment's, else the lab file's)")
     p.add_argument("--bec", action="store_true",
                    help="print bluesky's BestEffortCallback table of the voltage and a LiveTable of the impedance fits")
-    p = command("check", cmd_check, "validate an experiment file against its lab, touching no instrument")
-    p.add_argument("experiment", type=Path)
+    p = command("check", cmd_check, "validate an experiment file against its lab, touching no instrument",
+                "labctl check configs/plating-overnight.yaml --no-dry-run")
+    p.add_argument("experiment", type=Path, metavar="EXPERIMENT.yaml", help="the experiment file to check")
     p.add_argument("--no-dry-run", action="store_true", help="validate only, without the simulated dry run")
-    sub.add_parser("plans", help="list the plans with their arguments, units and defaults").set_defaults(func=cmd_plans)
-    p = command("runs", cmd_runs, "list stored runs")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--limit", type=int, default=None)
-    p = command("show", cmd_show, "summarise a run and write its figure")
-    p.add_argument("uid", help="run uid (a unique prefix is enough)")
-    p.add_argument("--out", type=Path, default=None, help="folder for the PNG (default: DATA_DIR/figures)")
-    p = command("report", cmd_report, "write a run's figures and an HTML summary of its fits and how it ended")
-    p.add_argument("uid", help="run uid (a unique prefix is enough)")
-    p.add_argument("--out", type=Path, default=None, help="folder for the report (default: DATA_DIR/reports/UID8)")
-    p = command("export", cmd_export, "write every stream of a run to CSV files or one NetCDF file")
-    p.add_argument("uid", help="run uid (a unique prefix is enough)")
-    p.add_argument("--format", choices=["csv", "netcdf"], default="csv")
-    p.add_argument("--out", type=Path, default=None, help="folder for the files (default: DATA_DIR/exports)")
-    command("recover", cmd_recover, "write runs the server missed (down, or a crash mid-run) in from the journal")
+    sub.add_parser("plans", help="list the plans with their arguments, units and defaults",
+                   description="list the plans with their arguments, units and defaults",
+                   formatter_class=HELP, epilog="example:\n  labctl plans\n\n" + EXIT_CODES).set_defaults(func=cmd_plans)
+    p = command("runs", cmd_runs, "list stored runs", "labctl runs --limit 10 --json")
+    p.add_argument("--json", action="store_true", help="machine-readable output (a JSON list)")
+    p.add_argument("--limit", type=positive_int, default=None, metavar="N", help="show at most the N newest runs")
+    p = command("show", cmd_show, "summarise a run and write its figure", "labctl show 3f2a9c1e --out figures")
+    p.add_argument("uid", help="run uid (a unique prefix of at least 5 characters is enough)")
+    p.add_argument("--out", type=Path, default=None, metavar="DIR", help="folder for the PNG (default: DATA_DIR/figures)")
+    p = command("report", cmd_report, "write a run's figures and an HTML summary of its fits and how it ended",
+                "labctl report 3f2a9c1e")
+    p.add_argument("uid", help="run uid (a unique prefix of at least 5 characters is enough)")
+    p.add_argument("--out", type=Path, default=None, metavar="DIR",
+                   help="folder for the report (default: DATA_DIR/reports/UID8)")
+    p = command("export", cmd_export, "write every stream of a run to CSV files or one NetCDF file",
+                "labctl export 3f2a9c1e --format netcdf --out exports")
+    p.add_argument("uid", help="run uid (a unique prefix of at least 5 characters is enough)")
+    p.add_argument("--format", choices=["csv", "netcdf"], default="csv",
+                   help="csv: one file per stream; netcdf: one file with every stream (default: csv)")
+    p.add_argument("--out", type=Path, default=None, metavar="DIR", help="folder for the files (default: DATA_DIR/exports)")
+    command("recover", cmd_recover, "write runs the server missed (down, or a crash mid-run) in from the journal",
+            "labctl recover --data-dir data")
     add_serve_command(sub)
-    p = command("shell", cmd_shell, "IPython with a RunEngine, the lab's devices, the plans and the catalog")
-    p.add_argument("experiment", type=Path, nargs="?", help="experiment whose cell is put in the simulated lab")
+    p = command("shell", cmd_shell, "IPython with a RunEngine, the lab's devices, the plans and the catalog",
+                "labctl shell configs/plating-overnight.yaml")
+    p.add_argument("experiment", type=Path, nargs="?", metavar="EXPERIMENT.yaml",
+                   help="experiment whose cell is put in the simulated lab (default: the default cell)")
     p.add_argument("--cell", help="id of the cell the session's runs are on (RE.md['cell']); an experiment gives it")
     p = sub.add_parser("doctor", help="reach each instrument of a lab, read it (writing nothing) and compare it "
-                                      "with the lab file; exit 4 if any is unreachable")
+                                      "with the lab file; exit 4 if any is unreachable",
+                       formatter_class=HELP, epilog="example:\n  labctl doctor configs/lab-sim.yaml\n\n" + EXIT_CODES)
     p.add_argument("lab_file", type=Path, metavar="LAB.yaml", help="the lab file, e.g. configs/lab-sim.yaml")
     p.set_defaults(func=cmd_doctor)
     return parser
 
 
 # ---- loading ------------------------------------------------------------------------------------
-def load(args, need_experiment: bool = True):
-    """Return (experiment or None, lab config, data dir) from the command line."""
+def load(args, need_experiment: bool = True, stored: bool = False):
+    """Return (experiment or None, lab config, data dir) from the command line.
+
+    ``stored``: the command reads stored runs, so the data directory must already hold some (a
+    typo in ``--data-dir`` must not open, and create, an empty store).
+    """
     from labctl.config import load_experiment, load_lab
 
     experiment = None
@@ -111,7 +218,31 @@ def load(args, need_experiment: bool = True):
     if experiment is not None:
         experiment = load_experiment(args.experiment, lab=lab)
     data_dir = Path(args.data_dir or lab.storage.data_dir)
+    if stored:
+        require_data_dir(data_dir)
     return experiment, lab, data_dir
+
+
+def require_data_dir(data_dir: Path) -> None:
+    """Raise :class:`DataDirectoryMissing` unless ``data_dir`` is a labctl data directory."""
+    if not data_dir.exists():
+        raise DataDirectoryMissing(data_dir, "does not exist")
+    if not data_dir.is_dir():
+        raise DataDirectoryMissing(data_dir, "is not a directory")
+    if not any((data_dir / part).is_dir() for part in ("journal", "tiled")):
+        raise DataDirectoryMissing(data_dir, "holds no labctl runs (no journal/ or tiled/ in it)")
+
+
+def output_dir(out: Path) -> Path:
+    """Create ``out`` (a folder for written files) and check it takes files; raise :class:`UsageError` if not."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".labctl-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise UsageError(f"--out {out}: cannot write there: {err.strerror or err}") from None
+    return out
 
 
 def open_storage(lab, data_dir: Path, writer: str | None = None):
@@ -141,7 +272,7 @@ def print_dry_run(experiment, lab) -> int:
         repeat = f" (repeat {o.repeat + 1})" if experiment.steps[o.index].repeat > 1 else ""
         print(f"  {o.index + 1}. {o.plan + repeat:<32} {format_duration(o.duration):>9}  {o.exit_status}: {o.reason}")
     print(f"  estimated total: {format_duration(sum(o.duration for o in outcomes))}")
-    return 0 if all(o.exit_status == "success" for o in outcomes) else 1
+    return ExitCode.SUCCESS if all(o.exit_status == "success" for o in outcomes) else ExitCode.RUN_FAILED
 
 
 def cmd_plans(args) -> int:
@@ -170,11 +301,18 @@ def cmd_run(args) -> int:
         if lock.took_over:
             print(lock.took_over, file=sys.stderr)
     runner = None
-    # Outside a plan (at the pause prompt, between steps) SIGTERM ends the run as Ctrl-C does;
-    # while a plan runs, the RunEngine's handler aborts it with the cell at open circuit.
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    ending = threading.Event()  # a signal asked for the end: the process goes within EXIT_DEADLINE
+    # Outside a plan (at the pause prompt, between steps) SIGTERM and SIGHUP end the run as Ctrl-C
+    # does, with their own reason; while a plan runs, the RunEngine's handler aborts it with the
+    # cell at open circuit.
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _signal_ending(ending))
+    watchdog = threading.Thread(target=_exit_after_deadline, args=(ending,), daemon=True)
+    watchdog.start()
+    outcomes = []
     try:
         runner = ExperimentRunner(experiment, lab, storage, pace=args.pace, seed=args.seed)
+        threading.Thread(target=lambda: runner.RE.abort_requested.wait() and ending.set(), daemon=True).start()
         if display_available() if args.plot is None else args.plot:
             runner.RE.subscribe(live_plot_callback())  # on the main thread, before the plan runs
         if args.bec:
@@ -190,14 +328,17 @@ def cmd_run(args) -> int:
             lock.release()
     pending = storage.pending()
     stored = sum(outcome.uid not in pending for outcome in outcomes)
-    print(f"\nsequence {runner.sequence_id}: {stored} of {len(outcomes)} runs stored in {data_dir.resolve()}"
-          + (f", {len(outcomes) - stored} pending upload" if stored < len(outcomes) else ""))
-    for outcome in outcomes:
-        print(f"  {outcome.uid}  {outcome.plan:<16} {outcome.exit_status:<8} {outcome.reason}")
-    print("lab left safe: " + "; ".join(str(action) for action in runner.safe_actions))
+    lines = [f"\nsequence {runner.sequence_id}: {stored} of {len(outcomes)} runs stored in {data_dir.resolve()}"
+             + (f", {len(outcomes) - stored} pending upload" if stored < len(outcomes) else "")]
+    lines += [f"  {o.uid}  {o.plan:<16} {o.exit_status:<8} {o.reason}" for o in outcomes]
+    if runner.interrupted:
+        lines.append(f"  experiment ended between steps: {runner.interrupted}")
+    lines.append("lab left safe: " + "; ".join(str(action) for action in runner.safe_actions))
     if not delivered:
-        print(f"  some runs are only in the journal ({storage.journal_dir}); `labctl recover` writes them in")
-    return 0 if all(o.exit_status == "success" for o in outcomes) else 1
+        lines.append(f"  some runs are only in the journal ({storage.journal_dir}); `labctl recover` writes them in")
+    print_outcome("\n".join(lines))
+    succeeded = not runner.interrupted and all(o.exit_status == "success" for o in outcomes)
+    return ExitCode.SUCCESS if succeeded else ExitCode.RUN_FAILED
 
 
 def subscribe_standard_callbacks(RE, plots: bool) -> None:
@@ -218,32 +359,76 @@ def _raise_keyboard_interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def ask_resume_or_abort() -> str:
-    """While paused: Enter resumes, Ctrl-C aborts; return ``"resume"`` or ``"abort"``.
+def print_outcome(text: str) -> None:
+    """Print how a run ended on stdout; if stdout's reader has gone (tee killed by Ctrl-C), on stderr too."""
+    print(text, flush=True)
+    if getattr(sys.stdout, "closed_pipe", False):
+        print(text, file=sys.stderr, flush=True)
 
-    Without a terminal (nohup, a service) nobody can press Enter: it waits for a second SIGINT.
+
+class Ending(KeyboardInterrupt):
+    """SIGTERM or SIGHUP outside a plan, raised as Ctrl-C is, with the reason the run closes with."""
+
+
+def _signal_ending(ending: threading.Event):
+    from labctl.session import ABORT_SIGNALS
+
+    def handler(signum, frame):
+        ending.set()
+        raise Ending(ABORT_SIGNALS[signum])
+
+    return handler
+
+
+def _exit_after_deadline(ending: threading.Event) -> None:
+    """Once a signal asked for the end, give the cleanup EXIT_DEADLINE seconds, then end the process.
+
+    The cleanup (the plan's finalizer, the stop document, Lab.make_safe, storage) normally takes
+    a second or two; this bounds it should an instrument or the server hang. The potentiostat's
+    own technique end and safety limits stop the cell without this process.
     """
+    ending.wait()
+    if not threading.Event().wait(EXIT_DEADLINE):  # nothing sets it: a bounded wait, then the end
+        fail(f"cleanup still running {EXIT_DEADLINE:g} s after the signal: exiting now "
+             f"(`labctl recover` closes the run from the journal)", ExitCode.RUN_FAILED)
+        os._exit(ExitCode.RUN_FAILED)
+
+
+def ask_resume_or_abort() -> str:
+    """While paused: Enter resumes, Ctrl-C aborts; return ``"resume"``, ``"abort"`` or a signal's abort reason.
+
+    Without a terminal (nohup, a service) nobody can press Enter: it waits for a second SIGINT
+    (or SIGTERM, SIGHUP).
+    """
+    from labctl.session import say
+
     answered = threading.Event()
 
     def read_answer():
-        if sys.stdin.readline():  # "" is end of input: no one will answer
-            answered.set()
+        try:
+            if sys.stdin is not None and sys.stdin.readline():  # "" is end of input: no one will answer
+                answered.set()
+        except (OSError, ValueError):
+            pass
 
     try:
-        print("\nPaused: the cell is at open circuit, the chamber and the rig hold their setpoints.\n"
-              "Press Enter to resume, Ctrl-C to abort.", file=sys.stderr, flush=True)
+        say("\nPaused: the cell is at open circuit, the chamber and the rig hold their setpoints.\n"
+            "Press Enter to resume, Ctrl-C to abort.")
         threading.Thread(target=read_answer, daemon=True).start()
         while not answered.wait(0.2):  # short waits, so that SIGINT is handled at once
             pass
+    except Ending as ending:
+        say(f"{ending}: the cell stays at open circuit")
+        return str(ending)
     except KeyboardInterrupt:
-        print("aborting: the cell stays at open circuit", file=sys.stderr, flush=True)
+        say("aborting: the cell stays at open circuit")
         return "abort"
-    print("resuming", file=sys.stderr, flush=True)
+    say("resuming")
     return "resume"
 
 
 def cmd_runs(args) -> int:
-    _, lab, data_dir = load(args)
+    _, lab, data_dir = load(args, stored=True)
     storage = open_storage(lab, data_dir)
     try:
         runs = storage.runs(limit=args.limit)
@@ -271,14 +456,26 @@ def stored_run(args):
     """Yield (the run ``args.uid``, the data dir) with the storage open; close it afterwards."""
     from labctl.storage import disk_error
 
-    _, lab, data_dir = load(args)
+    _, lab, data_dir = load(args, stored=True)
     storage = open_storage(lab, data_dir)
     try:
-        yield storage.find(args.uid), data_dir
+        yield find_run(storage, args.uid, data_dir), data_dir
     except OSError as error:  # a figure, report or export that cannot be written: say where and why
         raise disk_error(error, f"{args.command}: writing") from error
     finally:
         storage.close()
+
+
+def find_run(storage, uid: str, data_dir: Path):
+    """The stored run ``uid`` (a unique prefix of at least 5 characters); :class:`UsageError` if there is none."""
+    if len(uid) < 5:
+        raise UsageError(f"run uid {uid!r}: give at least 5 characters of it (`labctl runs --data-dir {data_dir}` lists them)")
+    from labctl.errors import StorageError
+
+    try:
+        return storage.find(uid)
+    except (KeyError, StorageError):  # not in the catalog
+        raise UsageError(f"no run {uid!r} in {data_dir} (`labctl runs --data-dir {data_dir}` lists them)") from None
 
 
 def cmd_show(args) -> int:
@@ -288,7 +485,7 @@ def cmd_show(args) -> int:
         print(run_summary(run))
         for stream, files in run.missing.items():
             print(f"  stream    {stream}: not shown, its file is missing: {', '.join(files)}")
-        path = run_figure(run, args.out or data_dir / "figures")
+        path = run_figure(run, output_dir(args.out or data_dir / "figures"))
     print(f"figure: {path}")
     return 0
 
@@ -297,7 +494,7 @@ def cmd_report(args) -> int:
     from labctl.report import write_report
 
     with stored_run(args) as (run, data_dir):
-        path = write_report(run, args.out or data_dir / "reports" / run.start["uid"][:8])
+        path = write_report(run, output_dir(args.out or data_dir / "reports" / run.start["uid"][:8]))
     print(f"report: {path}")
     return 0
 
@@ -306,7 +503,7 @@ def cmd_export(args) -> int:
     from labctl.export import export_csv, export_netcdf
 
     with stored_run(args) as (run, data_dir):
-        out = args.out or data_dir / "exports"
+        out = output_dir(args.out or data_dir / "exports")
         paths = export_csv(run, out) if args.format == "csv" else [export_netcdf(run, out)]
     for path in paths:
         print(f"wrote {path}")
@@ -314,7 +511,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_recover(args) -> int:
-    _, lab, data_dir = load(args)
+    _, lab, data_dir = load(args, stored=True)
     storage = open_storage(lab, data_dir)
     try:
         outcomes = storage.recover()
@@ -386,20 +583,21 @@ def cmd_serve(args) -> int:
 
 
 def cmd_shell(args) -> int:
-    from labctl.shell import namespace
+    from labctl.shell import close_session, namespace
 
     experiment, lab, data_dir = load(args)
     import IPython
 
     ns = namespace(lab, data_dir, experiment, cell=args.cell)
+    session = dict(ns)  # IPython may clear its user namespace on exit: keep what must be closed
     print(ns["__doc__"])
     try:
         # With a live figure, IPython runs Qt's loop between plans too, so the window stays responsive.
         IPython.start_ipython(argv=["--matplotlib=qt"] if "live_plot" in ns else [], user_ns=ns)
     finally:
-        ns["lab"].close()
-        ns["storage"].close()
-    return 0
+        for action in close_session(session):
+            print(f"  {action}")
+    return ExitCode.SUCCESS
 
 
 if __name__ == "__main__":

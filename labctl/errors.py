@@ -6,15 +6,64 @@ A foundation module: it never imports devices or plans.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from enum import IntEnum
 from pathlib import Path
 
 
+class ExitCode(IntEnum):
+    """``labctl``'s exit statuses, one per kind of ending; each typed error below names its own."""
+
+    SUCCESS = 0
+    RUN_FAILED = 1  # a step ended other than successfully (a fault, a short missed, Ctrl-C, SIGTERM, SIGHUP)
+    USAGE = 2  # the command line: an unknown option, a bad value, a run that does not exist
+    INVALID_FILE = 3  # an experiment or lab file refused (file, line, field and what is allowed)
+    UNREACHABLE = 4  # an instrument or the data storage cannot be reached (or a data directory is missing)
+    INTERNAL = 70  # a bug in labctl (sysexits' EX_SOFTWARE): the message says so
+    INTERRUPTED = 130  # Ctrl-C outside a run (128 + SIGINT, as shells do)
+
+
 class LabctlError(Exception):
-    """Base of every error labctl raises on purpose; the CLI prints these without a traceback."""
+    """Base of every error labctl raises on purpose; the CLI prints these without a traceback.
+
+    ``exit_code`` is the :class:`ExitCode` the CLI ends with; subclasses set their own.
+    """
+
+    exit_code = ExitCode.USAGE
+
+
+class UsageError(LabctlError):
+    """A mistake on the command line that argparse cannot see: a run uid not stored, an unwritable ``--out``."""
+
+    exit_code = ExitCode.USAGE
+
+
+class Unreachable(LabctlError):
+    """An instrument, its vendor library, or the data storage cannot be reached (exit code 4)."""
+
+    exit_code = ExitCode.UNREACHABLE
+
+
+class DataDirectoryMissing(Unreachable):
+    """A command that reads stored runs was pointed at a directory that holds none.
+
+    Parameters
+    ----------
+    data_dir : Path
+        The directory given (``--data-dir``, or the lab file's ``storage.data_dir``).
+    why : str
+        "does not exist", or what it lacks.
+    """
+
+    def __init__(self, data_dir: Path, why: str):
+        self.data_dir = data_dir
+        super().__init__(f"data directory {data_dir}: {why}; give the one `labctl run` stored into with --data-dir "
+                         f"(or the lab file's storage.data_dir)")
 
 
 class ConfigError(LabctlError):
     """One problem in a config file, located by file, line and field.
+
+    Exit code 3 (invalid file), as for :class:`ConfigErrors`.
 
     Parameters
     ----------
@@ -27,6 +76,8 @@ class ConfigError(LabctlError):
     message : str
         What is wrong and, where possible, what to write instead.
     """
+
+    exit_code = ExitCode.INVALID_FILE
 
     def __init__(self, path: str | Path | None, line: int | None, field: str | None, message: str):
         self.message = message
@@ -52,6 +103,8 @@ class ConfigErrors(LabctlError):
     errors : iterable of ConfigError
         The problems (at least one).
     """
+
+    exit_code = ExitCode.INVALID_FILE
 
     def __init__(self, errors: Iterable[ConfigError]):
         self.errors = sorted(errors, key=lambda e: (e.path or "", e.line or 0))
@@ -90,6 +143,7 @@ class LimitError(LabctlError, ValueError):
         What to do about it; a generic hint by default.
     """
 
+    exit_code = ExitCode.INVALID_FILE  # outside a plan, a limit is a value in a file
     default_fix = "ask for a value inside that range, or change the limit in the lab file if the hardware allows it"
 
     def __init__(
@@ -165,6 +219,8 @@ class LithiumWouldMelt(LabctlError, ValueError):
     requested : float
         The requested temperature, K (degC in the message).
     """
+
+    exit_code = ExitCode.INVALID_FILE
 
     def __init__(self, instrument: str, requested: float):
         self.instrument, self.requested = instrument, requested

@@ -1,6 +1,12 @@
-"""The progress display of ``labctl run``: step, simulated time, plated capacity."""
+"""The progress display of ``labctl run``: step, simulated time, plated capacity; output that survives a closed pipe."""
 
 from __future__ import annotations
+
+import contextlib
+import errno
+import io
+import os
+import sys
 
 from rich.console import Console
 from rich.progress import Progress, TextColumn, TimeElapsedColumn
@@ -65,3 +71,95 @@ class ExperimentProgress:
         if charge is not None:
             fields["capacity"] = f"plated {CAPACITY.from_si(charge / self.area):.3f} mAh/cm^2"
         self.progress.update(self.task, **fields)
+
+
+class ClosedPipeSafeStream(io.TextIOBase):
+    """A text stream (stdout or stderr) whose reader may go away: then output goes to /dev/null.
+
+    ``labctl run X | tee log`` with Ctrl-C kills ``tee`` too, and ``| head -3`` closes the pipe
+    after three lines. A write would then raise ``BrokenPipeError`` wherever it happens (a signal
+    handler, the RunEngine's loop, the progress display), and the run would end without its stop
+    document and the lab left as it was. Here the first failed write points the file descriptor
+    itself at /dev/null (``os.dup2``), so every later write, including Python's own flush at
+    exit and writes by code holding the original stream, succeeds and goes nowhere.
+
+    Parameters
+    ----------
+    stream : TextIO
+        The stream wrapped, e.g. ``sys.stdout``.
+    """
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.closed_pipe = False
+
+    def write(self, text: str) -> int:
+        if self.stream is None:
+            return len(text)
+        try:
+            return self.stream.write(text)
+        except (BrokenPipeError, ValueError, OSError) as error:
+            self._discard(error)
+            return len(text)
+
+    def flush(self) -> None:
+        if self.stream is None:
+            return
+        try:
+            self.stream.flush()
+        except (BrokenPipeError, ValueError, OSError) as error:
+            self._discard(error)
+
+    def _discard(self, error: Exception) -> None:
+        if isinstance(error, OSError) and error.errno not in (errno.EPIPE, errno.EINVAL, errno.EBADF, None):
+            raise error  # a full disk behind a redirection is not a reader gone away
+        if not self.closed_pipe:
+            self.closed_pipe = True
+            try:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, self.stream.fileno())
+                os.close(devnull)
+            except (OSError, ValueError, io.UnsupportedOperation):
+                self.stream = None  # no descriptor to redirect: drop what is written from now on
+
+    def isatty(self) -> bool:
+        if self.stream is None:
+            return False
+        try:
+            return self.stream.isatty()
+        except (ValueError, OSError):
+            return False
+
+    def fileno(self) -> int:
+        return self.stream.fileno()
+
+    def writable(self) -> bool:
+        return True
+
+    @property
+    def encoding(self):
+        return getattr(self.stream, "encoding", "utf-8")
+
+    @property
+    def errors(self):
+        return getattr(self.stream, "errors", "strict")
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
+@contextlib.contextmanager
+def survive_closed_pipes():
+    """Within the block, ``sys.stdout`` and ``sys.stderr`` are :class:`ClosedPipeSafeStream` s."""
+    saved = sys.stdout, sys.stderr
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if stream is not None and not isinstance(stream, ClosedPipeSafeStream):
+            setattr(sys, name, ClosedPipeSafeStream(stream))
+    try:
+        yield
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        sys.stdout, sys.stderr = saved

@@ -13,7 +13,7 @@ from bluesky.utils import RunEngineInterrupted
 from labctl.clock import VirtualClock
 from labctl.config import experiment_roles
 from labctl.lab import Lab, build_lab, cell_parameters
-from labctl.session import make_run_engine
+from labctl.session import make_run_engine, signals_held
 from plans.guards import Guard, Guards
 
 ABORTED_BY_OPERATOR = "aborted by the operator while paused (Ctrl-C)"
@@ -123,6 +123,7 @@ class ExperimentRunner:
         self.RE.subscribe(storage.callback)
         self.sequence_id = str(uuid.uuid4())
         self.safe_actions: list = []
+        self.interrupted: str | None = None  # why the experiment ended between steps, if a signal ended it
 
     def run(self, on_step: Callable[[int, object], None] | None = None,
             on_pause: Callable[[], str] | None = None) -> list[StepOutcome]:
@@ -134,8 +135,11 @@ class ExperimentRunner:
             Called with (step index, step) as each step starts.
         on_pause : callable, optional
             Called when the RunEngine pauses (Ctrl-C) with the cell at open circuit; returns
-            ``"resume"`` or ``"abort"``. Without it a pause aborts the step.
+            ``"resume"``, ``"abort"``, or the reason to abort with (e.g. a signal's). Without it a
+            pause aborts the step.
 
+        A KeyboardInterrupt outside a plan (between steps; SIGTERM and SIGHUP are raised as one
+        by ``labctl run``) ends the experiment there, with its message in ``interrupted``.
         Afterwards ``safe_actions`` says what :meth:`labctl.lab.Lab.make_safe` did.
         """
         outcomes = []
@@ -149,8 +153,12 @@ class ExperimentRunner:
                     if outcome.exit_status != "success":
                         return outcomes
             return outcomes
+        except KeyboardInterrupt as interrupt:
+            self.interrupted = str(interrupt) or "interrupted (Ctrl-C) between steps"
+            return outcomes
         finally:  # the experiment is over, however it ended: leave the lab safe (see Lab.make_safe)
-            self.safe_actions = self.lab.make_safe()
+            with signals_held():
+                self.safe_actions = self.lab.make_safe()
 
     def run_step(self, index: int, step, repeat: int = 0, on_pause: Callable[[], str] | None = None) -> StepOutcome:
         plan = self.registry[step.plan]
@@ -183,7 +191,8 @@ class ExperimentRunner:
             except RunEngineInterrupted:
                 if self.RE.state != "paused":  # already aborted (Ctrl-C twice)
                     raise
-                if on_pause is not None and on_pause() == "resume":
+                answer = on_pause() if on_pause is not None else "abort"
+                if answer == "resume":
                     call = self.RE.resume
                 else:
-                    return self.RE.abort(reason=ABORTED_BY_OPERATOR)
+                    return self.RE.abort(reason=ABORTED_BY_OPERATOR if answer == "abort" else answer)

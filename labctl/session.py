@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import math
 import signal
+import sys
 import threading
 
 from bluesky import RunEngine
+from bluesky.run_engine import TransitionError
 from bluesky.utils import RunEngineInterrupted
 from event_model import DocumentNames
 
@@ -16,6 +20,28 @@ from labctl.clock import VirtualClock, WallClock
 RESULT_STREAM = "result"  # plans.stubs.RESULT: the stream of a plan's outcome
 SECOND_INTERRUPT = "aborted: Ctrl-C pressed twice"
 TERMINATED = "aborted: the process was asked to terminate (SIGTERM)"
+HUNG_UP = "aborted: the terminal was closed (SIGHUP)"
+INTERRUPTIBLE = ("sleep", "wait", "wait_for")
+ABORT_SIGNALS = {signal.SIGTERM: TERMINATED, signal.SIGHUP: HUNG_UP}
+
+
+class RunEndingLogged(logging.Filter):
+    """Drop bluesky's "Run aborted" records: their traceback repeats what the stop document and
+    ``labctl run``'s summary say (exit status and reason), and an abort is no error."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != "Run aborted"
+
+
+logging.getLogger("bluesky").addFilter(RunEndingLogged())
+
+
+def say(text: str) -> None:
+    """Tell the operator on stderr; never fail (a signal handler calls it, and stderr may be a closed pipe)."""
+    try:
+        print(text, file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
 
 
 class LabRunEngine(RunEngine):
@@ -26,7 +52,10 @@ class LabRunEngine(RunEngine):
     the plan was (plating starts its next segment); ``RE.abort()`` ends the run with the cell at
     open circuit. A second Ctrl-C before the paused RunEngine has handed back control aborts at
     once; after that (at a prompt) the choice is ``RE.resume()`` or ``RE.abort()``, or in
-    ``labctl run`` Enter or Ctrl-C.
+    ``labctl run`` Enter or Ctrl-C. SIGTERM and SIGHUP abort at once with their own reason.
+
+    ``abort_requested`` is set when a signal asks for the end (Ctrl-C twice, SIGTERM, SIGHUP), so
+    a command can bound the time its cleanup may take.
 
     Not rewindable: bluesky's rewind replays the messages since the last checkpoint, which
     would kick off a technique twice; an instrument cannot un-plate lithium.
@@ -41,6 +70,46 @@ class LabRunEngine(RunEngine):
         self.rewindable = False
         self.interrupts = 0
         self.abort_reason = SECOND_INTERRUPT
+        self.abort_requested = threading.Event()
+        self._waiting = 0  # > 0 while a wait or sleep message is awaited: a pause may cut it short
+        for command in INTERRUPTIBLE:
+            self.register_command(command, self._interruptible(self._command_registry[command]))
+
+    def register_command(self, name, func):
+        """Register a command; a ``sleep`` or ``wait`` stays one a pause may cut short (see ``_request_pause_coro``)."""
+        if name in INTERRUPTIBLE and not getattr(func, "interruptible", False):
+            func = self._interruptible(func)
+        super().register_command(name, func)
+
+    def _interruptible(self, coro):
+        async def command(msg):
+            self._waiting += 1
+            try:
+                return await coro(msg)
+            finally:
+                self._waiting -= 1
+
+        command.interruptible = True
+        return command
+
+    async def _request_pause_coro(self, defer=False):
+        """Pause at once, but never in the middle of a message that changes a run's documents.
+
+        bluesky cancels the running message; in a plan that does not rewind, a cancelled ``read``
+        is lost and the event being bundled no longer matches its descriptor. So a ``sleep`` or
+        ``wait`` (where plans spend their time: between samples, during a sweep) is cut short,
+        and any other message finishes first; the pause comes before the next one.
+        """
+        if defer or self._waiting:
+            return await super()._request_pause_coro(defer)
+        if not self.state.can_pause:
+            raise TransitionError(f"Run Engine is in '{self.state}' state and can not be paused.")
+        self._deferred_pause_requested = False
+        self._interrupted = True
+        self._state = "pausing"
+        for current_run in self._run_bundlers.values():
+            current_run.record_interruption("pause")
+        self._run_permit.clear()  # the _run loop pauses at the top of its next message
 
     def __call__(self, *args, **kwargs):
         return self._aborting_on_second_interrupt(super().__call__, *args, **kwargs)
@@ -81,7 +150,7 @@ class LabRunEngine(RunEngine):
                 doc["result"] = result  # the stop schema allows extra keys (patternProperties)
 
     def _aborting_on_second_interrupt(self, call, *args, **kwargs):
-        self.interrupts = 0
+        self.interrupts, self.abort_reason = 0, SECOND_INTERRUPT
         try:
             return call(*args, **kwargs)
         except RunEngineInterrupted:
@@ -91,12 +160,14 @@ class LabRunEngine(RunEngine):
 
 
 class PauseOnInterrupt:
-    """RunEngine context manager: SIGINT requests an immediate pause and counts the presses; SIGTERM aborts.
+    """RunEngine context manager: SIGINT requests an immediate pause and counts the presses; SIGTERM and SIGHUP abort.
 
     It replaces bluesky's ``SigintHandler``, whose first press is a deferred pause at the next
     checkpoint; these plans have none, so the cell would keep plating. SIGTERM (a service stopped,
-    the machine shutting down) pauses and aborts at once, so the plan's cleanup runs: without it
-    Python would exit with the cell still under current.
+    the machine shutting down) and SIGHUP (the terminal closed) pause and abort at once, so the
+    plan's cleanup runs: without it Python would exit with the cell still under current. The
+    handlers only count and start a thread: they never block, and never raise (a closed pipe
+    included), so the RunEngine's own loop does the work.
     """
 
     def __init__(self, RE: LabRunEngine):
@@ -105,8 +176,9 @@ class PauseOnInterrupt:
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            self.previous = {signal.SIGINT: signal.signal(signal.SIGINT, self._interrupted),
-                             signal.SIGTERM: signal.signal(signal.SIGTERM, self._terminated)}
+            self.previous = {signal.SIGINT: signal.signal(signal.SIGINT, self._interrupted)}
+            for signum in ABORT_SIGNALS:
+                self.previous[signum] = signal.signal(signum, self._terminated)
         return self
 
     def __exit__(self, *exc):
@@ -117,17 +189,46 @@ class PauseOnInterrupt:
     def _interrupted(self, signum, frame):
         self.RE.interrupts += 1
         if self.RE.interrupts == 1:
-            print("Ctrl-C: pausing (the cell goes to open circuit); Ctrl-C again aborts.", flush=True)
+            say("Ctrl-C: pausing (the cell goes to open circuit); Ctrl-C again aborts.")
             # request_pause waits for the RunEngine's loop; never block inside a signal handler.
             threading.Thread(target=self._pause, daemon=True).start()
+        elif self.RE.interrupts == 2:
+            say("Ctrl-C again: aborting (the cell stays at open circuit)")
+            self.RE.abort_requested.set()
 
     def _terminated(self, signum, frame):
-        self.RE.interrupts, self.RE.abort_reason = 2, TERMINATED
+        self.RE.interrupts, self.RE.abort_reason = 2, ABORT_SIGNALS[signum]
+        say(f"{signal.Signals(signum).name}: aborting (the cell goes to open circuit)")
+        self.RE.abort_requested.set()
         threading.Thread(target=self._pause, daemon=True).start()
 
     def _pause(self):
-        if self.RE.state.can_pause:
-            self.RE.request_pause(defer=False)
+        try:
+            if self.RE.state.can_pause:
+                self.RE.request_pause(defer=False)
+        except Exception:  # the RunEngine moved on meanwhile (it finished, or is already pausing)
+            pass
+
+
+@contextlib.contextmanager
+def signals_held():
+    """While the lab is made safe, SIGINT, SIGTERM and SIGHUP are noted, not acted on.
+
+    A KeyboardInterrupt raised halfway through would leave the chamber at its last setpoint.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def note(signum, frame):
+        say(f"{signal.Signals(signum).name}: making the lab safe first")
+
+    previous = {signum: signal.signal(signum, note) for signum in (signal.SIGINT, *ABORT_SIGNALS)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def make_run_engine(clock: VirtualClock | WallClock, pace: float | None = None, **kwargs) -> LabRunEngine:

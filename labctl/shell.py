@@ -4,6 +4,9 @@ The same in two lines from any Python prompt::
 
     from labctl.shell import open_session
     ns = open_session("configs/lab-sim.yaml"); globals().update(ns)
+
+and ``close_session(ns)`` when done: it ends a paused plan, makes the lab safe and closes storage
+(``labctl shell`` does it on ``exit``).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import bluesky.plan_stubs as bps
 import plans
 from labctl.lab import build_lab, cell_parameters
 from labctl.liveplot import display_available, live_plot_callback
-from labctl.session import make_run_engine
+from labctl.session import make_run_engine, signals_held
 from labctl.storage import Storage
 
 BANNER = """labctl session
@@ -88,3 +91,28 @@ def open_session(lab_path: str | Path = "configs/lab-sim.yaml", data_dir: str | 
     lab_config = load_lab(Path(lab_path))
     loaded = load_experiment(Path(experiment), lab=lab_config) if experiment is not None else None
     return namespace(lab_config, Path(data_dir or lab_config.storage.data_dir), loaded, cell)
+
+SHELL_LEFT_WHILE_PAUSED = "aborted: the shell was left with the plan paused"
+
+
+def close_session(ns: dict) -> list:
+    """End a session: abort a plan left paused, make the lab safe, close the lab and storage.
+
+    ``ns`` is what :func:`namespace` returned (a copy, since IPython may clear its own on exit).
+    Returns what :meth:`labctl.lab.Lab.make_safe` did. Each part runs whatever the others do.
+    """
+    RE, lab, storage = ns["RE"], ns["lab"], ns["storage"]
+    actions = []
+    with signals_held():
+        try:
+            if not RE.state.is_idle:  # paused at the prompt (Ctrl-C, then exit): close the run, cell at open circuit
+                RE.abort(reason=SHELL_LEFT_WHILE_PAUSED)
+        finally:
+            try:
+                actions = lab.make_safe()
+            finally:
+                try:
+                    lab.close()
+                finally:
+                    storage.close()
+    return actions

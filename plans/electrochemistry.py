@@ -153,10 +153,17 @@ def rest(
     def body():
         yield from bps.open_run(plan_metadata("rest", args, md))
         yield from bps.declare_stream(potentiostat, name=POTENTIOSTAT, collect=True)
-        end, _ = yield from run_technique(
-            potentiostat, OCV(duration, sample_interval), environment, page_interval=page_interval
-        )
-        outcome["reason"] = f"rest {end} after {duration / 60:g} min"
+        rested, end = 0.0, "completed"
+        # A pause stops the technique ("stopped"); after RE.resume() the rest goes on for the time left.
+        while duration - rested >= sample_interval:
+            began = potentiostat.clock.now()
+            end, _ = yield from run_technique(
+                potentiostat, OCV(duration - rested, sample_interval), environment, page_interval=page_interval
+            )
+            rested += (yield from bps.rd(potentiostat.ended_at)) - began  # not the time spent paused
+            if end != "stopped":
+                break
+        outcome["reason"] = f"rest {end} after {rested / 60:g} min"
         yield from record_result(end.replace(" ", "_"), outcome["reason"], potentiostat.clock.now())
         yield from bps.close_run(exit_status="success", reason=outcome["reason"])
 
@@ -369,25 +376,30 @@ def _safely(potentiostat, plan):
 
     If opening the circuit fails too (the potentiostat itself is lost), the error that ends the run
     names both failures, so the stop document's reason says the cell may not be at open circuit and
-    why. The run does not rewind: a paused flyer cannot be replayed (the pause opened the circuit,
-    ending its technique), so after ``RE.resume()`` the plan goes on from where it was.
+    why. The rows measured since the last page are collected before the channel is unstaged, so an
+    abort (Ctrl-C twice, SIGTERM, ``RE.abort()``) keeps every row. The run does not rewind: a paused
+    flyer cannot be replayed (the pause opened the circuit, ending its technique), so after
+    ``RE.resume()`` the plan goes on from where it was.
     """
     failures = []
 
     def watched():
         try:
-            return (yield from bpp.stage_wrapper(plan, [potentiostat]))
+            return (yield from plan)
         except Exception as failure:
             failures.append(failure)
             raise
 
-    def open_circuit_after_failures():
+    def open_circuit_and_collect():
         try:
             yield from open_circuit(potentiostat)
         except Exception as error:
             if not failures:
                 raise
             raise NotAtOpenCircuit(failures[0], error) from error
+        finally:
+            if getattr(potentiostat, "collect_pending", False):
+                yield from bps.collect(potentiostat, name=POTENTIOSTAT)
 
-    safely = bpp.finalize_wrapper(watched(), open_circuit_after_failures())
-    return (yield from bpp.rewindable_wrapper(safely, False))
+    safely = bpp.finalize_wrapper(watched(), open_circuit_and_collect())
+    return (yield from bpp.rewindable_wrapper(bpp.stage_wrapper(safely, [potentiostat]), False))

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from labctl.cli import main
+from labctl.cli import build_parser, main
+from labctl.errors import ConfigError, ExitCode, LabctlError, Unreachable
 from labctl.storage import Storage
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -28,13 +29,13 @@ def test_check_accepts_the_overnight_experiment(capsys):
     ],
 )
 def test_check_names_file_line_field_and_range(capsys, case, expected):
-    assert main(["check", str(CASES / case)]) == 2
+    assert main(["check", str(CASES / case)]) == ExitCode.INVALID_FILE
     err = capsys.readouterr().err
     assert err.startswith(f"error: {CASES / case}{expected}")
 
 
 def test_run_with_an_invalid_file_touches_nothing(capsys, tmp_path):
-    assert main(["run", str(CASES / "exp-out-of-range.yaml"), "--data-dir", str(tmp_path / "data")]) == 2
+    assert main(["run", str(CASES / "exp-out-of-range.yaml"), "--data-dir", str(tmp_path / "data")]) == 3
     assert "current_density" in capsys.readouterr().err
     assert not (tmp_path / "data").exists()  # no storage opened, no lab built
 
@@ -122,7 +123,87 @@ def test_a_real_lab_without_the_vendor_library_stops_before_touching_an_instrume
     experiment = tmp_path / "short.yaml"
     experiment.write_text(short_experiment.replace(f"lab: {CONFIGS / 'lab-sim.yaml'}", "lab: lab.yaml"))
     assert main(["check", str(experiment)]) == 0
-    assert main(["run", str(experiment), "--data-dir", str(tmp_path / "data")]) == 2
+    assert main(["run", str(experiment), "--data-dir", str(tmp_path / "data")]) == ExitCode.UNREACHABLE
     err = capsys.readouterr().err
     assert "cannot load the EC-Lab library 'C:/EC-Lab Development Package/lib/EClib64.dll'" in err
     assert "Windows DLL" in err
+
+
+# ---- mistakes: one `error:` line, no traceback, an exit code per kind -----------------------------
+def one_error_line(capsys) -> str:
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), captured.err
+    assert "Traceback" not in captured.err + captured.out
+    return lines[0]
+
+
+def test_a_run_not_stored_and_a_uid_too_short_are_usage_errors(stored, capsys):
+    data_dir, _ = stored
+    assert main(["show", "deadbeef", "--data-dir", str(data_dir)]) == ExitCode.USAGE
+    assert one_error_line(capsys) == (f"error: no run 'deadbeef' in {data_dir} "
+                                      f"(`labctl runs --data-dir {data_dir}` lists them)")
+    assert main(["show", "9", "--data-dir", str(data_dir)]) == ExitCode.USAGE
+    assert "give at least 5 characters" in one_error_line(capsys)
+
+
+@pytest.mark.parametrize("limit", ["-1", "0", "ten"])
+def test_a_bad_option_value_is_one_line_and_exit_code_2(capsys, limit):
+    with pytest.raises(SystemExit) as exit:
+        main(["runs", "--limit", limit])
+    assert exit.value.code == ExitCode.USAGE
+    assert one_error_line(capsys).startswith("error: argument --limit: ")
+
+
+def test_an_unwritable_out_folder_is_named(stored, capsys, tmp_path):
+    data_dir, out = stored
+    plate_uid = next(line.split()[0] for line in out.splitlines() if " plate " in line)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert main(["export", plate_uid, "--data-dir", str(data_dir), "--out", str(blocker / "exports")]) == ExitCode.USAGE
+    assert one_error_line(capsys).startswith(f"error: --out {blocker / 'exports'}: cannot write there: ")
+
+
+@pytest.mark.parametrize("command", [["runs"], ["show", "deadbeef"], ["report", "deadbeef"], ["export", "deadbeef"],
+                                     ["recover"]])
+def test_read_commands_need_an_existing_data_directory_and_create_none(capsys, tmp_path, command):
+    typo = tmp_path / "dta"
+    assert main([*command, "--data-dir", str(typo)]) == ExitCode.UNREACHABLE
+    assert one_error_line(capsys).startswith(f"error: data directory {typo}: does not exist; ")
+    assert not typo.exists()
+    (tmp_path / "elsewhere").mkdir()
+    assert main([*command, "--data-dir", str(tmp_path / "elsewhere")]) == ExitCode.UNREACHABLE
+    assert "holds no labctl runs" in one_error_line(capsys)
+
+
+@pytest.mark.parametrize("error, code", [
+    (ConfigError("lab.yaml", 3, "port", "99999 is not a TCP port"), ExitCode.INVALID_FILE),
+    (Unreachable("storage at http://x: connection refused"), ExitCode.UNREACHABLE),
+    (LabctlError("something the user can fix"), ExitCode.USAGE),
+    (OSError(5, "Input/output error", "data/journal"), ExitCode.UNREACHABLE),
+    (KeyError("a bug"), ExitCode.INTERNAL),
+])
+def test_a_subcommand_raising_gets_its_one_liner_and_exit_code(monkeypatch, capsys, error, code):
+    from devices.errors import InstrumentLost
+
+    def raising(args):
+        raise error
+
+    monkeypatch.setattr("labctl.cli.cmd_plans", raising)
+    assert main(["plans"]) == code
+    line = one_error_line(capsys)
+    assert str(error.args[-1] if isinstance(error, OSError) else error).strip("'") in line
+    assert InstrumentLost("rig", "socket://x:1", "no reply").exit_code == ExitCode.UNREACHABLE
+
+
+def test_version_and_help_with_examples_and_every_option_explained(capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["--version"])
+    assert exit.value.code == 0 and capsys.readouterr().out.startswith("labctl 0.")
+    parser = build_parser()
+    assert "examples:" in parser.format_help() and "exit codes:" in parser.format_help()
+    subparsers = parser._subparsers._group_actions[0].choices
+    for name, sub in subparsers.items():
+        assert "exit codes:" in sub.format_help()
+        for action in sub._actions:
+            assert action.help, f"labctl {name}: {action.option_strings or action.dest} has no help text"

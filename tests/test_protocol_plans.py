@@ -111,7 +111,7 @@ def test_every_invalid_file_fails_check_naming_the_problem_and_touches_nothing(p
         argv = ["check", str(ROOT / "configs" / "plating-overnight.yaml"), "--lab", str(path)]
     else:
         argv = ["check", str(path), "--lab", str(ROOT / "configs" / "lab-sim.yaml")]
-    assert main(argv) == 2
+    assert main(argv) == 3  # ExitCode.INVALID_FILE
     err = capsys.readouterr().err
     assert f"{path}:{line}:" in err and expect in err, err
 

@@ -23,8 +23,9 @@ from devices.sim.cell import CellParameters
 from labctl.cli import main
 from labctl.clock import VirtualClock
 from labctl.lab import build_simulated_lab
-from labctl.session import SECOND_INTERRUPT, TERMINATED, make_run_engine
+from labctl.session import HUNG_UP, SECOND_INTERRUPT, TERMINATED, make_run_engine
 from labctl.storage import Storage
+import plans
 from plans import plate
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -208,9 +209,11 @@ def test_ctrl_c_in_labctl_run_pauses_then_resumes_then_aborts(tmp_path):
             read_until("plated")  # plating goes on after the resume
         run.send_signal(signal.SIGINT)
         read_until("Press Enter to resume, Ctrl-C to abort")
+        began = time.monotonic()
         run.send_signal(signal.SIGINT)
         read_until("aborting")
-        out, _ = run.communicate()
+        out, _ = run.communicate(timeout=WAIT)
+    print(f"Ctrl-C at the pause prompt: signal to process gone in {time.monotonic() - began:.2f} s")
     assert run.returncode == 1
     assert "plate" in out and "abort" in out and "aborted by the operator while paused" in out
 
@@ -292,11 +295,183 @@ def test_sigterm_to_labctl_run_aborts_with_the_run_closed_and_the_lab_made_safe(
         lines = iter(run.stderr)
         for _ in range(5):
             next(line for line in lines if "plated" in line)
+        began = time.monotonic()
         run.send_signal(signal.SIGTERM)
-        out, _ = run.communicate()
+        out, _ = run.communicate(timeout=WAIT)
+    print(f"SIGTERM: signal to process gone in {time.monotonic() - began:.2f} s")
     assert run.returncode == 1
     assert "abort" in out and "lab left safe: potentiostat: open circuit: done;" in out
     assert "chamber: setpoint 25 degC (safe_setpoint): done" in out
     with Storage.open(data_dir) as storage:
         (summary,) = storage.runs()
         assert (summary["exit_status"], summary["reason"]) == ("abort", TERMINATED)
+
+
+# ---- every way out of `labctl run`: the run closed with its reason, the lab made safe, the process gone ----
+WAIT = 90  # s: the bound on every wait for a marker line or the process's end (a loaded 2-core machine)
+
+
+def labctl_run(tmp_path, hours: int = 3, **popen):
+    """Start `labctl run` on the kill experiment (20 simulated minutes per second); return (process, data dir)."""
+    experiment = tmp_path / "exits.yaml"
+    experiment.write_text(KILL_EXPERIMENT.format(lab=CONFIGS / "lab-sim.yaml").replace("3 h", f"{hours} h"))
+    data_dir = tmp_path / "data"
+    command = [sys.executable, "-m", "labctl.cli", "run", str(experiment), "--data-dir", str(data_dir), "--pace", "1200"]
+    return subprocess.Popen(command, text=True, **popen), data_dir
+
+
+def read_until(lines, text, seen=None):
+    """Read lines until one holds ``text`` (the reader is bounded by the test's timeout)."""
+    for line in lines:
+        if seen is not None:
+            seen.append(line)
+        if text in line:
+            return line
+    raise AssertionError(f"no line with {text!r}: {seen}")
+
+
+def stopped_run(data_dir):
+    with Storage.open(data_dir) as storage:
+        (summary,) = storage.runs()
+        rows = len(storage.catalog[summary["uid"]]["potentiostat"].read()["potentiostat_Ewe"])
+        return summary, rows, storage.pending()
+
+
+def journalled_rows(data_dir):
+    """The potentiostat rows the journal's stop document counts."""
+    (journal_file,) = (data_dir / "journal").glob("*.jsonl")
+    stop = json.loads(journal_file.read_text().splitlines()[-1])
+    assert stop["name"] == "stop"
+    return stop["doc"]["num_events"]["potentiostat"]
+
+
+@pytest.mark.parametrize("way_out, reason", [
+    ("SIGHUP", HUNG_UP),
+    ("Ctrl-C twice, stdout closed", SECOND_INTERRUPT),  # `labctl run X | tee log`: Ctrl-C kills tee too
+])
+def test_each_signal_ends_labctl_run_with_the_run_closed_and_the_lab_made_safe(tmp_path, way_out, reason):
+    run, data_dir = labctl_run(tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    with run:
+        lines, seen = iter(run.stderr), []
+        for _ in range(5):
+            read_until(lines, "plated", seen)
+        began = time.monotonic()
+        if way_out == "SIGHUP":
+            run.send_signal(signal.SIGHUP)
+            out, rest = run.communicate(timeout=WAIT)
+            rest += out
+        else:
+            run.stdout.close()  # the reader of stdout is gone: every later write to it fails
+            run.send_signal(signal.SIGINT)
+            read_until(lines, "Ctrl-C: pausing", seen)
+            run.send_signal(signal.SIGINT)
+            rest = run.stderr.read()  # "lab left safe" comes here too, stdout being gone
+            run.wait(timeout=WAIT)
+        gone = time.monotonic() - began
+    print(f"{way_out}: signal to process gone in {gone:.2f} s")
+    assert run.returncode == 1, "".join(seen) + rest
+    assert "lab left safe: potentiostat: open circuit: done;" in rest  # on stderr: stdout may be gone
+    assert "chamber: setpoint 25 degC (safe_setpoint): done" in rest
+    assert "Traceback" not in rest and "Exception ignored" not in rest
+    summary, rows, pending = stopped_run(data_dir)
+    assert (summary["exit_status"], summary["reason"]) == ("abort", reason)
+    assert rows == journalled_rows(data_dir) >= 4 * 60  # every row measured, the partial page too
+    assert pending == {}
+
+
+def test_a_reader_that_closes_both_pipes_early_does_not_stop_the_run(tmp_path):
+    """`labctl run X 2>&1 | head -3`: the run goes on to its end with nothing to say it to, and exits."""
+    run, data_dir = labctl_run(tmp_path, hours=1, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT)
+    with run:
+        for _ in range(3):
+            run.stdout.readline()
+        run.stdout.close()
+        run.wait(timeout=WAIT)
+    assert run.returncode == 0
+    summary, rows, pending = stopped_run(data_dir)
+    assert (summary["exit_status"], summary["reason"]) == ("success", "time limit reached: 1.00 h")
+    assert rows == 3600 and pending == {}
+
+
+def test_abort_while_paused_keeps_every_row_and_the_paused_channel_reads_open_circuit(tmp_path, lab_config):
+    with Storage.open(tmp_path / "data", live=False) as storage:
+        lab = build_simulated_lab(lab_config, CELL, storage.assets_dir, VirtualClock(start=1e9))
+        RE = make_run_engine(lab.clock)
+        RE.subscribe(storage.callback)
+        seen = []
+
+        def press_ctrl_c_mid_page(msg):  # two voltage checks after the third page: rows not yet collected
+            if msg.command == "collect" or (msg.command == "read" and msg.obj is lab.potentiostat.ewe):
+                seen.append(msg.command)
+            if seen[-3:] == ["collect", "read", "read"] and seen.count("collect") == 3:
+                os.kill(os.getpid(), signal.SIGINT)
+
+        RE.msg_hook = press_ctrl_c_mid_page
+        # 0.1 s sampling: the pause is handled between samples, not after a page
+        with pytest.raises(RunEngineInterrupted):
+            RE(plate(lab.potentiostat, lab.chamber, lab.rig, current_density=5.0, electrode_area=CELL.electrode_area,
+                     sample_interval=0.1, page_interval=300.0, max_duration=7200.0))
+        reading = lab.potentiostat.read()
+        assert reading["potentiostat_current"]["value"] == 0.0  # open circuit, not the plating current
+        assert reading["potentiostat_ewe"]["value"] == lab.simulators["potentiostat"].cell.open_circuit_voltage()
+        stopped_at = lab.potentiostat.ended_at.get()
+        result = RE.abort(reason="aborted in the test")
+        assert result.exit_status == "abort" and not lab.simulators["potentiostat"].running
+        assert storage.flush(timeout=60)
+        uid = result.run_start_uids[0]
+        times = storage.catalog[uid]["potentiostat"].read()["potentiostat_time"].values
+        journal = storage.journal.read(uid)
+        assert len(times) == journal[-1][1]["num_events"]["potentiostat"] > 3 * 3000
+        assert stopped_at - times[-1] < 0.1 * 1.001  # every row up to the moment the circuit opened (float32 step)
+    lab.close()
+
+
+def test_a_paused_rest_resumes_for_the_time_it_has_left(tmp_path, lab_config):
+    lab = build_simulated_lab(lab_config, CELL, tmp_path, VirtualClock(start=1e9))
+    RE = make_run_engine(lab.clock)
+    pages, resource = [], []
+
+    def press_ctrl_c(name, doc):
+        if name == "stream_resource" and doc["data_key"] == "potentiostat_Ewe":
+            resource.append(doc["uid"])
+        if name == "stream_datum" and doc["stream_resource"] in resource:  # rows of one field
+            pages.append(doc["indices"]["stop"] - doc["indices"]["start"])
+            if len(pages) == 4:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    RE.subscribe(press_ctrl_c)
+    with pytest.raises(RunEngineInterrupted):
+        RE(plans.rest(lab.potentiostat, lab.chamber, lab.rig, duration=6 * 3600.0, sample_interval=10.0,
+                      page_interval=600.0))
+    paused_at = sum(pages)
+    assert 0 < paused_at < 6 * 360
+    result = RE.resume()
+    assert (result.exit_status, result.plan_result) == ("success", "rest completed after 360 min")
+    assert sum(pages) == 6 * 360  # a sample every 10 s for the whole 6 h, across the pause
+
+
+def test_an_exception_in_a_subscriber_fails_the_step_with_its_reason_and_the_lab_made_safe(tmp_path, lab_config):
+    from labctl.config import load_experiment
+    from labctl.runner import ExperimentRunner
+
+    experiment_file = tmp_path / "sub.yaml"
+    experiment_file.write_text(KILL_EXPERIMENT.format(lab=CONFIGS / "lab-sim.yaml"))
+    experiment = load_experiment(experiment_file, lab=lab_config)
+    with Storage.open(tmp_path / "data", live=False) as storage:
+        runner = ExperimentRunner(experiment, lab_config, storage)
+        seen = []
+
+        def broken_display(name, doc):
+            seen.append(name)
+            if seen.count("stream_datum") == 5:
+                raise RuntimeError("the display fell over")
+
+        runner.RE.subscribe(broken_display)
+        (outcome,) = runner.run()
+        assert (outcome.exit_status, outcome.reason) == ("fail", "RuntimeError: the display fell over")
+        assert all(a.ok for a in runner.safe_actions) and not runner.lab.simulators["potentiostat"].running
+        assert storage.flush(timeout=60)
+        (summary,) = storage.runs()
+        assert (summary["exit_status"], summary["reason"]) == ("fail", "the display fell over")
+        runner.lab.close()

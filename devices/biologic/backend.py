@@ -335,6 +335,22 @@ class EClibBackend:
         self._poll()
         return dict(self._latest)
 
+    def open_circuit_values(self) -> dict[str, float]:
+        """Return (time, Ewe, I = 0) read from the idle channel now: the cell's open-circuit voltage.
+
+        For a paused channel. If the instrument cannot be read, the last sample's voltage, with I = 0.
+        """
+        with self._lock:
+            self._poll()
+            if self.failure is None and not self.running:
+                try:
+                    values = self._retrying("reading the open-circuit voltage",
+                                            lambda: self.lib.current_values(self.device_id, self.channel), 1)
+                    return {"time": self.clock.now(), "Ewe": float(values.Ewe), "I": 0.0}
+                except InstrumentFault:
+                    pass
+            return {**self._latest, "I": 0.0}
+
     def read_spectrum(self) -> dict | None:
         """Return the last finished impedance sweep (frequency, Z', Z'', DC Ewe and I), once."""
         spectrum, self._spectrum = self._spectrum, None

@@ -108,6 +108,7 @@ class PotentiostatChannel(Device):
     current = Cpt(ReadbackSignal, reader="_latest_current", units="A", kind="normal")
     charge = Cpt(ClockSignal, value=0.0, units="C", kind="normal")
     end_reason = Cpt(Signal, value="", kind="omitted")
+    ended_at = Cpt(Signal, value=0.0, kind="omitted")  # session-clock time the last technique ended (or was stopped)
     channel = Cpt(Signal, value=1, kind="config")
     eis = Cpt(ImpedanceMeter, kind="normal")
 
@@ -121,6 +122,8 @@ class PotentiostatChannel(Device):
         self._rows_lock = threading.RLock()  # a wall clock's durable writes come from a timer thread
         self._durable_event = None
         self._last_write = 0.0
+        self._paused = False
+        self.collect_pending = False  # a technique was kicked off and its last rows are not collected yet
         super().__init__(name=name, **kwargs)
         self.channel.put(channel)
 
@@ -167,11 +170,14 @@ class PotentiostatChannel(Device):
             raise RuntimeError(f"{self.name}: prepare a technique before kickoff")
         self._done_status = DeviceStatus(self)
         self.end_reason.put("")
+        self._paused = False
         self.backend.start(self._technique, on_done=self._technique_done)
         self._schedule_durable()
+        self.collect_pending = True
         return finished_status()
 
     def _technique_done(self, reason: str, failure: Exception | None = None) -> None:
+        self.ended_at.put(self.clock.now())
         self.end_reason.put(reason)
         if self._done_status is None or self._done_status.done:
             return
@@ -190,7 +196,10 @@ class PotentiostatChannel(Device):
         return self._writer.describe()
 
     def collect_asset_docs(self, index: int | None = None):
+        if self._writer is None:  # unstaged: a plan's cleanup collects the last rows before unstaging
+            return
         with self._rows_lock:
+            self.collect_pending = self.running_technique()
             self._write_rows()
             docs = self._writer.announce()
         yield from docs
@@ -222,6 +231,10 @@ class PotentiostatChannel(Device):
             if self.backend.running:
                 self._schedule_durable()
 
+    def running_technique(self) -> bool:
+        """Get whether the channel runs a timed technique (so more rows will come)."""
+        return self.backend.running and self._technique is not None
+
     def _with_charge(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Add the charge passed since staging: the integral of I dt over the sampled rows."""
         step = getattr(self._technique, "sample_interval", 1.0)
@@ -230,12 +243,16 @@ class PotentiostatChannel(Device):
         return {**rows, "charge": charge}
 
     def _latest_ewe(self) -> tuple[float, float]:
-        row = self.backend.latest()
+        row = self._latest_row()
         return row["Ewe"], row["time"]
 
     def _latest_current(self) -> tuple[float, float]:
-        row = self.backend.latest()
+        row = self._latest_row()
         return row["I"], row["time"]
+
+    def _latest_row(self) -> dict[str, float]:
+        """The latest sample; while paused, the cell at open circuit (its voltage now, I = 0)."""
+        return self.backend.open_circuit_values() if self._paused else self.backend.latest()
 
     def get_index(self) -> int:
         return self._writer.get_index()
@@ -249,9 +266,16 @@ class PotentiostatChannel(Device):
         self.backend.stop()
 
     def pause(self) -> None:
-        """Pausing a cell means open circuit: a paused plating step must not keep plating."""
+        """Pausing a cell means open circuit: a paused plating step must not keep plating.
+
+        The rows measured until now stay in the backend for the next collect (after a resume, or
+        the plan's cleanup on abort). While paused the channel reads open circuit: Ewe is the
+        cell's voltage now and I = 0.
+        """
         self.backend.stop()
+        self._paused = True
 
     def resume(self) -> None:
         """Nothing to restore: the paused technique has ended ("stopped"), and the plan, which does
-        not rewind, goes on from there with its next segment."""
+        not rewind, goes on from there (``rest`` for its remaining time, plating with its next segment)."""
+        self._paused = False

@@ -419,8 +419,10 @@ class SimEClib:
 
     def _grid(self, dt: float, until: float) -> np.ndarray:
         """Return the sample times of the current step after the last one recorded, up to ``until``."""
-        first = np.floor((self.sampled - self.step_start) / dt + 1e-9) + 1
-        last = np.floor((until - self.step_start) / dt + 1e-9)
+        # ``sampled`` is on the grid: round to its index. Times are absolute (~1e9 s, a float64 ulp
+        # of ~1e-7 s), so with a 0.1 s step a floor could land one sample back and repeat it forever.
+        first = np.rint((self.sampled - self.step_start) / dt) + 1
+        last = np.floor((until - self.step_start) / dt + 1e-6)
         return self.step_start + dt * np.arange(first, last + 1)
 
     def _record_step(self, technique: Loaded, until: float) -> float | None:
@@ -512,7 +514,8 @@ class SimEClib:
         technique = self.loaded[self.index] if self.loaded and self.state == eclib.STATE_RUN else None
         e_range = E_RANGE_VOLTS[technique.get("E_Range", default=2) if technique else 2]
         values.State, values.MemFilled, values.TimeBase = self.state, self._memory_bytes(), timebase
-        values.Ewe, values.I = self._latest
+        # A stopped channel is at open circuit: the cell's own voltage, no current.
+        values.Ewe, values.I = self._latest if self.state == eclib.STATE_RUN else (self.cell.open_circuit_voltage(), 0.0)
         values.EweRangeMin, values.EweRangeMax = -e_range, e_range
         values.IRange = technique.get("I_Range", default=12) if technique else 12
         values.ElapsedTime = self.clock.now() - getattr(self, "t0", self.clock.now())
