@@ -451,12 +451,13 @@ def test_a_paused_rest_resumes_for_the_time_it_has_left(tmp_path, lab_config):
     assert sum(pages) == 6 * 360  # a sample every 10 s for the whole 6 h, across the pause
 
 
-def test_an_exception_in_a_subscriber_fails_the_step_with_its_reason_and_the_lab_made_safe(tmp_path, lab_config):
-    from labctl.config import load_experiment
+def test_an_exception_in_a_subscriber_fails_the_step_with_its_reason_and_the_lab_made_safe(tmp_path):
+    from labctl.config import load_experiment, load_lab
     from labctl.runner import ExperimentRunner
 
     experiment_file = tmp_path / "sub.yaml"
     experiment_file.write_text(KILL_EXPERIMENT.format(lab=CONFIGS / "lab-sim.yaml"))
+    lab_config = load_lab(CONFIGS / "lab-sim.yaml")
     experiment = load_experiment(experiment_file, lab=lab_config)
     with Storage.open(tmp_path / "data", live=False) as storage:
         runner = ExperimentRunner(experiment, lab_config, storage)
