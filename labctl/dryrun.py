@@ -69,12 +69,22 @@ def _steps(experiment, lab, registry: dict, on_document) -> list[DryStep]:
             try:
                 result = RE(plan(*device_arguments(plan, lab), **kwargs, md=md))
                 status, reason = result.exit_status, result.reason or str(result.plan_result or "")
-            except Exception as err:  # the RunEngine has closed the run as failed; say why
-                status, reason = "fail", f"{type(err).__name__}: {err}"
+            except Exception as err:  # the RunEngine has closed the run as failed; say why, in one line
+                status, reason = "fail", bug_line(index, step.plan, err)
             outcomes.append(DryStep(index, repeat, step.plan, lab.clock.now() - start, status, reason))
             if status != "success":
                 return outcomes
     return outcomes
+
+
+def bug_line(index: int, plan: str, err: BaseException) -> str:
+    """Return a step that raised in the dry run as one line: a file that passed the checks should not.
+
+    The checks at load (labctl.config, labctl.safety) are meant to refuse every file a run would
+    fail on; an exception here is a gap in them, so it is reported as labctl's bug, with the step.
+    """
+    message = " ".join(str(err).split())[:300]
+    return f"labctl bug: step {index + 1} ({plan}) raised {type(err).__name__}: {message} (please report it)"
 
 
 def format_duration(seconds: float) -> str:
