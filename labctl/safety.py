@@ -13,12 +13,14 @@ arguments (``("temperatures", 2)``), the message saying what was asked and what 
 
 from __future__ import annotations
 
+import inspect
 import math
+import typing
 from collections.abc import Callable
 from typing import Any
 
 from labctl.errors import LITHIUM_MELTING_POINT, LabctlError, LithiumWouldMelt
-from labctl.units import Unit
+from labctl.units import Count, Unit
 
 Problem = tuple[tuple, str]
 
@@ -387,9 +389,60 @@ class UnsafePlanCall(LabctlError, ValueError):
         super().__init__("; ".join(f"{plan}: {_dotted(field)}: {message}" for field, message in problems))
 
 
-def refuse_unsafe_call(plan: str, kwargs: dict, lab, cell) -> None:
-    """Raise :class:`UnsafePlanCall` if a plan call breaks any rule (for the shell and a queue)."""
-    problems = plan_problems(plan, kwargs, lab, cell)
+def call_problems(plan: str, kwargs: dict, lab, cell, registry: dict | None = None) -> list[Problem]:
+    """Return every rule one plan call breaks, as the shell or a queue would make it (SI keyword arguments).
+
+    The plan's defaults are filled in from its signature, and each argument is checked against the
+    bounds its annotation declares (``Unit``, ``Count``) before :func:`plan_problems` runs, since a
+    call by hand has not been through the YAML step model.
+    """
+    if registry is None:
+        from plans import PLANS as registry  # lazily: labctl.safety must import without the plans
+    if plan not in registry:
+        return [(("plan",), f"unknown plan {plan!r}: known plans are {', '.join(sorted(registry))}")]
+    func = registry[plan]
+    parameters = inspect.signature(func).parameters.values()
+    full = {p.name: p.default for p in parameters
+            if p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is not inspect.Parameter.empty}
+    full.update(kwargs)
+    problems = _bound_problems(func, full)
+    return problems or plan_problems(plan, full, lab, cell)
+
+
+def _bound_problems(func: Callable, kwargs: dict) -> list[Problem]:
+    problems = []
+    for name, hint in typing.get_type_hints(func, include_extras=True).items():
+        value = kwargs.get(name)
+        marker = next((m for m in getattr(hint, "__metadata__", ()) if isinstance(m, (Unit, Count))), None)
+        if value is None:
+            continue
+        for length in (m for m in getattr(hint, "__metadata__", ()) if hasattr(m, "min_length")):  # Len(1, 50)
+            if isinstance(value, list) and not length.min_length <= len(value) <= (length.max_length or len(value)):
+                problems.append(((name,), f"{len(value)} items: allowed {length.min_length} to {length.max_length}"))
+        base = typing.get_args(hint)[0] if typing.get_origin(hint) is typing.Annotated else hint
+        if marker is None and typing.get_origin(base) is list and isinstance(value, list):  # list of quantities
+            item = typing.get_args(base)[0]
+            marker = next((m for m in getattr(item, "__metadata__", ()) if isinstance(m, Unit)), None)
+            if marker is not None:
+                problems += [((name, i), m) for i, v in enumerate(value) if (m := marker.si_problem(v))]
+            continue
+        if isinstance(marker, Unit) and (message := marker.si_problem(value)):
+            problems.append(((name,), message))
+        elif isinstance(marker, Count):
+            try:
+                marker.to_int(value)
+            except ValueError as err:
+                problems.append(((name,), str(err)))
+    return problems
+
+
+def refuse_unsafe_call(plan: str, kwargs: dict, lab, cell, registry: dict | None = None) -> None:
+    """Raise :class:`UnsafePlanCall` if one plan call breaks any rule (for the shell and a queue).
+
+    Example: ``refuse_unsafe_call("set_temperature", {"temperature": 463.15}, lab_config, experiment.cell)``
+    raises, for a cell with lithium in it, before ``RE(plans.set_temperature(...))`` is called.
+    """
+    problems = call_problems(plan, kwargs, lab, cell, registry)
     if problems:
         raise UnsafePlanCall(plan, problems)
 

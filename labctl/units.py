@@ -69,6 +69,14 @@ class Unit:
             raise UnitError(f"{written} is out of range: allowed {self.range_text()}")
         return float(quantity.to(self.si_unit).magnitude)
 
+    def si_problem(self, value: float) -> str | None:
+        """Return why an SI value (as plans take them) is refused: not finite, or outside the bounds; else None."""
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return f"{value!r} is not a number in {self.si_unit:~P}"
+        if not math.isfinite(value) or not self._in_range(self.from_si(value)):
+            return f"{value:g} {self.si_unit:~P} (SI) is out of range: allowed {self.range_text()}"
+        return None
+
     def from_si(self, value: float) -> float:
         """Return an SI value in the display unit."""
         return float(ureg.Quantity(value, self.si_unit).to(self.display).magnitude)

@@ -289,6 +289,32 @@ def test_empty_and_missing_files(tmp_path):
     assert "cannot read the file" in error.message and error.line is None
 
 
+def test_files_that_are_not_small_regular_text_files_are_refused_without_reading_them(tmp_path):
+    import os
+
+    big = tmp_path / "big.yaml"
+    big.write_text("# padding\n" * 200_000)
+    (error,) = errors_of(load_lab, big)
+    assert "larger than 1,000,000 bytes" in error.message
+    (error,) = errors_of(load_lab, tmp_path)
+    assert error.message == "cannot read the file: a folder"
+    os.mkfifo(tmp_path / "fifo.yaml")  # opening it would block until a writer came
+    (error,) = errors_of(load_lab, tmp_path / "fifo.yaml")
+    assert error.message == "cannot read the file: not a regular file"
+
+
+def test_a_byte_order_mark_and_windows_line_ends_are_fine(tmp_path):
+    path = tmp_path / "lab.yaml"
+    path.write_bytes(b"\xef\xbb\xbf" + LAB.replace("\n", "\r\n").encode())
+    assert load_lab(path).name == "lab-test"
+
+
+def test_aliases_within_the_budget_still_work(tmp_path):
+    text = EXPERIMENT + "  - plan: rest\n    duration: &short 10 min\n  - plan: rest\n    duration: *short\n"
+    steps = load_experiment(write(tmp_path, text), registry=REGISTRY).steps
+    assert steps[2].kwargs["duration"] == steps[3].kwargs["duration"] == 600.0
+
+
 def test_yaml_anchors_and_merge_keys_still_work(tmp_path):
     text = LAB.replace("  chamber:\n    kind: sim\n    address: sim\n", "  chamber:\n    <<: *sim\n").replace(
         "  potentiostat:\n", "  potentiostat:\n    <<: &sim {kind: sim, address: sim}\n").replace(
