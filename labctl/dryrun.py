@@ -6,6 +6,7 @@ the tests use it to run the example experiments end to end.
 
 from __future__ import annotations
 
+import logging
 import tempfile
 import uuid
 from dataclasses import dataclass
@@ -55,10 +56,24 @@ def dry_run(experiment, lab_config, on_document: Callable[[str, dict], None] | N
             lab.close()
 
 
+def _drop_tracebacks(record: logging.LogRecord) -> bool:
+    return record.exc_info is None
+
+
 def _steps(experiment, lab, registry: dict, on_document) -> list[DryStep]:
     RE = make_run_engine(lab.clock)
     if on_document is not None:
         RE.subscribe(on_document)
+    # The RunEngine logs a failed plan's traceback ("Run aborted"); the dry run says it in one line.
+    logger = RE.log.logger
+    logger.addFilter(_drop_tracebacks)
+    try:
+        return _each_step(experiment, lab, registry, RE)
+    finally:
+        logger.removeFilter(_drop_tracebacks)
+
+
+def _each_step(experiment, lab, registry: dict, RE) -> list[DryStep]:
     sequence_id, outcomes = f"dry-run-{uuid.uuid4()}", []
     for index, step in enumerate(experiment.steps):
         plan = registry[step.plan]

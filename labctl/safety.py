@@ -25,10 +25,11 @@ from labctl.units import Count, Unit
 Problem = tuple[tuple, str]
 
 # ---- budgets: what one step may ask of memory and of the (dry) run ------------------------------
-MAX_ROWS = 10_000_000  # samples per step run (duration / sample_interval): ~0.3 GB of rows, ~10 min of dry run
+MAX_ROWS = 5_000_000  # samples per step run (duration / sample_interval): 58 days at 1 s; ~4 min of dry run
 MAX_WAKEUPS = 1_000_000  # checks, pages or records per step run (duration / interval)
 MAX_SPECTRA = 20_000  # impedance spectra per step run, each fitted live
 MAX_SWEEP_POINTS = 1_000  # frequencies in one sweep (decades x points per decade)
+MIN_SWEEP_POINTS = 10  # so the equivalent-circuit fit of each spectrum (up to 7 parameters) is determined
 MAX_STAIRS = 1_000  # current densities in one staircase
 MAX_STEP_TIME = 365 * 86400.0  # s: one step run at most a year
 
@@ -203,7 +204,7 @@ def sweep_problems(plan: str, kwargs: dict, lab) -> list[Problem]:
     if lab is not None or plan != "peis":  # without a lab, peis may still have an MTZ-35
         name, (low, high), cap = sweep_instrument(plan, lab)
         for field, value in ((f_min_name, f_min), (f_max_name, f_max)):
-            if not low <= value <= high:
+            if not low * (1 - 1e-9) <= value <= high * (1 + 1e-9):  # "10 uHz" is 1.0000000000000001e-05 Hz
                 problems.append(((field,), f"{_hz(value)} is outside the range of {name}: allowed {_hz(low)} to "
                                            f"{_hz(high)}" + (" (an MTZ-35 in the lab file sweeps up to 35 MHz)"
                                                             if plan == "peis" and high < 35e6 else "")))
@@ -215,10 +216,11 @@ def sweep_problems(plan: str, kwargs: dict, lab) -> list[Problem]:
         problems.append(((f_min_name,), f"{_hz(f_min)} is not below {f_max_name} {_hz(f_max)}: a sweep runs from "
                                         f"{f_max_name} down to a lower {f_min_name}"))
     else:
-        points = int(round(math.log10(f_max / f_min) * ppd)) + 1
-        if points > MAX_SWEEP_POINTS:
+        points = int(round(math.log10(f_max / f_min) * ppd)) + 1  # as techniques.sweep_frequencies counts them
+        if not MIN_SWEEP_POINTS <= points <= MAX_SWEEP_POINTS:
             problems.append(((ppd_name,), f"{ppd} per decade from {_hz(f_max)} to {_hz(f_min)} is {points} "
-                                          f"frequencies: allowed at most {MAX_SWEEP_POINTS} per sweep"))
+                                          f"frequencies: allowed {MIN_SWEEP_POINTS} to {MAX_SWEEP_POINTS} per sweep "
+                                          f"(at least {MIN_SWEEP_POINTS} for the equivalent-circuit fit)"))
     return problems
 
 

@@ -67,7 +67,9 @@ class Unit:
             raise UnitError(f"{written} is not a finite quantity: allowed {self.range_text()}")
         if not self._in_range(shown):
             raise UnitError(f"{written} is out of range: allowed {self.range_text()}")
-        return float(quantity.to(self.si_unit).magnitude)
+        # 15 significant digits: "10 uHz" is 1e-05 Hz, not 1.0000000000000001e-05, which an instrument's
+        # own range check (10 uHz and up) would refuse; text has fewer digits than that anyway.
+        return float(f"{float(quantity.to(self.si_unit).magnitude):.15g}")
 
     def si_problem(self, value: float) -> str | None:
         """Return why an SI value (as plans take them) is refused: not finite, or outside the bounds; else None."""

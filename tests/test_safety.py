@@ -120,7 +120,7 @@ def test_a_guard_band_may_not_carry_a_lithium_cell_to_its_melting_point():
 
 
 # ---- the instrument a plan runs on ----------------------------------------------------------------
-FREQUENCIES = np.logspace(-7, 8.5, 63)
+FREQUENCIES = [float(f"{f:.15g}") for f in np.logspace(-7, 8.5, 63)]  # as parsed: 15 significant digits
 
 
 @pytest.mark.parametrize("plan, field, mtz, high", [
