@@ -11,7 +11,7 @@ import typing
 from typing import Any, Callable
 
 from labctl.config import RUNNER_FILLED, build_step_model
-from labctl.units import Unit
+from labctl.units import Count, Unit
 
 
 def find_unit(annotation: Any) -> Unit | None:
@@ -35,7 +35,8 @@ def argument_line(name: str, field) -> str:
         if typing.get_origin(field.annotation) is list:
             kind = f"list of {kind}"
     else:
-        kind = getattr(field.annotation, "__name__", str(field.annotation))
+        count = next((m for m in field.metadata if isinstance(m, Count)), None)
+        kind = count.range_text() if count else getattr(field.annotation, "__name__", str(field.annotation))
     if field.is_required():
         default = "required"
     elif unit is not None and isinstance(field.default, (int, float)) and not isinstance(field.default, bool):

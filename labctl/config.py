@@ -26,10 +26,11 @@ from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, create_model, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, create_model, model_validator
 
-from labctl.errors import ConfigError, ConfigErrors, LithiumWouldMelt
-from labctl.units import Unit
+from labctl import safety
+from labctl.errors import ConfigError, ConfigErrors
+from labctl.units import Count, Unit
 
 Location = tuple  # a location in a document: keys and list indices, e.g. ("steps", 3, "current_density")
 
@@ -58,6 +59,7 @@ class Document:
     data: Any = None
     lines: dict[Location, int] = field(default_factory=dict)
     problems: list[ConfigError] = field(default_factory=list)
+    values: int = 0  # values built so far, against MAX_VALUES
 
     def line(self, location: Location) -> int | None:
         """Return the line of ``location``, or of its nearest ancestor that is in the file."""
@@ -71,15 +73,57 @@ class Document:
         return ConfigError(self.path, self.line(location), dotted(location), message)
 
 
+# Budgets of the YAML reader: a lab or experiment file has a few hundred values, a dozen levels deep.
+MAX_FILE_BYTES = 1_000_000
+MAX_DEPTH = 32  # nested mappings and lists
+MAX_VALUES = 20_000  # keys, items and scalars after aliases are expanded (a "billion laughs" file)
+
+
+class _RefusedYAML(yaml.MarkedYAMLError):
+    """A YAML construct labctl refuses (a tag, too deep a nesting), at its place in the file."""
+
+
+class StrictLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader that refuses every explicit tag and nesting deeper than :data:`MAX_DEPTH`.
+
+    SafeLoader would build ``!!binary``, ``!!set`` or ``!!timestamp`` values, and silently keep
+    unknown ``!tags``; none belongs in a lab or experiment file. Depth is checked while composing,
+    so a 3000-deep file is refused before Python's recursion limit is reached.
+    """
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        tag = getattr(event, "tag", None)
+        if tag not in (None, "!"):
+            tag = tag.replace("tag:yaml.org,2002:", "!!")[:40]  # as written
+            raise _RefusedYAML(None, None, f"the tag {tag} is not allowed: labctl files hold plain values "
+                                           f"(text, numbers, lists, mappings), without tags", event.start_mark)
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise _RefusedYAML(None, None, f"nested more than {MAX_DEPTH} levels deep", event.start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
 def read_yaml(path: str | Path) -> Document:
-    """Read a YAML file, keeping line numbers; raise ConfigErrors if it cannot be read or parsed."""
+    """Read a YAML file, keeping line numbers; raise ConfigErrors if it cannot be read or parsed.
+
+    Refused, each with its line: bytes that are not UTF-8, control characters, tags, nesting deeper
+    than :data:`MAX_DEPTH`, aliases expanding past :data:`MAX_VALUES` values; and files larger than
+    :data:`MAX_FILE_BYTES` or that are not regular files (a FIFO or a device would block or never end).
+    No message quotes the file's contents beyond a key or a short value.
+    """
     document = Document(path)
+    text = _read_text(path)
+    loader = None
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as err:
-        raise ConfigErrors([ConfigError(path, None, None, f"cannot read the file: {err.strerror or err}")]) from None
-    loader = yaml.SafeLoader(text)  # it composes the nodes; _build turns them into data, noting lines
-    try:
+        loader = StrictLoader(text)  # it composes the nodes; _build turns them into data, noting lines
         node = loader.get_single_node()
         if node is not None:
             document.lines[()] = node.start_mark.line + 1
@@ -88,16 +132,50 @@ def read_yaml(path: str | Path) -> Document:
         mark = err.problem_mark or err.context_mark
         line = mark.line + 1 if mark is not None else None
         problem = ": ".join(p for p in (err.context, err.problem) if p)
-        raise ConfigErrors([ConfigError(path, line, None, f"not valid YAML: {problem}")]) from None
+        refused = isinstance(err, _RefusedYAML)
+        raise ConfigErrors([ConfigError(path, line, None, problem if refused else f"not valid YAML: {problem}")]) from None
+    except yaml.reader.ReaderError as err:  # a control character: say where, not what the file holds
+        line = text.count("\n", 0, err.position) + 1
+        raise ConfigErrors([ConfigError(path, line, None, f"not a text file: control character "
+                                                          f"0x{err.character:02x}")]) from None
     except yaml.YAMLError as err:
         raise ConfigErrors([ConfigError(path, None, None, f"not valid YAML: {err}")]) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return document
+
+
+def _read_text(path: str | Path) -> str:
+    """Return the file's text, refusing what is not a small regular UTF-8 text file."""
+    try:
+        if not Path(path).is_file():
+            what = "a folder" if Path(path).is_dir() else "not a regular file" if Path(path).exists() else "no such file"
+            raise ConfigErrors([ConfigError(path, None, None, f"cannot read the file: {what}")])
+        with open(path, "rb") as file:
+            data = file.read(MAX_FILE_BYTES + 1)
+    except OSError as err:
+        raise ConfigErrors([ConfigError(path, None, None, f"cannot read the file: {err.strerror or err}")]) from None
+    if len(data) > MAX_FILE_BYTES:
+        raise ConfigErrors([ConfigError(path, None, None, f"the file is larger than {MAX_FILE_BYTES:,} bytes: "
+                                                          f"not a lab or experiment file")])
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line_start = data.rfind(b"\n", 0, err.start) + 1
+        line, column = data.count(b"\n", 0, err.start) + 1, err.start - line_start + 1
+        raise ConfigErrors([ConfigError(path, line, None, f"not UTF-8 text: byte 0x{data[err.start]:02x} at column "
+                                                          f"{column}; save the file as UTF-8")]) from None
 
 
 def _build(loader: yaml.SafeLoader, node: yaml.Node, location: Location, document: Document) -> Any:
     """Turn a composed node into Python data, recording the line of every key and item below it."""
+    document.values += 1
+    if document.values > MAX_VALUES:  # aliases share nodes: a small file can expand without bound
+        # On the line of the top-level key being expanded: an aliased node's own mark is its anchor's.
+        raise ConfigErrors([ConfigError(document.path, document.line(location[:1]), None,
+                                        f"more than {MAX_VALUES:,} values once aliases are expanded "
+                                        f"(aliases repeat what they point at)")])
     if isinstance(node, yaml.MappingNode):
         return _build_mapping(loader, node, location, document)
     if isinstance(node, yaml.SequenceNode):
@@ -286,8 +364,22 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
 class ConfigModel(BaseModel):
     """Base of the config models: unknown keys are errors, because a misspelt key would be ignored."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
+
+# Names that end up in run metadata, file names and folder names (cell ids, experiment names).
+IDENTIFIER = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}")
+IDENTIFIER_RULE = "use 1 to 64 letters, digits, '-', '_' and '.', not starting with '.'"
+
+
+def _check_identifier(value: str) -> str:
+    if IDENTIFIER.fullmatch(value):
+        return value
+    shown = repr(value) if len(value) <= 40 else f"{value[:20]!r}... ({len(value):,} characters)"
+    raise ValueError(f"{shown} is not allowed as an identifier (it names runs and files): {IDENTIFIER_RULE}")
+
+
+Identifier = Annotated[str, AfterValidator(_check_identifier)]
 
 Voltage = Annotated[float, Unit("V")]
 Temperature = Annotated[float, Unit("degC", gt=-273.15)]
@@ -402,8 +494,8 @@ class PotentiostatConfig(InstrumentConfig):
         problems = _range_problems("voltage_window", self.voltage_window, "V")
         problems += _address_problems("potentiostat", self.address, potentiostat_address_problem)
         if self.kind == "biologic-sp200" and self.current_limit > SP200_LARGEST_RANGE:
-            problems.append(("current_limit", f"{_show(self.current_limit, 'A')} is above the SP-200's largest "
-                             f"current range, {_show(SP200_LARGEST_RANGE, 'mA')}; write at most that"))
+            problems.append(("current_limit", f"{safety.show(self.current_limit, 'A')} is above the SP-200's largest "
+                             f"current range, {safety.show(SP200_LARGEST_RANGE, 'mA')}; write at most that"))
         if self.kind == "biologic-sp200" and max(abs(v) for v in self.voltage_window) > 10.0:
             problems.append(("voltage_window", f"[{self.voltage_window[0]:g}, {self.voltage_window[1]:g}] V passes "
                              "the SP-200's +/-10 V potential range; write limits within [-10 V, 10 V]"))
@@ -502,6 +594,7 @@ class LabConfig(ConfigModel):
     seed: int = 0
     storage: StorageConfig = Field(default_factory=StorageConfig)
     instruments: Instruments
+    _document: Document | None = PrivateAttr(None)  # for the lines of lab_default_problems
 
     _path: Path | None = PrivateAttr(None)  # the file it was read from, for messages
 
@@ -590,7 +683,7 @@ CELL_SI_UNITS = {"thickness": "m", "electrode_diameter": "m", "electrode_area": 
 class Cell(ConfigModel):
     """The cell in the rig: what it is made of and its geometry (SI), recorded with every run."""
 
-    id: str = Field(min_length=1)
+    id: Identifier
     kind: Literal["symmetric", "tracer", "blocking"]
     electrolyte: str = "Li6.4La3Zr1.4Ta0.6O12"
     thickness: Annotated[float, Unit("mm", gt=0, le=10)]
@@ -666,6 +759,7 @@ class Cell(ConfigModel):
 
 
 STEP_KEYS = ("plan", "repeat", "label")
+MAX_REPEAT = 1000  # runs of one step; each is a bluesky run with its own documents
 
 
 class Step(BaseModel):
@@ -678,7 +772,7 @@ class Step(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     plan: str
-    repeat: int = Field(1, ge=1)
+    repeat: Annotated[int, Count(ge=1, le=MAX_REPEAT)] = 1
     label: str | None = None
     _kwargs: dict[str, Any] = PrivateAttr(default_factory=dict)
     _line: int | None = PrivateAttr(None)
@@ -726,7 +820,7 @@ class Guards(ConfigModel):
 class Experiment(ConfigModel):
     """An experiment file: the cell, the guards of its steps, and the steps to run on it, in order."""
 
-    name: str
+    name: Identifier
     description: str | None = None
     lab: str | None = Field(None, description="lab file, relative to this file")
     cell: Cell
@@ -782,7 +876,7 @@ def build_step_model(plan: Callable) -> type[BaseModel]:
         default = ... if parameter.default is inspect.Parameter.empty else parameter.default
         fields[parameter.name] = (hints.get(parameter.name, Any), Field(default, description=docs.get(parameter.name)))
     return create_model(
-        f"{plan.__name__}_step", __config__=ConfigDict(extra="forbid"), __doc__=inspect.getdoc(plan), **fields
+        f"{plan.__name__}_step", __config__=ConfigDict(extra="forbid", allow_inf_nan=False), __doc__=inspect.getdoc(plan), **fields
     )
 
 
@@ -830,6 +924,8 @@ def _check_steps(document: Document, registry: dict[str, Callable]) -> tuple[dic
         if not isinstance(raw, dict) or not isinstance(raw.get("plan"), str):
             continue
         values, problems = _step_arguments(raw, registry)
+        if values is not None:  # the rules that need no lab: sweep order, GEIS amplitude, staircase, sizes
+            problems = safety.plan_problems(raw["plan"], values)
         errors += [document.error(("steps", index, *location), message) for location, message in problems]
         if values is not None:
             arguments[index] = values
@@ -841,82 +937,23 @@ def _check_steps(document: Document, registry: dict[str, Callable]) -> tuple[dic
 # =================================================================================================
 
 
-def _show(value: float, display: str) -> str:
-    return f"{Unit(display).from_si(value):.4g} {display}"
-
-
-def _temperature_problems(value: float, cell: Cell, lab: LabConfig) -> list[str]:
-    problems = []
-    low, high = lab.instruments.chamber.temperature_range
-    if not low <= value <= high:
-        problems.append(
-            f"{_show(value, 'degC')} is outside the chamber's range [{_show(low, 'degC')}, {_show(high, 'degC')}] "
-            f"(lab {lab.name!r}): choose a temperature inside it"
-        )
-    if LithiumWouldMelt.refuses(value, cell.contains_lithium):  # the chamber refuses it too, as a last line
-        problems.append(
-            f"{_show(value, 'degC')} would melt the cell's lithium (Li melts at 180.5 degC): keep a cell with "
-            f"{cell.electrode_material} electrodes below 180.5 degC"
-        )
-    return problems
-
-
-def _pressure_problems(value: float, cell: Cell, lab: LabConfig) -> list[str]:
-    low, high = lab.instruments.rig.pressure_range
-    if low <= value <= high:
-        return []
-    return [
-        f"{_show(value, 'MPa')} is outside the rig's range [{_show(low, 'MPa')}, {_show(high, 'MPa')}] "
-        f"(lab {lab.name!r}): choose a pressure inside it"
-    ]
-
-
-def _current_problems(value: float, cell: Cell, lab: LabConfig) -> list[str]:
-    current, limit = abs(value) * cell.electrode_area_m2, lab.instruments.potentiostat.current_limit
-    if current <= limit:
-        return []
-    return [
-        f"{_show(value, 'mA/cm^2')} on {_show(cell.electrode_area_m2, 'cm^2')} is {_show(current, 'mA')}, above the "
-        f"potentiostat's current limit of {_show(limit, 'mA')} (lab {lab.name!r}): lower the current density "
-        f"or use a smaller electrode"
-    ]
-
-
-def _voltage_problems(value: float, cell: Cell, lab: LabConfig) -> list[str]:
-    low, high = lab.instruments.potentiostat.voltage_window
-    if low <= value <= high:
-        return []
-    return [
-        f"{_show(value, 'V')} is outside the potentiostat's voltage window [{_show(low, 'V')}, {_show(high, 'V')}] "
-        f"(lab {lab.name!r}): choose a voltage inside it"
-    ]
-
-
-# Checked for any plan with an argument of that name (a number, or a list of numbers, each checked),
-# so a new plan gets the checks for free.
-LAB_CHECKS: dict[str, Callable[[float, Cell, LabConfig], list[str]]] = {
-    "temperature": _temperature_problems,
-    "test_temperature": _temperature_problems,
-    "temperatures": _temperature_problems,
-    "pressure": _pressure_problems,
-    "current_density": _current_problems,
-    "start_density": _current_problems,
-    "max_density": _current_problems,
-    "voltage": _voltage_problems,
-}
-
-
 def check_against_lab(experiment: Experiment, lab: LabConfig) -> list[ConfigError]:
-    """Return every step argument the lab's hardware limits (or the cell's lithium) forbid."""
+    """Return everything the lab's limits, its instruments or the cell's lithium forbid (:mod:`labctl.safety`).
+
+    Each step's plan call (setpoints, sweeps on the instrument the step runs on, GEIS amplitudes,
+    sizes), the guards, and the lab's own defaults for this cell (located in the lab file).
+    """
     errors = []
     for index, step in enumerate(experiment.steps):
-        for name, check in LAB_CHECKS.items():
-            value = step.kwargs.get(name)
-            items = enumerate(value) if isinstance(value, list) else [(None, value)]
-            for item, number in items:
-                if isinstance(number, (int, float)) and not isinstance(number, bool):
-                    location = ("steps", index, name) if item is None else ("steps", index, name, item)
-                    errors += [experiment.error(location, m) for m in check(number, experiment.cell, lab)]
+        for location, message in safety.plan_problems(step.plan, step.kwargs, lab, experiment.cell):
+            errors.append(experiment.error(("steps", index, *location), message))
+    steps = [(step.plan, step.kwargs) for step in experiment.steps]
+    errors += [experiment.error(location, message)
+               for location, message in safety.guard_problems(experiment.guards, steps, experiment.cell)]
+    for location, message in safety.lab_default_problems(lab, experiment.cell):
+        document = lab._document
+        errors.append(document.error(location, message) if document is not None
+                      else ConfigError(None, None, dotted(location), message))
     return errors
 
 
@@ -928,10 +965,16 @@ def load_lab(path: str | Path) -> LabConfig:
     ConfigErrors
         Every problem in the file, each with its line and field.
     """
-    lab, errors = validate(LabConfig, read_yaml(path))
+    document = read_yaml(path)
+    if document.data is not None and (not isinstance(document.data, dict) or "instruments" not in document.data):
+        # Say so without quoting it: a lab: reference may point at any file, a private one too.
+        raise ConfigErrors([*document.problems, document.error((), "not a lab file: it has no instruments section "
+                                                                   "(see configs/lab-sim.yaml)")])
+    lab, errors = validate(LabConfig, document)
     if errors:
         raise ConfigErrors(errors)
     lab._path = Path(path)
+    lab._document = document
     return lab
 
 
@@ -966,8 +1009,13 @@ def load_experiment(
         if lab is not None:  # the limits of an instrument the lab lacks cannot be checked: say it is missing
             errors += check_roles(experiment, lab, registry) or check_against_lab(experiment, lab)
     if errors:
-        raise ConfigErrors(errors)
+        raise ConfigErrors(_unique(errors))
     return experiment
+
+
+def _unique(errors: list[ConfigError]) -> list[ConfigError]:
+    """Return the errors without repeats (a rule checked with and without the lab says the same twice)."""
+    return list({str(error): error for error in errors}.values())
 
 
 def _attach(experiment: Experiment, document: Document, arguments: dict[int, dict]) -> None:

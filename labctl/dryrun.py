@@ -6,6 +6,7 @@ the tests use it to run the example experiments end to end.
 
 from __future__ import annotations
 
+import logging
 import tempfile
 import uuid
 from dataclasses import dataclass
@@ -57,12 +58,26 @@ def dry_run(experiment, lab_config, on_document: Callable[[str, dict], None] | N
             lab.close()
 
 
+def _drop_tracebacks(record: logging.LogRecord) -> bool:
+    return record.exc_info is None
+
+
 def _steps(experiment, lab, registry: dict, on_document) -> list[DryStep]:
     RE = make_run_engine(lab.clock)
     if on_document is not None:
         RE.subscribe(on_document)
     stops: list[dict] = []  # a plan may close its run as failed without raising (plating at the voltage limit)
     RE.subscribe(lambda name, doc: stops.append(doc), "stop")
+    # The RunEngine logs a failed plan's traceback ("Run aborted"); the dry run says it in one line.
+    logger = RE.log.logger
+    logger.addFilter(_drop_tracebacks)
+    try:
+        return _each_step(experiment, lab, registry, RE, stops)
+    finally:
+        logger.removeFilter(_drop_tracebacks)
+
+
+def _each_step(experiment, lab, registry: dict, RE, stops: list[dict]) -> list[DryStep]:
     sequence_id, outcomes = f"dry-run-{uuid.uuid4()}", []
     for index, step in enumerate(experiment.steps):
         plan = registry[step.plan]
@@ -75,12 +90,22 @@ def _steps(experiment, lab, registry: dict, on_document) -> list[DryStep]:
                 status, reason = result.exit_status, result.reason or str(result.plan_result or "")
                 if status == "success" and stops:
                     status = stops[-1]["exit_status"]
-            except Exception as err:  # the RunEngine has closed the run as failed; say why
-                status, reason = "fail", f"{type(err).__name__}: {err}"
+            except Exception as err:  # the RunEngine has closed the run as failed; say why, in one line
+                status, reason = "fail", bug_line(index, step.plan, err)
             outcomes.append(DryStep(index, repeat, step.plan, lab.clock.now() - start, status, reason))
             if status != "success":
                 return outcomes
     return outcomes
+
+
+def bug_line(index: int, plan: str, err: BaseException) -> str:
+    """Return a step that raised in the dry run as one line: a file that passed the checks should not.
+
+    The checks at load (labctl.config, labctl.safety) are meant to refuse every file a run would
+    fail on; an exception here is a gap in them, so it is reported as labctl's bug, with the step.
+    """
+    message = " ".join(str(err).split())[:300]
+    return f"labctl bug: step {index + 1} ({plan}) raised {type(err).__name__}: {message} (please report it)"
 
 
 def format_duration(seconds: float) -> str:

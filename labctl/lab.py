@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from labctl.clock import VirtualClock, WallClock
-from labctl.errors import LabctlError
+from labctl.errors import LabctlError, LithiumWouldMelt
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ class Lab:
         if self.chamber is not None:
             safe = inst.chamber.safe_setpoint
             actions.append(("chamber", f"setpoint {safe - 273.15:g} degC (safe_setpoint)",
-                            lambda: self.chamber.backend.set_setpoint(safe)))
+                            lambda: self._set_safe_setpoint(safe)))
         if self.rig is not None and inst.rig.on_finish == "release":
             actions.append(("rig", "release the pressure (on_finish: release)", self.rig.backend.release))
         elif self.rig is not None:  # the firmware holds on its own: reading the pressure checks the rig answers
@@ -105,6 +105,14 @@ class Lab:
                 done.append(SafeAction(instrument, action, error=f"{type(error).__name__}: {error}"))
                 log.error("make safe: %s", done[-1])
         return done
+
+    def _set_safe_setpoint(self, kelvin: float) -> None:
+        # Straight to the driver (no waiting), but not past the melting-point interlock that the
+        # chamber's own set() applies: the file check refuses such a safe_setpoint first.
+        interlock = getattr(self.chamber, "contains_lithium", None)  # armed unless told the cell has no lithium
+        if LithiumWouldMelt.refuses(kelvin, interlock.get() if interlock is not None else True):
+            raise LithiumWouldMelt(self.chamber.name, kelvin)
+        self.chamber.backend.set_setpoint(kelvin)
 
     def devices(self) -> dict[str, Any]:
         """Return the devices by the role names plans use as arguments."""

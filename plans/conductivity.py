@@ -6,11 +6,12 @@ from typing import Annotated
 
 import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
+from annotated_types import Len
 from bluesky.utils import Msg
 
 from devices.biologic.techniques import CA, PEIS
 from labctl.analysis import BLOCKING, arrhenius_fit, electronic_conductivity, ionic_conductivity, steady_current
-from labctl.units import Unit
+from labctl.units import Count, Unit
 from plans.electrochemistry import POTENTIOSTAT, _safely, run_technique
 from plans.impedance import FitRecorder, circuit_for, lead_resistance_of, measure_spectrum
 from plans.stubs import ComputedValues, open_circuit, plan_metadata, record_result, wait_recording
@@ -31,11 +32,11 @@ def ionic_conductivity_arrhenius(
     rig=None,
     impedance_analyser=None,
     *,
-    temperatures: list[Annotated[float, Unit("degC", ge=-40, le=200)]],
+    temperatures: Annotated[list[Annotated[float, Unit("degC", ge=-40, le=200)]], Len(1, 50)],
     amplitude: Annotated[float, Unit("mV", gt=0, le=1000)] = 0.01,
     f_max: Annotated[float, Unit("Hz", gt=0, le=35e6)] | None = None,
     f_min: Annotated[float, Unit("Hz", gt=0)] = 10.0,
-    points_per_decade: int = 10,
+    points_per_decade: Annotated[int, Count(ge=1, le=100)] = 10,
     record_interval: Annotated[float, Unit("s", gt=0)] = 60.0,
     electrode_area: Annotated[float, Unit("cm^2", gt=0)],
     thickness: Annotated[float, Unit("mm", gt=0)],
@@ -171,7 +172,7 @@ def electronic_conductivity_step(
     *,
     voltage: Annotated[float, Unit("V", gt=0, le=5)] = 1.0,
     max_duration: Annotated[float, Unit("h", gt=0)] = 36000.0,
-    sample_interval: Annotated[float, Unit("s", gt=0)] = 10.0,
+    sample_interval: Annotated[float, Unit("s", ge=0.001)] = 10.0,
     steady_window: Annotated[float, Unit("min", gt=0)] = 1800.0,
     steady_tolerance: Annotated[float, Unit("%", gt=0, lt=100)] = 0.01,
     check_interval: Annotated[float, Unit("min", gt=0)] = 600.0,

@@ -11,7 +11,7 @@ from bluesky.utils import Msg
 
 from devices.biologic.techniques import CP, GEIS
 from labctl.analysis import CriticalCurrentDetector, ShortDetector
-from labctl.units import Unit
+from labctl.units import Count, Unit
 from plans.electrochemistry import POTENTIOSTAT, SpectrumFitter, _safely, measure_impedance, run_technique
 from plans.guards import Guards
 from plans.stubs import ComputedValues, plan_metadata, record_result
@@ -27,13 +27,13 @@ def plate_strip(
     *,
     current_density: Annotated[float, Unit("mA/cm^2", gt=0, le=100)],
     half_cycle: Annotated[float, Unit("h", gt=0)],
-    cycles: int = 1,
+    cycles: Annotated[int, Count(ge=1, le=10_000)] = 1,
     electrode_area: Annotated[float, Unit("cm^2", gt=0)],
-    sample_interval: Annotated[float, Unit("s", gt=0)] = 1.0,
+    sample_interval: Annotated[float, Unit("s", ge=0.001)] = 1.0,
     geis_f_max: Annotated[float, Unit("Hz", gt=0, le=7e6)] = 7e6,
     geis_f_min: Annotated[float, Unit("Hz", gt=0)] = 0.5,
-    geis_amplitude: Annotated[float, Unit("mA/cm^2", gt=0)] = 0.5,
-    geis_points_per_decade: int = 10,
+    geis_amplitude: Annotated[float, Unit("mA/cm^2", gt=0, le=100)] = 0.5,
+    geis_points_per_decade: Annotated[int, Count(ge=1, le=100)] = 10,
     short_resistance: Annotated[float, Unit("ohm", gt=0)] = 600.0,
     short_fall: Annotated[float, Unit("%", gt=0, lt=100)] = 0.3,
     short_hold: Annotated[float, Unit("s", ge=0)] = 0.0,
@@ -143,7 +143,7 @@ def ccd_staircase(
     max_density: Annotated[float, Unit("mA/cm^2", gt=0, le=100)],
     step_capacity: Annotated[float, Unit("mAh/cm^2", gt=0)],
     electrode_area: Annotated[float, Unit("cm^2", gt=0)],
-    sample_interval: Annotated[float, Unit("s", gt=0)] = 1.0,
+    sample_interval: Annotated[float, Unit("s", ge=0.001)] = 1.0,
     short_drop: Annotated[float, Unit("%", gt=0, lt=100)] = 0.5,
     short_hold: Annotated[float, Unit("s", ge=0)] = 60.0,
     page_interval: Annotated[float, Unit("min", gt=0)] = 900.0,

@@ -11,7 +11,7 @@ from bluesky.utils import Msg
 
 from devices.biologic.techniques import CP, GEIS, OCV, sweep_duration
 from labctl.analysis import ShortDetector, fit_spectrum
-from labctl.units import Unit
+from labctl.units import Count, Unit
 from plans.guards import Guards
 from plans.stubs import (ENVIRONMENT, FIT_HINTS, ComputedValues, NotAtOpenCircuit, fit_unit, open_circuit,
                          plan_metadata, record_result, wait_for)
@@ -125,7 +125,7 @@ def rest(
     rig=None,
     *,
     duration: Annotated[float, Unit("min", gt=0)],
-    sample_interval: Annotated[float, Unit("s", gt=0)] = 10.0,
+    sample_interval: Annotated[float, Unit("s", ge=0.001)] = 10.0,
     page_interval: Annotated[float, Unit("s", gt=0)] = 300.0,
     md: dict | None = None,
 ):
@@ -178,12 +178,12 @@ def plate(
     *,
     current_density: Annotated[float, Unit("mA/cm^2", gt=0, le=100)],
     electrode_area: Annotated[float, Unit("cm^2", gt=0)],
-    sample_interval: Annotated[float, Unit("s", gt=0)] = 1.0,
+    sample_interval: Annotated[float, Unit("s", ge=0.001)] = 1.0,
     geis_interval: Annotated[float, Unit("min", gt=0)] = 900.0,
     geis_f_max: Annotated[float, Unit("Hz", gt=0, le=7e6)] = 7e6,
     geis_f_min: Annotated[float, Unit("Hz", gt=0)] = 0.5,
-    geis_amplitude: Annotated[float, Unit("mA/cm^2", gt=0)] = 0.5,
-    geis_points_per_decade: int = 10,
+    geis_amplitude: Annotated[float, Unit("mA/cm^2", gt=0, le=100)] = 0.5,
+    geis_points_per_decade: Annotated[int, Count(ge=1, le=100)] = 10,
     max_capacity: Annotated[float | None, Unit("mAh/cm^2", gt=0)] = None,
     max_duration: Annotated[float, Unit("h", gt=0)] = 86400.0,
     short_resistance: Annotated[float, Unit("ohm", gt=0)] = 600.0,

@@ -15,7 +15,7 @@ from bluesky.utils import Msg
 
 from devices.biologic.techniques import PEIS, sweep_duration
 from labctl.analysis import BLOCKING, BULK_INTERFACE, fit_spectrum
-from labctl.units import Unit
+from labctl.units import Count, Unit
 from plans.electrochemistry import IMPEDANCE, IMPEDANCE_FIT, _safely
 from plans.stubs import (ENVIRONMENT, FIT_HINTS, ComputedValues, fit_unit, open_circuit, plan_metadata,
                          record_result, wait_for)
@@ -99,8 +99,8 @@ def peis(
     amplitude: Annotated[float, Unit("mV", gt=0, le=1000)] = 0.01,
     f_max: Annotated[float, Unit("Hz", gt=0, le=35e6)] = 7e6,
     f_min: Annotated[float, Unit("Hz", gt=0)] = 1.0,
-    points_per_decade: int = 10,
-    repeats: int = 1,
+    points_per_decade: Annotated[int, Count(ge=1, le=100)] = 10,
+    repeats: Annotated[int, Count(ge=1, le=10_000)] = 1,
     interval: Annotated[float, Unit("min", ge=0)] = 0.0,
     electrode_area: Annotated[float, Unit("cm^2", gt=0)],
     cell_kind: str = "symmetric",

@@ -289,6 +289,32 @@ def test_empty_and_missing_files(tmp_path):
     assert "cannot read the file" in error.message and error.line is None
 
 
+def test_files_that_are_not_small_regular_text_files_are_refused_without_reading_them(tmp_path):
+    import os
+
+    big = tmp_path / "big.yaml"
+    big.write_text("# padding\n" * 200_000)
+    (error,) = errors_of(load_lab, big)
+    assert "larger than 1,000,000 bytes" in error.message
+    (error,) = errors_of(load_lab, tmp_path)
+    assert error.message == "cannot read the file: a folder"
+    os.mkfifo(tmp_path / "fifo.yaml")  # opening it would block until a writer came
+    (error,) = errors_of(load_lab, tmp_path / "fifo.yaml")
+    assert error.message == "cannot read the file: not a regular file"
+
+
+def test_a_byte_order_mark_and_windows_line_ends_are_fine(tmp_path):
+    path = tmp_path / "lab.yaml"
+    path.write_bytes(b"\xef\xbb\xbf" + LAB.replace("\n", "\r\n").encode())
+    assert load_lab(path).name == "lab-test"
+
+
+def test_aliases_within_the_budget_still_work(tmp_path):
+    text = EXPERIMENT + "  - plan: rest\n    duration: &short 10 min\n  - plan: rest\n    duration: *short\n"
+    steps = load_experiment(write(tmp_path, text), registry=REGISTRY).steps
+    assert steps[2].kwargs["duration"] == steps[3].kwargs["duration"] == 600.0
+
+
 def test_yaml_anchors_and_merge_keys_still_work(tmp_path):
     text = LAB.replace("  chamber:\n    kind: sim\n    address: sim\n", "  chamber:\n    <<: *sim\n").replace(
         "  potentiostat:\n", "  potentiostat:\n    <<: &sim {kind: sim, address: sim}\n").replace(
@@ -503,28 +529,65 @@ def test_a_plan_argument_named_like_a_step_key_is_a_programming_error():
 
 
 # ---- the invalid example files ------------------------------------------------------------------
-def case_header(path: Path) -> tuple[str, int]:
-    first, second = path.read_text().splitlines()[:2]
-    expect = re.fullmatch(r"# expect: (.+)", first).group(1)
-    line = int(re.fullmatch(r"# line: (\d+)", second).group(1))
-    return expect, line
+# Each file in tests/config_cases/ starts with its expected error: "# expect:" (a part of the
+# message), "# line:", and in the newer ones "# field:" ("-" for an error of the whole file) and
+# "# file:" when the error is in another file (a lab file the case points at, under labs/).
+INVALID_CASES = sorted(CASES.glob("*.yaml"))
 
 
-@pytest.mark.parametrize("path", sorted(CASES.glob("*.yaml")), ids=lambda p: p.stem)
-def test_invalid_example_file(path, lab):
-    expect, line = case_header(path)
+def case_header(path: Path) -> dict[str, str]:
+    header = {}
+    for line in path.read_bytes().split(b"\n")[:4]:  # the rest may be binary or Latin-1 on purpose
+        found = re.fullmatch(r"# (expect|line|field|file): (.+)", line.decode("utf-8", "replace"))
+        if found:
+            header[found.group(1)] = found.group(2)
+    assert {"expect", "line"} <= set(header), f"{path.name}: no '# expect:' and '# line:' header"
+    return header
+
+
+def case_errors(path: Path, lab: LabConfig) -> list[ConfigError]:
+    """Load a case as ``labctl check`` does: the experiment alone, its lab, then the two together."""
     if path.name.startswith("lab-"):
-        errors = errors_of(load_lab, path)
-    else:
-        # the dummy plans stand in for theirs; the cases for the other plans use the real ones
-        errors = errors_of(load_experiment, path, lab=lab, registry={**real_registry(), **REGISTRY})
+        return errors_of(load_lab, path)
+    registry = real_registry()
+    try:
+        experiment = load_experiment(path, registry=registry)
+    except ConfigErrors as err:
+        return list(err)
+    try:
+        lab = load_lab(experiment.lab_path) if experiment.lab_path is not None else lab
+    except ConfigErrors as err:
+        return list(err)
+    return errors_of(load_experiment, path, lab=lab, registry=registry)
+
+
+@pytest.mark.parametrize("path", INVALID_CASES, ids=lambda p: p.stem)
+def test_invalid_example_file(path, lab):
+    header = case_header(path)
+    errors = case_errors(path, lab)
+    expect, line = header["expect"], int(header["line"])
     matching = [e for e in errors if expect in str(e)]
     assert matching, f"no error contains {expect!r}:\n" + "\n".join(map(str, errors))
     assert [e.line for e in matching] == [line] * len(matching), "\n".join(map(str, errors))
+    if "field" in header:
+        assert [e.field for e in matching] == [None if header["field"] == "-" else header["field"]] * len(matching)
+    expected_file = path.parent / header["file"] if "file" in header else path
+    assert [Path(e.path) for e in matching] == [expected_file] * len(matching)
+    assert all("\n" not in str(e) for e in errors), "each error is one line"
 
 
 def test_there_are_enough_invalid_examples():
-    assert len(list(CASES.glob("*.yaml"))) >= 30
+    assert len(INVALID_CASES) >= 76  # the first 36, and 40 more for issue 11
+    assert sum("field" in case_header(p) for p in INVALID_CASES) >= 40
+
+
+def test_no_message_quotes_a_private_file_a_lab_reference_points_at(lab):
+    (error,) = case_errors(CASES / "exp-lab-is-another-file.yaml", lab)
+    assert "do-not-print-me" not in str(error) and "hunter2" not in str(error)
+
+
+# That no invalid file gets as far as the dry run (nor builds an instrument or a simulator) is
+# tested through `labctl check` in tests/test_protocol_plans.py, over this same corpus.
 
 
 # ---- the example files against the real plans ---------------------------------------------------

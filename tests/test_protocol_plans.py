@@ -13,6 +13,7 @@ from labctl.config import load_experiment, load_lab
 from labctl.errors import ConfigErrors
 from plans import PLANS, condition_cell, electronic_conductivity_step, peis, pressure_program
 from plans.conditioning import _ramp
+from test_config import case_header  # the corpus's header, read where the corpus is tested
 
 ROOT = Path(__file__).resolve().parents[1]
 CASES = ROOT / "tests" / "config_cases"
@@ -105,15 +106,18 @@ def test_every_invalid_file_fails_check_naming_the_problem_and_touches_nothing(p
         raise AssertionError("an instrument (or its simulator) was built for an invalid file")
 
     monkeypatch.setattr("labctl.dryrun.build_simulated_lab", refuse)
-    expect, line = (re.fullmatch(r"# \w+: (.+)", text).group(1) for text in path.read_text().splitlines()[:2])
-    expect = REAL_PLAN_MESSAGES.get(path.stem, expect)
+    header = case_header(path)  # the corpus's own header: expect, line, and field and file when given
+    expect = REAL_PLAN_MESSAGES.get(path.stem, header["expect"])
     if path.name.startswith("lab-"):
         argv = ["check", str(ROOT / "configs" / "plating-overnight.yaml"), "--lab", str(path)]
+    elif re.search(rb"^lab: ", path.read_bytes(), re.MULTILINE):  # the case names its own lab file
+        argv = ["check", str(path)]
     else:
         argv = ["check", str(path), "--lab", str(ROOT / "configs" / "lab-sim.yaml")]
     assert main(argv) == 3  # ExitCode.INVALID_FILE
     err = capsys.readouterr().err
-    assert f"{path}:{line}:" in err and expect in err, err
+    where = path.parent / header["file"] if "file" in header else path
+    assert f"{where}:{header['line']}:" in err and expect in err, err
 
 
 def test_a_dc_step_past_the_voltage_window_is_refused_at_its_line(tmp_path):
