@@ -539,11 +539,13 @@ def cmd_doctor(args) -> int:
 
 
 def add_serve_command(sub) -> None:
-    p = sub.add_parser("serve", help="serve a data directory to other tools with tiled (labctl runs write through it)")
+    what = "serve a data directory to other tools with tiled (labctl runs write through it)"
+    p = sub.add_parser("serve", help=what, description=what, formatter_class=HELP,
+                       epilog="example:\n  labctl serve data --port 8000 --api-key \"$(openssl rand -hex 32)\"\n\n" + EXIT_CODES)
     p.set_defaults(func=cmd_serve)
-    p.add_argument("data_dir", type=Path, help="the data directory (journal/, assets/, tiled/)")
+    p.add_argument("data_dir", type=Path, metavar="DATA_DIR", help="the data directory (journal/, assets/, tiled/)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=int, default=8000, help="TCP port to listen on (default: 8000)")
     p.add_argument("--api-key", default=None, help="the single-user API key (default: $TILED_API_KEY, else random)")
 
 
