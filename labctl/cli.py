@@ -224,11 +224,11 @@ def load(args, need_experiment: bool = True, stored: bool = False):
 
 
 def require_data_dir(data_dir: Path) -> None:
-    """Raise :class:`DataDirectoryMissing` unless ``data_dir`` is a labctl data directory."""
-    if not data_dir.exists():
-        raise DataDirectoryMissing(data_dir, "does not exist")
-    if not data_dir.is_dir():
-        raise DataDirectoryMissing(data_dir, "is not a directory")
+    """Raise :class:`StorageError` (a file, or missing) or :class:`DataDirectoryMissing` (holding no
+    runs) unless ``data_dir`` is a labctl data directory; create nothing."""
+    from labctl.storage import check_data_dir
+
+    check_data_dir(data_dir, write=False)
     if not any((data_dir / part).is_dir() for part in ("journal", "tiled")):
         raise DataDirectoryMissing(data_dir, "holds no labctl runs (no journal/ or tiled/ in it)")
 

@@ -249,6 +249,8 @@ class StorageError(LabctlError):
         What to do about it.
     """
 
+    exit_code = ExitCode.UNREACHABLE
+
     def __init__(self, path: str | Path, problem: str, fix: str):
         self.path, self.problem, self.fix = str(path), problem, fix
         super().__init__(f"{self.path}: {problem}: {fix}")

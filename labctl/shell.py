@@ -56,7 +56,7 @@ def namespace(lab_config, data_dir: Path, experiment=None, cell: str | dict | No
     """Return the interactive namespace for a lab (and optionally an experiment's cell, or a cell id)."""
     from devices.sim.cell import CellParameters
 
-    storage = Storage.open(data_dir, lab_config.storage.uri, live=not lab_config.simulated)
+    storage = Storage.open(data_dir, lab_config.storage.uri, live=not lab_config.simulated, writer="labctl shell")
     params = cell_parameters(experiment.cell) if experiment is not None else CellParameters()
     lab = build_lab(lab_config, params, Path(storage.assets_dir))
     RE = make_run_engine(lab.clock)

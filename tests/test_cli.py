@@ -169,7 +169,7 @@ def test_an_unwritable_out_folder_is_named(stored, capsys, tmp_path):
 def test_read_commands_need_an_existing_data_directory_and_create_none(capsys, tmp_path, command):
     typo = tmp_path / "dta"
     assert main([*command, "--data-dir", str(typo)]) == ExitCode.UNREACHABLE
-    assert one_error_line(capsys).startswith(f"error: data directory {typo}: does not exist; ")
+    assert one_error_line(capsys).startswith(f"error: {typo}: does not exist (no runs stored there): ")
     assert not typo.exists()
     (tmp_path / "elsewhere").mkdir()
     assert main([*command, "--data-dir", str(tmp_path / "elsewhere")]) == ExitCode.UNREACHABLE

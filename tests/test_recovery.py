@@ -315,7 +315,7 @@ def test_rows_reach_the_file_every_few_seconds_whatever_the_page_interval(tmp_pa
     from labctl.session import make_run_engine
     from plans import plate
 
-    monkeypatch.setattr(channel, "MIN_WRITE_WALL", 0.0)  # the simulation runs unpaced here
+    monkeypatch.setattr(channel, "SIMULATED_DURABLE_INTERVAL", channel.DURABLE_INTERVAL)  # as on real hardware
     cell = CellParameters(surface="lithiophilic")
     lab = build_simulated_lab(lab_config, cell, tmp_path, VirtualClock(start=1e9))
     RE = make_run_engine(lab.clock)

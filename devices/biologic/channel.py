@@ -15,7 +15,6 @@ instrument and its address), so a plan waiting on it ends with that reason.
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -26,15 +25,17 @@ from ophyd.status import Status
 from devices.biologic.techniques import GEIS, PEIS
 from devices.common import ClockSignal, DeviceStatus, ReadbackSignal, finished_status, store_spectrum
 from labctl.assets import FieldSpec, HDF5StreamWriter
+from labctl.clock import VirtualClock
 
 # Rows reach the HDF5 file (handed to the operating system, so they survive this process being
 # killed) at least every DURABLE_INTERVAL seconds of session time while a technique runs, whatever
 # the plan's page_interval: a SIGKILL loses at most that much (labctl recover announces the rows
-# found after the last page). On a virtual clock running faster than real time, writes are also
-# at least MIN_WRITE_WALL apart on the wall clock: each costs ~1-3 ms, and a simulated day at 1 Hz
-# would otherwise spend ~50 s in them.
-DURABLE_INTERVAL = 5.0  # s, session clock
-MIN_WRITE_WALL = 0.05  # s, wall clock
+# found after the last page). On a virtual clock the interval is SIMULATED_DURABLE_INTERVAL of
+# session time: each write costs ~1-3 ms, and every 5 s a simulated day at 1 Hz would spend ~50 s
+# in them. It is session time, not wall time, so that when the simulator is polled, and with it
+# every number it gives, does not depend on the machine's speed (same seed, same data).
+DURABLE_INTERVAL = 5.0  # s, session clock, on real hardware
+SIMULATED_DURABLE_INTERVAL = 60.0  # s, session clock, on the simulated lab
 
 ROW_FIELDS = {
     "time": FieldSpec(units="s"),
@@ -121,7 +122,6 @@ class PotentiostatChannel(Device):
         self._done_status: DeviceStatus | None = None
         self._rows_lock = threading.RLock()  # a wall clock's durable writes come from a timer thread
         self._durable_event = None
-        self._last_write = 0.0
         self._paused = False
         self.collect_pending = False  # a technique was kicked off and its last rows are not collected yet
         super().__init__(name=name, **kwargs)
@@ -138,6 +138,7 @@ class PotentiostatChannel(Device):
         self._writer = HDF5StreamWriter(self.assets_dir, self.name, ROW_FIELDS)
         self._writer.open(self.name)
         self.charge.put(0.0)
+        self._charge_written = (0.0, None)  # charge of the rows in the file, and the last row's time
         return super().stage()
 
     def unstage(self):
@@ -202,6 +203,9 @@ class PotentiostatChannel(Device):
             self.collect_pending = self.running_technique()
             self._write_rows()
             docs = self._writer.announce()
+            charge, when = self._charge_written
+            if docs and when is not None:  # the charge signal moves with the pages, as before
+                self.charge.put(charge, timestamp=when)
         yield from docs
 
     # ---- durable rows between pages --------------------------------------------------------------
@@ -210,11 +214,11 @@ class PotentiostatChannel(Device):
         rows = self.backend.read_rows()
         if len(rows["time"]):
             self._writer.write(self._with_charge(rows))
-        self._last_write = time.monotonic()
 
     def _schedule_durable(self) -> None:
         self._cancel_durable()
-        self._durable_event = self.clock.call_later(DURABLE_INTERVAL, self._durable_tick)
+        interval = SIMULATED_DURABLE_INTERVAL if isinstance(self.clock, VirtualClock) else DURABLE_INTERVAL
+        self._durable_event = self.clock.call_later(interval, self._durable_tick)
 
     def _cancel_durable(self) -> None:
         if self._durable_event is not None:
@@ -226,8 +230,7 @@ class PotentiostatChannel(Device):
             self._durable_event = None
             if self._writer is None:
                 return
-            if time.monotonic() - self._last_write >= MIN_WRITE_WALL:
-                self._write_rows()
+            self._write_rows()
             if self.backend.running:
                 self._schedule_durable()
 
@@ -238,8 +241,8 @@ class PotentiostatChannel(Device):
     def _with_charge(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Add the charge passed since staging: the integral of I dt over the sampled rows."""
         step = getattr(self._technique, "sample_interval", 1.0)
-        charge = self.charge.get() + np.cumsum(rows["I"]) * step
-        self.charge.put(float(charge[-1]), timestamp=float(rows["time"][-1]))
+        charge = self._charge_written[0] + np.cumsum(rows["I"]) * step
+        self._charge_written = (float(charge[-1]), float(rows["time"][-1]))
         return {**rows, "charge": charge}
 
     def _latest_ewe(self) -> tuple[float, float]:
