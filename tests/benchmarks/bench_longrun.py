@@ -130,7 +130,7 @@ def stored_week(experiment, lab, data_dir: Path, daily: DailyRSS):
     from labctl.runner import ExperimentRunner
     from labctl.storage import Storage
 
-    storage = Storage.open(data_dir, live=False)
+    storage = Storage.open(data_dir, live=False, writer="benchmark")
     runner = None
     try:
         runner = ExperimentRunner(experiment, lab, storage)

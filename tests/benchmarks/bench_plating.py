@@ -92,7 +92,7 @@ def measure(data_dir: Path, plan_of, *, live: bool | None) -> dict[str, float]:
 
     ``live=None`` runs the plan with no storage subscribed, to show what the simulation costs.
     """
-    storage = Storage.open(data_dir, live=bool(live))
+    storage = Storage.open(data_dir, live=bool(live), writer="benchmark")
     lab = None
     try:
         clock = VirtualClock()

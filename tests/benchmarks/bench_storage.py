@@ -166,7 +166,7 @@ def timed_run(storage: Storage, plan) -> tuple[str, float]:
 def run_benchmark(data_dir: Path) -> dict[str, dict[str, float]]:
     """Store the day both ways into one embedded server; return seconds and rows/s of each."""
     rows = day_of_rows()
-    storage = Storage.open(data_dir, live=False)  # batched writes, as stock TiledWriter does
+    storage = Storage.open(data_dir, live=False, writer="benchmark")  # batched writes, as stock TiledWriter does
     try:
         uid_a, seconds_a = timed_run(storage, events_plan(RowSource(rows), EVENT_ROWS))
         n_pages = -(-DAY_ROWS // PAGE_ROWS)
