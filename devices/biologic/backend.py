@@ -48,16 +48,16 @@ log = logging.getLogger(__name__)
 
 EMPTY_ROWS = {"time": np.empty(0), "Ewe": np.empty(0), "I": np.empty(0)}
 # Return codes worth another try on a fresh session: the link or a reply failed, not the request.
-TRANSIENT = {
-    -1,  # ERR_GEN_NOTCONNECTED: the session dropped
-    -2,  # ERR_GEN_CONNECTIONINPROGRESS
-    -12,  # ERR_GEN_FUNCTIONINPROGRESS
-    -104,  # ERR_INSTR_RESPERROR: a reply that made no sense
-    -200,  # ERR_COMM_COMMFAILED
-    -201,  # ERR_COMM_CONNECTIONFAILED
-    -202,  # ERR_COMM_WAITINGACK: no reply in time
-    -404,  # ERR_TECH_DATACORRUPTED: a data buffer that arrived corrupted
-}
+TRANSIENT = frozenset({
+    eclib.ErrorCode.GEN_NOTCONNECTED,  # the session dropped
+    eclib.ErrorCode.GEN_CONNECTIONINPROGRESS,
+    eclib.ErrorCode.GEN_FUNCTIONINPROGRESS,
+    eclib.ErrorCode.INSTR_RESPERROR,  # a reply that made no sense
+    eclib.ErrorCode.COMM_COMMFAILED,
+    eclib.ErrorCode.COMM_CONNECTIONFAILED,
+    eclib.ErrorCode.COMM_WAITINGACK,  # no reply in time
+    eclib.ErrorCode.TECH_DATACORRUPTED,  # a data buffer that arrived corrupted
+})
 
 
 class EClibBackend:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import ctypes
 import sys
 from ctypes import POINTER, c_bool, c_char_p, c_double, c_float, c_int32, c_uint8, c_uint32
+from enum import IntEnum
 from pathlib import Path
 
 MAX_CHANNELS = 16
@@ -177,53 +178,69 @@ PROTOTYPES: dict[str, list] = {
     "BL_ConvertChannelNumericIntoSingle": [c_uint32, POINTER(c_float), c_uint32],
 }
 
-# Error code -> (name, description), guide 5.4.
-ERRORS: dict[int, tuple[str, str]] = {
-    -1: ("ERR_GEN_NOTCONNECTED", "no instrument connected"),
-    -2: ("ERR_GEN_CONNECTIONINPROGRESS", "connection in progress"),
-    -3: ("ERR_GEN_CHANNELNOTPLUGGED", "selected channel(s) unplugged"),
-    -4: ("ERR_GEN_INVALIDPARAMETERS", "invalid function parameters"),
-    -5: ("ERR_GEN_FILENOTEXISTS", "selected file does not exist"),
-    -6: ("ERR_GEN_FUNCTIONFAILED", "function failed"),
-    -7: ("ERR_GEN_NOCHANNELSELECTED", "no channel selected"),
-    -8: ("ERR_GEN_INVALIDCONF", "invalid instrument configuration"),
-    -9: ("ERR_GEN_ECLAB_LOADED", "EC-Lab firmware loaded in the instrument"),
-    -10: ("ERR_GEN_LIBNOTCORRECTLYLOADED", "library not correctly loaded in memory"),
-    -11: ("ERR_GEN_USBLIBRARYERROR", "USB library not correctly loaded in memory"),
-    -12: ("ERR_GEN_FUNCTIONINPROGRESS", "function of the library already in progress"),
-    -13: ("ERR_GEN_CHANNEL_RUNNING", "selected channel(s) already used"),
-    -14: ("ERR_GEN_DEVICE_NOTALLOWED", "device not allowed"),
-    -15: ("ERR_GEN_UPDATEPARAMETERS", "invalid update function parameters"),
-    -101: ("ERR_INSTR_VMEERROR", "internal instrument communication failed"),
-    -102: ("ERR_INSTR_TOOMANYDATA", "too many data to transfer from the instrument"),
-    -103: ("ERR_INSTR_RESPNOTPOSSIBLE", "selected channel(s) unplugged"),
-    -104: ("ERR_INSTR_RESPERROR", "instrument response error"),
-    -105: ("ERR_INSTR_MSGSIZEERROR", "invalid message size"),
-    -200: ("ERR_COMM_COMMFAILED", "communication failed with the instrument"),
-    -201: ("ERR_COMM_CONNECTIONFAILED", "cannot establish connection with the instrument"),
-    -202: ("ERR_COMM_WAITINGACK", "waiting for the instrument response"),
-    -203: ("ERR_COMM_INVALIDIPADDRESS", "invalid IP address"),
-    -204: ("ERR_COMM_ALLOCMEMFAILED", "cannot allocate memory in the instrument"),
-    -205: ("ERR_COMM_LOADFIRMWAREFAILED", "cannot load firmware on the selected channel(s)"),
-    -206: ("ERR_COMM_INCOMPATIBLESERVER", "communication firmware not compatible with the library"),
-    -207: ("ERR_COMM_MAXCONNREACHED", "maximum number of allowed connections reached"),
-    -300: ("ERR_FIRM_FIRMFILENOTEXISTS", "cannot find kernel.bin file"),
-    -301: ("ERR_FIRM_FIRMFILEACCESSFAILED", "cannot read kernel.bin file"),
-    -302: ("ERR_FIRM_FIRMINVALIDFILE", "invalid kernel.bin file"),
-    -303: ("ERR_FIRM_FIRMLOADINGFAILED", "cannot load kernel.bin on the selected channel(s)"),
-    -304: ("ERR_FIRM_XILFILENOTEXISTS", "cannot find FPGA firmware file"),
-    -305: ("ERR_FIRM_XILFILEACCESSFAILED", "cannot read FPGA firmware file"),
-    -306: ("ERR_FIRM_XILINVALIDFILE", "invalid FPGA firmware file"),
-    -307: ("ERR_FIRM_XILLOADINGFAILED", "cannot load FPGA firmware file on the selected channel(s)"),
-    -308: ("ERR_FIRM_FIRMWARENOTLOADED", "no firmware loaded on the selected channel(s)"),
-    -309: ("ERR_FIRM_FIRMWAREINCOMPATIBLE", "loaded firmware not compatible with the library"),
-    -400: ("ERR_TECH_ECCFILENOTEXISTS", "cannot find the selected ECC file"),
-    -401: ("ERR_TECH_INCOMPATIBLEECC", "ECC file not compatible with the channel firmware"),
-    -402: ("ERR_TECH_ECCFILECORRUPTED", "ECC file is corrupted"),
-    -403: ("ERR_TECH_LOADTECHNIQUEFAILED", "cannot load the ECC file"),
-    -404: ("ERR_TECH_DATACORRUPTED", "data returned by the instrument are corrupted"),
-    -405: ("ERR_TECH_MEMFULL", "cannot load techniques: full memory"),
-}
+
+class ErrorCode(IntEnum):
+    """The library's return codes (guide 5.4), named as kbio names them; ``description`` is the guide's text.
+
+    The one table of codes: the binding's messages, the simulator's answers and the backend's list
+    of transient failures all read it.
+    """
+
+    description: str
+
+    def __new__(cls, code: int, description: str) -> "ErrorCode":
+        member = int.__new__(cls, code)
+        member._value_, member.description = code, description
+        return member
+
+    GEN_NOTCONNECTED = -1, "no instrument connected"
+    GEN_CONNECTIONINPROGRESS = -2, "connection in progress"
+    GEN_CHANNELNOTPLUGGED = -3, "selected channel(s) unplugged"
+    GEN_INVALIDPARAMETERS = -4, "invalid function parameters"
+    GEN_FILENOTEXISTS = -5, "selected file does not exist"
+    GEN_FUNCTIONFAILED = -6, "function failed"
+    GEN_NOCHANNELSELECTED = -7, "no channel selected"
+    GEN_INVALIDCONF = -8, "invalid instrument configuration"
+    GEN_ECLAB_LOADED = -9, "EC-Lab firmware loaded in the instrument"
+    GEN_LIBNOTCORRECTLYLOADED = -10, "library not correctly loaded in memory"
+    GEN_USBLIBRARYERROR = -11, "USB library not correctly loaded in memory"
+    GEN_FUNCTIONINPROGRESS = -12, "function of the library already in progress"
+    GEN_CHANNEL_RUNNING = -13, "selected channel(s) already used"
+    GEN_DEVICE_NOTALLOWED = -14, "device not allowed"
+    GEN_UPDATEPARAMETERS = -15, "invalid update function parameters"
+    INSTR_VMEERROR = -101, "internal instrument communication failed"
+    INSTR_TOOMANYDATA = -102, "too many data to transfer from the instrument"
+    INSTR_RESPNOTPOSSIBLE = -103, "selected channel(s) unplugged"
+    INSTR_RESPERROR = -104, "instrument response error"
+    INSTR_MSGSIZEERROR = -105, "invalid message size"
+    COMM_COMMFAILED = -200, "communication failed with the instrument"
+    COMM_CONNECTIONFAILED = -201, "cannot establish connection with the instrument"
+    COMM_WAITINGACK = -202, "waiting for the instrument response"
+    COMM_INVALIDIPADDRESS = -203, "invalid IP address"
+    COMM_ALLOCMEMFAILED = -204, "cannot allocate memory in the instrument"
+    COMM_LOADFIRMWAREFAILED = -205, "cannot load firmware on the selected channel(s)"
+    COMM_INCOMPATIBLESERVER = -206, "communication firmware not compatible with the library"
+    COMM_MAXCONNREACHED = -207, "maximum number of allowed connections reached"
+    FIRM_FIRMFILENOTEXISTS = -300, "cannot find kernel.bin file"
+    FIRM_FIRMFILEACCESSFAILED = -301, "cannot read kernel.bin file"
+    FIRM_FIRMINVALIDFILE = -302, "invalid kernel.bin file"
+    FIRM_FIRMLOADINGFAILED = -303, "cannot load kernel.bin on the selected channel(s)"
+    FIRM_XILFILENOTEXISTS = -304, "cannot find FPGA firmware file"
+    FIRM_XILFILEACCESSFAILED = -305, "cannot read FPGA firmware file"
+    FIRM_XILINVALIDFILE = -306, "invalid FPGA firmware file"
+    FIRM_XILLOADINGFAILED = -307, "cannot load FPGA firmware file on the selected channel(s)"
+    FIRM_FIRMWARENOTLOADED = -308, "no firmware loaded on the selected channel(s)"
+    FIRM_FIRMWAREINCOMPATIBLE = -309, "loaded firmware not compatible with the library"
+    TECH_ECCFILENOTEXISTS = -400, "cannot find the selected ECC file"
+    TECH_INCOMPATIBLEECC = -401, "ECC file not compatible with the channel firmware"
+    TECH_ECCFILECORRUPTED = -402, "ECC file is corrupted"
+    TECH_LOADTECHNIQUEFAILED = -403, "cannot load the ECC file"
+    TECH_DATACORRUPTED = -404, "data returned by the instrument are corrupted"
+    TECH_MEMFULL = -405, "cannot load techniques: full memory"
+
+
+# Error code -> (guide name, description), guide 5.4.
+ERRORS: dict[int, tuple[str, str]] = {code.value: (f"ERR_{code.name}", code.description) for code in ErrorCode}
 
 
 class EClibError(Exception):
@@ -273,7 +290,7 @@ class TechniqueError(EClibError):
     """Codes -400 to -499: .ecc file missing, incompatible with the board, or instrument memory full."""
 
 
-_SPECIFIC = {-13: ChannelBusy, -4: InvalidParameters}
+_SPECIFIC = {ErrorCode.GEN_CHANNEL_RUNNING: ChannelBusy, ErrorCode.GEN_INVALIDPARAMETERS: InvalidParameters}
 _FAMILIES = [(-100, GeneralError), (-200, InstrumentError), (-300, CommunicationError),
              (-400, FirmwareError), (-500, TechniqueError)]
 
