@@ -99,3 +99,48 @@ def schedule_poll(clock: Clock, end: float, interval: float, callback: Callable[
     now = clock.now()
     when = min(now + interval, end) if now < end else now + LATE_POLL
     return clock.call_at(when, callback)
+
+
+class Poller:
+    """Looks at a running measurement on the session clock, as :func:`schedule_poll` times it, until told to stop.
+
+    For a backend whose instrument has no callbacks (the EC-Lab library, the MTZ-35 link): it starts
+    the poller with a measurement's expected end; each look returns whether to look again, and the
+    backend stops the poller when the measurement ends another way (a stop, a lost instrument).
+
+    Parameters
+    ----------
+    clock : Clock
+        The session clock.
+    interval : float
+        Longest time between two looks before the expected end, s.
+    look : callable
+        Reads the instrument; returns whether the measurement still runs.
+    """
+
+    def __init__(self, clock: Clock, interval: float, look: Callable[[], bool]):
+        self.clock, self.interval, self.look = clock, interval, look
+        self._end = clock.now()
+        self._event: Scheduled | None = None
+
+    def start(self, end: float) -> None:
+        """Look at the measurement that should end at ``end`` until a look says it has stopped."""
+        self.stop()
+        self._end = end
+        self._schedule()
+
+    def stop(self) -> None:
+        """Look no more (the measurement ended, or was stopped)."""
+        if self._event is not None:
+            self._event.cancel()
+            self._event = None
+
+    def _schedule(self) -> None:
+        self._event = schedule_poll(self.clock, self._end, self.interval, self._tick)
+
+    def _tick(self) -> None:
+        self._event = None
+        # A look may end the measurement and, from its end callback, start the next one (and this
+        # poller): then that start has scheduled the next look already.
+        if self.look() and self._event is None:
+            self._schedule()

@@ -40,8 +40,8 @@ from devices.biologic.data import DataReader, Frame, impedance
 from devices.biologic.ecc import Hardware, load_sequence
 from devices.biologic.techniques import CA, CALIMIT, CP, CPLIMIT, GEIS, PEIS, Limit, sweep_duration
 from devices.errors import InstrumentFault, InstrumentLost
-from devices.retry import RetryPolicy, retry, schedule_poll
-from labctl.clock import Clock, Scheduled
+from devices.retry import Poller, RetryPolicy, retry
+from labctl.clock import Clock
 from labctl.errors import CurrentOutOfRange
 
 log = logging.getLogger(__name__)
@@ -110,7 +110,7 @@ class EClibBackend:
         self.technique = None
         self.end_reason: str | None = None
         self._lock = threading.RLock()
-        self._poll_event: Scheduled | None = None
+        self._poller = Poller(clock, poll_interval, self._poll_tick)
         self._end = clock.now()
         self._rows: list[dict[str, np.ndarray]] = []
         self._dc: list[dict[str, np.ndarray]] = []
@@ -214,7 +214,7 @@ class EClibBackend:
             self.technique, self.end_reason, self._on_done = technique, None, on_done
             self._start, self._end = now, now + self._duration(technique)
             self._dc, self._sweep, self._spectrum = [], [], None
-            self._schedule_poll()
+            self._poller.start(self._end)
             return self._end
 
     def _load_and_start(self, sequence) -> None:
@@ -246,13 +246,10 @@ class EClibBackend:
         return float(np.float32(technique.duration))  # the instrument's duration is a single
 
     # ---- polling -------------------------------------------------------------------------------
-    def _schedule_poll(self) -> None:
-        self._poll_event = schedule_poll(self.clock, self._end, self.poll_interval, self._poll_tick)
-
-    def _poll_tick(self) -> None:
+    def _poll_tick(self) -> bool:
+        """Poll for the poller; return whether the technique still runs."""
         self._poll()
-        if self.running:
-            self._schedule_poll()
+        return self.running
 
     def _poll(self) -> None:
         """Drain the channel's memory; finish the technique if the channel has stopped, or if it is lost."""
@@ -298,8 +295,7 @@ class EClibBackend:
 
     def _finish(self, reason: str, failure: InstrumentFault | None = None) -> None:
         technique, self.technique, self.end_reason = self.technique, None, reason
-        if self._poll_event is not None:
-            self._poll_event.cancel()
+        self._poller.stop()
         if isinstance(technique, (GEIS, PEIS)) and failure is None:
             self._spectrum = self._assemble_spectrum(technique)
         if self._on_done is not None:

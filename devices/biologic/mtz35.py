@@ -22,8 +22,8 @@ from typing import Callable, Protocol
 import numpy as np
 
 from devices.biologic.techniques import PEIS, sweep_duration
-from devices.retry import schedule_poll
-from labctl.clock import Clock, Scheduled
+from devices.retry import Poller
+from labctl.clock import Clock
 from labctl.errors import LimitError
 
 FREQUENCY_RANGE = (10e-6, 35e6)  # Hz, BioLogic's MTZ-35 specification
@@ -108,7 +108,7 @@ class MTZ35Backend:
         self.technique: PEIS | None = None
         self.end_reason: str | None = None
         self._lock = threading.RLock()
-        self._poll_event: Scheduled | None = None
+        self._poller = Poller(clock, poll_interval, self._poll)
         self._spectrum: dict | None = None
         self._on_done: Callable[[str], None] | None = None
 
@@ -131,20 +131,15 @@ class MTZ35Backend:
             self._start = self.clock.now()
             self._end = self._start + sweep_duration(technique)
             self.technique, self.end_reason, self._on_done, self._spectrum = technique, None, on_done, None
-            self._schedule_poll()
+            self._poller.start(self._end)
             return self._end
 
-    def _schedule_poll(self) -> None:
-        self._poll_event = schedule_poll(self.clock, self._end, self.poll_interval, self._poll)
-
-    def _poll(self) -> None:
+    def _poll(self) -> bool:
+        """Look at the sweep for the poller, finishing it once the link is done; return whether it still runs."""
         with self._lock:
-            if not self.running:
-                return
-            if self.link.busy():
-                self._schedule_poll()
-            else:
+            if self.running and not self.link.busy():
                 self._finish("completed")
+            return self.running
 
     def _finish(self, reason: str) -> None:
         frequencies, z = self.link.points()
@@ -156,8 +151,7 @@ class MTZ35Backend:
             "duration": self.clock.now() - self._start,
         }
         self.technique, self.end_reason = None, reason
-        if self._poll_event is not None:
-            self._poll_event.cancel()
+        self._poller.stop()
         if self._on_done is not None:
             self._on_done(reason)
 

@@ -1,8 +1,10 @@
 """The one retry policy every driver uses, and the poll helper on the clock."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from devices.retry import LATE_POLL, RetryPolicy, retry, schedule_poll
+from devices.retry import LATE_POLL, Poller, RetryPolicy, retry, schedule_poll
 from labctl.clock import VirtualClock
 
 
@@ -71,3 +73,41 @@ def test_polls_come_every_interval_then_at_the_end_then_often(now, end, interval
     schedule_poll(clock, end, interval, lambda: seen.append(clock.now()))
     clock.advance(expected - now)
     assert seen == [expected]
+
+
+@settings(max_examples=60, deadline=None)
+@given(interval=st.floats(0.5, 600.0), duration=st.floats(0.0, 3600.0), late_looks=st.integers(0, 5))
+def test_a_poller_looks_on_the_schedule_until_a_look_says_the_measurement_stopped(interval, duration, late_looks):
+    clock = VirtualClock(start=1e6)
+    start, seen = clock.now(), []
+    end = start + duration
+    # The measurement reports "stopped" on the ``late_looks``-th look after its expected end.
+    poller = Poller(clock, interval, lambda: seen.append(clock.now()) or len([t for t in seen if t >= end]) <= late_looks)
+    poller.start(end)
+    clock.advance(duration + (late_looks + 2) * LATE_POLL)
+    expected, now = [], start
+    while len([t for t in expected if t >= end]) <= late_looks:
+        now = min(now + interval, end) if now < end else now + LATE_POLL
+        expected.append(now)
+    assert seen == pytest.approx(expected) and clock.next_event() is None
+
+
+def test_a_stopped_poller_looks_no_more_and_a_restart_from_a_look_schedules_once():
+    clock, seen = VirtualClock(start=0.0), []
+    poller = Poller(clock, 10.0, lambda: seen.append(clock.now()) or True)
+    poller.start(100.0)
+    clock.advance(25.0)
+    poller.stop()
+    clock.advance(100.0)
+    assert seen == [10.0, 20.0] and clock.next_event() is None
+
+    def look_then_restart() -> bool:
+        seen.append(clock.now())
+        if len(seen) == 3:
+            restarting.start(clock.now() + 50.0)  # the next measurement starts from the end callback
+        return True
+
+    restarting = Poller(clock, 10.0, look_then_restart)
+    restarting.start(clock.now() + 5.0)
+    clock.advance(30.0)
+    assert seen == [10.0, 20.0, 130.0, 140.0, 150.0], "one look at a time, not two"
