@@ -1,0 +1,5 @@
+"""BioLogic instruments: the EC-Lab binding, encoder and parser, the SP-200 channel, the MTZ-35; the public names are in ``__init__.pyi``, imported on first use."""
+
+from devices.exports import lazy_exports
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__, __file__)

@@ -13,8 +13,10 @@ from ophyd import Component as Cpt
 from ophyd import Device, Signal
 from ophyd.status import DeviceStatus, Status
 
+from devices.backends import ImpedanceBackend
 from devices.biologic.techniques import PEIS
 from devices.common import ClockSignal, finished_status, store_spectrum
+from labctl.clock import Clock
 
 
 class ImpedanceAnalyser(Device):
@@ -22,9 +24,9 @@ class ImpedanceAnalyser(Device):
 
     Parameters
     ----------
-    backend : devices.biologic.mtz35.MTZ35Backend
-        The instrument's backend (``check``, ``start``, ``read_spectrum``, ``stop``, ``running``).
-    clock
+    backend : ImpedanceBackend
+        The instrument's backend: ``devices.biologic.mtz35.MTZ35Backend``.
+    clock : Clock
         The session clock (timestamps).
     name : str
         The device name, which prefixes its data keys.
@@ -37,7 +39,7 @@ class ImpedanceAnalyser(Device):
     amplitude = Cpt(Signal, value=0.0, kind="config")
     end_reason = Cpt(Signal, value="", kind="omitted")
 
-    def __init__(self, *, backend, clock, name: str, **kwargs):
+    def __init__(self, *, backend: ImpedanceBackend, clock: Clock, name: str, **kwargs):
         self.backend = backend
         self.clock = clock
         self._technique: PEIS | None = None

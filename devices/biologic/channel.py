@@ -5,8 +5,8 @@
 StreamResource/StreamDatum documents, never one event per point. ``channel.eis`` measures one
 impedance spectrum per ``trigger()``, read as one event with frequency, Z' and Z'' arrays.
 
-The channel talks to a backend with ``start(technique, on_done)``, ``read_rows()``,
-``latest()``, ``read_spectrum()`` and ``stop()``: ``devices.biologic.backend.EClibBackend``.
+The channel talks to a :class:`~devices.backends.PotentiostatBackend` (``start(technique, on_done)``,
+``read_rows()``, ``latest()``, ``read_spectrum()``, ``stop()``): ``devices.biologic.backend.EClibBackend``.
 ``stop()`` and ``pause()`` put the cell at open circuit, keeping everything measured. A technique
 the backend ends because the instrument is lost fails its status with that error (which names the
 instrument and its address), so a plan waiting on it ends with that reason.
@@ -22,10 +22,11 @@ from ophyd import Component as Cpt
 from ophyd import Device, Signal
 from ophyd.status import Status
 
+from devices.backends import PotentiostatBackend
 from devices.biologic.techniques import GEIS, PEIS
 from devices.common import ClockSignal, DeviceStatus, ReadbackSignal, finished_status, store_spectrum
 from labctl.assets import FieldSpec, HDF5StreamWriter
-from labctl.clock import VirtualClock
+from labctl.clock import Clock, VirtualClock
 
 # Rows reach the HDF5 file (handed to the operating system, so they survive this process being
 # killed) at least every DURABLE_INTERVAL seconds of session time while a technique runs, whatever
@@ -94,10 +95,10 @@ class PotentiostatChannel(Device):
 
     Parameters
     ----------
-    backend
+    backend : PotentiostatBackend
         Driver of the channel: ``devices.biologic.backend.EClibBackend`` over the vendor's library or
         the simulated one (``devices.sim.eclib.SimEClib``).
-    clock
+    clock : Clock
         The session clock (timestamps).
     assets_dir : Path
         Where the channel writes its HDF5 pages; the storage layer registers them.
@@ -113,7 +114,7 @@ class PotentiostatChannel(Device):
     channel = Cpt(Signal, value=1, kind="config")
     eis = Cpt(ImpedanceMeter, kind="normal")
 
-    def __init__(self, *, backend, clock, assets_dir: Path, channel: int = 1, name: str, **kwargs):
+    def __init__(self, *, backend: PotentiostatBackend, clock: Clock, assets_dir: Path, channel: int = 1, name: str, **kwargs):
         self.backend = backend
         self.clock = clock
         self.assets_dir = Path(assets_dir)

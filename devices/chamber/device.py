@@ -7,7 +7,9 @@ from ophyd import Component as Cpt
 from ophyd import Device, Signal
 from ophyd.status import DeviceStatus
 
+from devices.backends import ChamberBackend
 from devices.common import ReadbackSignal, status_when
+from labctl.clock import Clock
 from labctl.errors import LithiumWouldMelt
 
 
@@ -17,10 +19,9 @@ class TemperatureChamber(Device):
 
     Parameters
     ----------
-    backend
-        Driver with ``set_setpoint(kelvin)``, ``read_temperature()`` and a ``setpoint`` attribute
-        (``devices.sim.chamber.SimChamber`` in simulation; the Modbus controllers later).
-    clock
+    backend : ChamberBackend
+        The controller: a Modbus driver (``devices.chamber.controllers``) or ``devices.sim.chamber.SimChamber``.
+    clock : Clock
         The session clock: stability is judged on it.
     temperature_range : (float, float)
         The chamber's hardware limits, K; setpoints outside are refused before they are sent.
@@ -42,7 +43,7 @@ class TemperatureChamber(Device):
     hold = Cpt(Signal, value=300.0, kind="config")
     contains_lithium = Cpt(Signal, value=True, kind="config")
 
-    def __init__(self, *, backend, clock, temperature_range=(233.15, 473.15), band=0.5, hold=300.0,
+    def __init__(self, *, backend: ChamberBackend, clock: Clock, temperature_range=(233.15, 473.15), band=0.5, hold=300.0,
                  contains_lithium=True, poll=5.0, timeout=4 * 3600.0, name: str, **kwargs):
         self.backend = backend
         self.clock = clock

@@ -6,7 +6,9 @@ from ophyd import Component as Cpt
 from ophyd import Device, Signal
 from ophyd.status import DeviceStatus
 
+from devices.backends import PressureRigBackend
 from devices.common import ClockSignal, ReadbackSignal, status_when
+from labctl.clock import Clock
 
 
 class StackPressureRig(Device):
@@ -14,10 +16,9 @@ class StackPressureRig(Device):
 
     Parameters
     ----------
-    backend
-        Driver with ``set_target``, ``hold``, ``release``, ``read_force``, ``read_pressure`` and
-        ``crosshead_position`` (``devices.sim.rig.SimRig`` in simulation).
-    clock
+    backend : PressureRigBackend
+        The controller: ``devices.rig.protocol.RigBackend`` on its line, or ``devices.sim.rig.SimRig``.
+    clock : Clock
         The session clock.
     pressure_range : (float, float)
         Hardware limits, Pa; targets outside are refused before they are sent.
@@ -33,7 +34,7 @@ class StackPressureRig(Device):
     target = Cpt(ClockSignal, value=0.0, units="Pa", kind="normal")  # stamped on the session clock
     area = Cpt(Signal, value=0.0, kind="config")
 
-    def __init__(self, *, backend, clock, pressure_range=(0.0, 20e6), band=0.1e6, poll=5.0,
+    def __init__(self, *, backend: PressureRigBackend, clock: Clock, pressure_range=(0.0, 20e6), band=0.1e6, poll=5.0,
                  settle=30.0, timeout=3600.0, name: str, **kwargs):
         self.backend = backend
         self.clock = clock

@@ -1,0 +1,12 @@
+from devices.backends import ChamberBackend as ChamberBackend
+from devices.backends import ImpedanceBackend as ImpedanceBackend
+from devices.backends import PotentiostatBackend as PotentiostatBackend
+from devices.backends import PressureRigBackend as PressureRigBackend
+from devices.biologic.analyser import ImpedanceAnalyser as ImpedanceAnalyser
+from devices.biologic.channel import PotentiostatChannel as PotentiostatChannel
+from devices.chamber.device import TemperatureChamber as TemperatureChamber
+from devices.errors import InstrumentFault as InstrumentFault
+from devices.errors import InstrumentLost as InstrumentLost
+from devices.retry import Poller as Poller
+from devices.retry import RetryPolicy as RetryPolicy
+from devices.rig.device import StackPressureRig as StackPressureRig

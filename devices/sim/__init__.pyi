@@ -1,0 +1,10 @@
+from devices.sim.cell import CellParameters as CellParameters
+from devices.sim.cell import SimCell as SimCell
+from devices.sim.chamber import ChamberParameters as ChamberParameters
+from devices.sim.chamber import SimChamber as SimChamber
+from devices.sim.eclib import SimEClib as SimEClib
+from devices.sim.mtz35 import SimMTZ35 as SimMTZ35
+from devices.sim.rig import RigParameters as RigParameters
+from devices.sim.rig import SimRig as SimRig
+from devices.sim.wire import ModbusChamberServer as ModbusChamberServer
+from devices.sim.wire import RigLineServer as RigLineServer
