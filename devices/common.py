@@ -13,6 +13,22 @@ from ophyd.status import Status
 from labctl.clock import Clock
 
 
+def session_clock(signal) -> Clock:
+    """Return the session clock of the device ``signal`` belongs to (its root device's ``clock``)."""
+    clock = getattr(signal.root, "clock", None)
+    if clock is None:
+        raise RuntimeError(f"{signal.name}: not part of a device with a session clock")
+    return clock
+
+
+def number(signal) -> float:
+    """Return a numeric signal's value as a float, refusing one that holds no number."""
+    value = signal.get()
+    if not isinstance(value, (int, float)):
+        raise TypeError(f"{signal.name} holds {value!r}, not a number")
+    return float(value)
+
+
 class ReadbackSignal(SignalRO):
     """A read-only signal whose every ``get()`` asks the driver, stamped with the session clock.
 
@@ -32,7 +48,7 @@ class ReadbackSignal(SignalRO):
     def get(self, **kwargs):
         """Measure now; a reader may return ``(value, timestamp)`` when the value is older than now."""
         value = getattr(self.parent, self._reader)()
-        value, stamp = value if isinstance(value, tuple) else (value, self.parent.clock.now())
+        value, stamp = value if isinstance(value, tuple) else (value, session_clock(self).now())
         self._readback = float(value)
         self._metadata["timestamp"] = stamp
         return self._readback
@@ -51,7 +67,7 @@ class ClockSignal(Signal):
         self._units = units
 
     def put(self, value, **kwargs):
-        kwargs.setdefault("timestamp", self.root.clock.now())
+        kwargs.setdefault("timestamp", session_clock(self).now())
         super().put(value, **kwargs)
 
     def describe(self):

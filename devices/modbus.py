@@ -165,7 +165,7 @@ def make_client(url: str, timeout: float):
         return ModbusTcpClient(host, port=int(port), framer=framer, timeout=timeout, retries=0)
     if url.startswith("rtu:"):
         port, _, query = url[len("rtu:"):].partition("?")
-        options = {key: (value if key == "parity" else int(value)) for key, value in parse_qsl(query)}
+        options: dict = {key: (value if key == "parity" else int(value)) for key, value in parse_qsl(query)}
         return ModbusSerialClient(port, framer=FramerType.RTU, timeout=timeout, retries=0, **options)
     raise ValueError(f"Modbus address {url!r}: write tcp://host:port, rtu:/dev/ttyX?baudrate=9600 or rtu:socket://host:port")
 
@@ -217,7 +217,7 @@ class ModbusLink:
         if len(words) != spec.count:  # a short frame that passed the CRC: not a reading
             raise ModbusCommunicationError(self.label, self.url, f"the read of {spec.label} returned "
                                            f"{len(words)} registers, expected {spec.count}")
-        return spec.decode(words)
+        return spec.decode(list(words))
 
     def write(self, spec: Register, value: float) -> None:
         """Set ``spec`` to ``value`` (function 16, write multiple registers)."""
@@ -227,8 +227,8 @@ class ModbusLink:
 
     def read_words(self, address: int, count: int) -> list[int]:
         """Measure ``count`` raw holding registers from ``address``."""
-        return self._request(f"read of registers {address}+{count}", lambda: self.client.read_holding_registers(
-            address, count=count, device_id=self.device_id)).registers
+        return list(self._request(f"read of registers {address}+{count}", lambda: self.client.read_holding_registers(
+            address, count=count, device_id=self.device_id)).registers)
 
     def close(self) -> None:
         """Close the connection (the next request opens it again)."""

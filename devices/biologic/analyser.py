@@ -59,8 +59,12 @@ class ImpedanceAnalyser(Device):
         status = DeviceStatus(self)
 
         def done(reason: str) -> None:
-            self._store(self.backend.read_spectrum())
+            spectrum = self.backend.read_spectrum()
             self.end_reason.put(reason)
+            if spectrum is None:  # the backend keeps each finished sweep for its end callback
+                status.set_exception(RuntimeError(f"{self.name}: the sweep ended ({reason}) without a spectrum"))
+                return
+            self._store(spectrum)
             status.set_finished()
 
         self.backend.start(self._technique, on_done=done)

@@ -106,7 +106,7 @@ class EClibBackend:
         board_type, info, values = self._retrying("connecting", self._describe_channel)
         self.hardware = Hardware(board_type, info.MinIRange, info.MaxIRange, info.MaxBandwidth,
                                  self.voltage_window, current_limit)
-        self.reader = DataReader(lib, self.device_id, self.channel, board_type)
+        self.reader = DataReader(lib, self._device, self.channel, board_type)
         self.technique = None
         self.end_reason: str | None = None
         self._lock = threading.RLock()
@@ -121,9 +121,16 @@ class EClibBackend:
 
     def _describe_channel(self):
         """Return the channel's board type, information and current values."""
-        board_type = self.lib.board_type(self.device_id, self.channel)
-        info = self.lib.channel_info(self.device_id, self.channel)
-        return board_type, info, self.lib.current_values(self.device_id, self.channel)
+        board_type = self.lib.board_type(self._device, self.channel)
+        info = self.lib.channel_info(self._device, self.channel)
+        return board_type, info, self.lib.current_values(self._device, self.channel)
+
+    @property
+    def _device(self) -> int:
+        """Get the session's device id: every call to the instrument runs in a session (``_in_session``)."""
+        if self.device_id is None:
+            raise RuntimeError(f"{self.name} at {self.where}: no session with the instrument")
+        return self.device_id
 
     @property
     def running(self) -> bool:
@@ -136,7 +143,7 @@ class EClibBackend:
         if self.device_id is not None:
             self.reconnects += 1
             try:
-                self.lib.disconnect(self.device_id)
+                self.lib.disconnect(self._device)
             except eclib.EClibError:
                 pass  # a session on a dead link cannot be closed cleanly; BL_Connect replaces it
         self.device_id, self.device_info = self.lib.connect(self.address)
@@ -218,8 +225,8 @@ class EClibBackend:
             return self._end
 
     def _load_and_start(self, sequence) -> None:
-        load_sequence(self.lib, self.device_id, self.channel, sequence, self.hardware)
-        self.lib.start_channel(self.device_id, self.channel)
+        load_sequence(self.lib, self._device, self.channel, sequence, self.hardware)
+        self.lib.start_channel(self._device, self.channel)
 
     def _check_current(self, technique) -> None:
         current = abs(getattr(technique, "current", getattr(technique, "bias", 0.0)))
@@ -270,9 +277,12 @@ class EClibBackend:
         The state comes with the call that found the memory empty, so "stopped" means every record
         of the technique has been taken.
         """
-        while (frame := self._retrying("reading data", self.reader.read)) is not None:
+        reader = self.reader
+        if reader is None:  # the constructor makes it, once connected
+            raise RuntimeError(f"{self.name} at {self.where}: no session with the instrument")
+        while (frame := self._retrying("reading data", reader.read)) is not None:
             self._take(frame)
-        return self.reader.values.State == eclib.STATE_STOP
+        return reader.values.State == eclib.STATE_STOP
 
     def _take(self, frame: Frame) -> None:
         columns = frame.columns
@@ -308,8 +318,8 @@ class EClibBackend:
         bias = technique.bias if isinstance(technique, GEIS) else 0.0
         return {
             "frequency": frequency,
-            "z_real": z.real,
-            "z_imag": z.imag,
+            "z_real": np.real(z),
+            "z_imag": np.imag(z),
             "Ewe": float(np.mean(dc["Ewe"])) if dc else self._latest["Ewe"],
             "I": float(np.mean(dc["I"])) if dc else bias,
             "time": self._start,
@@ -341,7 +351,7 @@ class EClibBackend:
             if self.failure is None and not self.running:
                 try:
                     values = self._retrying("reading the open-circuit voltage",
-                                            lambda: self.lib.current_values(self.device_id, self.channel), 1)
+                                            lambda: self.lib.current_values(self._device, self.channel), 1)
                     return {"time": self.clock.now(), "Ewe": float(values.Ewe), "I": 0.0}
                 except InstrumentFault:
                     pass
@@ -367,7 +377,7 @@ class EClibBackend:
             # A lost instrument has had its retries: one attempt a call, so a failing plan's cleanup does not wait long.
             attempts = 1 if self.failure is not None else None
             try:
-                self._retrying("opening the circuit", lambda: self.lib.stop_channel(self.device_id, self.channel),
+                self._retrying("opening the circuit", lambda: self.lib.stop_channel(self._device, self.channel),
                                attempts)
             except InstrumentFault as failure:
                 # The error goes to the caller: failing the technique's status as well would throw a
@@ -392,4 +402,4 @@ class EClibBackend:
     def close(self) -> None:
         """Stop the channel and disconnect from the instrument."""
         self.stop()
-        self.lib.disconnect(self.device_id)
+        self.lib.disconnect(self._device)

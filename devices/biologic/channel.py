@@ -65,16 +65,28 @@ class ImpedanceMeter(Device):
         self.amplitude.put(technique.amplitude)
         return finished_status()
 
+    @property
+    def _channel(self) -> PotentiostatChannel:
+        """Get the channel this meter measures on (its parent)."""
+        channel = self.parent
+        if not isinstance(channel, PotentiostatChannel):
+            raise RuntimeError(f"{self.name}: an impedance meter measures on a PotentiostatChannel")
+        return channel
+
     def trigger(self) -> DeviceStatus:
         status = DeviceStatus(self)
-        backend = self.parent.backend
+        channel = self._channel
+        backend = channel.backend
 
         def done(reason: str, failure: Exception | None = None) -> None:
-            self.parent.end_reason.put(reason)
-            if failure is not None:
+            channel.end_reason.put(reason)
+            spectrum = backend.read_spectrum() if failure is None else None
+            if failure is None and spectrum is None:  # the backend keeps each finished sweep for this callback
+                failure = RuntimeError(f"{self.name}: the sweep ended ({reason}) without a spectrum")
+            if spectrum is None:
                 status.set_exception(failure)
                 return
-            self._store(backend.read_spectrum())
+            self._store(spectrum)
             status.set_finished()
 
         backend.start(self._technique, on_done=done)
@@ -87,7 +99,7 @@ class ImpedanceMeter(Device):
         self.i_dc.put(spectrum["I"], timestamp=stamp)
 
     def stop(self, *, success: bool = False) -> None:
-        self.parent.stop(success=success)
+        self._channel.stop(success=success)
 
 
 class PotentiostatChannel(Device):
@@ -159,6 +171,12 @@ class PotentiostatChannel(Device):
                     self._writer = None
         return super().unstage()
 
+    def _staged_writer(self) -> HDF5StreamWriter:
+        """Return the run's HDF5 writer, which exists while the channel is staged."""
+        if self._writer is None:
+            raise RuntimeError(f"{self.name}: stage the channel before running or collecting")
+        return self._writer
+
     # ---- flyer ---------------------------------------------------------------------------------
     def prepare(self, technique) -> Status:
         """Set the timed technique (OCV, CP or CA) the next ``kickoff()`` starts."""
@@ -195,7 +213,7 @@ class PotentiostatChannel(Device):
         return self._done_status
 
     def describe_collect(self):
-        return self._writer.describe()
+        return self._staged_writer().describe()
 
     def collect_asset_docs(self, index: int | None = None):
         if self._writer is None:  # unstaged: a plan's cleanup collects the last rows before unstaging
@@ -214,12 +232,12 @@ class PotentiostatChannel(Device):
         """Move the rows measured so far from the backend into the file (not yet announced)."""
         rows = self.backend.read_rows()
         if len(rows["time"]):
-            self._writer.write(self._with_charge(rows))
+            self._staged_writer().write(self._with_charge(rows))
 
     def _schedule_durable(self) -> None:
         self._cancel_durable()
         interval = SIMULATED_DURABLE_INTERVAL if isinstance(self.clock, VirtualClock) else DURABLE_INTERVAL
-        self._durable_event = self.clock.call_later(interval, self._durable_tick)
+        self._durable_event = self.clock.call_at(self.clock.now() + interval, self._durable_tick)
 
     def _cancel_durable(self) -> None:
         if self._durable_event is not None:
@@ -259,7 +277,7 @@ class PotentiostatChannel(Device):
         return self.backend.open_circuit_values() if self._paused else self.backend.latest()
 
     def get_index(self) -> int:
-        return self._writer.get_index()
+        return self._staged_writer().get_index()
 
     # ---- what the RunEngine calls on stop and pause --------------------------------------------
     def stop(self, *, success: bool = False) -> None:

@@ -290,7 +290,7 @@ class TechniqueError(EClibError):
     """Codes -400 to -499: .ecc file missing, incompatible with the board, or instrument memory full."""
 
 
-_SPECIFIC = {ErrorCode.GEN_CHANNEL_RUNNING: ChannelBusy, ErrorCode.GEN_INVALIDPARAMETERS: InvalidParameters}
+_SPECIFIC: dict[int, type[EClibError]] = {ErrorCode.GEN_CHANNEL_RUNNING: ChannelBusy, ErrorCode.GEN_INVALIDPARAMETERS: InvalidParameters}
 _FAMILIES = [(-100, GeneralError), (-200, InstrumentError), (-300, CommunicationError),
              (-400, FirmwareError), (-500, TechniqueError)]
 

@@ -37,15 +37,19 @@ class MTZ35Link(Protocol):
 
     def start(self, frequencies: np.ndarray, amplitude: float, cycles: int) -> None:
         """Sweep ``frequencies`` in order with a sine of ``amplitude`` V peak, ``cycles`` periods each."""
+        ...
 
     def busy(self) -> bool:
         """Return whether the sweep is still running."""
+        ...
 
     def points(self) -> tuple[np.ndarray, np.ndarray]:
         """Return the frequencies (Hz) and complex impedances (ohm) the sweep has finished so far."""
+        ...
 
     def stop(self) -> None:
         """Switch the generator off now; the points already measured stay readable."""
+        ...
 
 
 def check_sweep(technique: PEIS, max_amplitude: float, name: str) -> None:
@@ -145,8 +149,8 @@ class MTZ35Backend:
         frequencies, z = self.link.points()
         self._spectrum = {
             "frequency": np.asarray(frequencies, dtype=float),
-            "z_real": np.asarray(z).real,
-            "z_imag": np.asarray(z).imag,
+            "z_real": np.real(z),
+            "z_imag": np.imag(z),
             "time": self._start,
             "duration": self.clock.now() - self._start,
         }

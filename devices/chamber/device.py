@@ -8,7 +8,7 @@ from ophyd import Device, Signal
 from ophyd.status import DeviceStatus
 
 from devices.backends import ChamberBackend
-from devices.common import ReadbackSignal, status_when
+from devices.common import ReadbackSignal, number, status_when
 from labctl.clock import Clock
 from labctl.errors import LithiumWouldMelt
 
@@ -102,12 +102,12 @@ class TemperatureChamber(Device):
                 f"{low - 273.15:.1f} to {high - 273.15:.1f} degC"
             )
         # The experiment file's validation refuses it first; this is the last line of defence.
-        if LithiumWouldMelt.refuses(kelvin, self.contains_lithium.get()):
+        if LithiumWouldMelt.refuses(kelvin, bool(self.contains_lithium.get())):
             raise LithiumWouldMelt(self.name, kelvin)
         if soak < 0:
             raise ValueError(f"{self.name}: a soak cannot be negative, got {soak:g} s")
         self.backend.set_setpoint(kelvin)
-        band, hold = self.band.get(), self.hold.get()
+        band, hold = number(self.band), number(self.hold)
         what = f"stable at {kelvin - 273.15:.2f} degC (+/- {band:g} K for {hold:g} s)"
         return status_when(
             self, self.clock, lambda: abs(self.backend.read_temperature() - kelvin) <= band,

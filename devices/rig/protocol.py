@@ -35,7 +35,7 @@ import re
 import time
 import weakref
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, cast
 
 import serial
 from pymeasure.adapters import SerialAdapter
@@ -187,7 +187,7 @@ class RigBackend:
             raise InstrumentLost(name, url, f"cannot open the line ({exc})") from exc
         self.reconnects = 0
         # A backend dropped without close() (a lab rebuilt in a session) must not leak its line.
-        self._line = {"port": self.controller.adapter.connection}
+        self._line = {"port": self._port()}
         weakref.finalize(self, close_port, self._line)
 
     def read_force(self) -> float:
@@ -235,6 +235,10 @@ class RigBackend:
         return isinstance(error, (RigProtocolError, serial.SerialException, OSError)) and not isinstance(
             error, RigRefused)
 
+    def _port(self) -> serial.SerialBase:
+        """Return the controller's pyserial port (pymeasure types it as its adapter's connection)."""
+        return cast(serial.SerialBase, self.controller.adapter.connection)
+
     def _open_line(self) -> RigController:
         """Return the controller, on a fresh line if a failure closed the last one."""
         if not self._line["port"].is_open:
@@ -247,7 +251,7 @@ class RigBackend:
         self.close()
         try:
             self.controller = RigController.open(self.url, timeout=self.timeout)
-            self._line["port"] = self.controller.adapter.connection
+            self._line["port"] = self._port()
         except (serial.SerialException, OSError) as exc:
             # Keep the closed line: the next attempt fails at once and backs off again.
             log.warning("%s at %s: cannot reopen the line (%s)", self.name, self.url, exc)

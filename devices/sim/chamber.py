@@ -29,14 +29,14 @@ class ChamberParameters(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     time_constant: float = Field(
-        480.0, gt=0, description="first-order lag of the cell behind the working setpoint, s"
+        default=480.0, gt=0, description="first-order lag of the cell behind the working setpoint, s"
     )
-    max_ramp_rate: float = Field(0.05, gt=0, description="working-setpoint ramp limit, K/s (3 K/min)")
-    noise: float = Field(0.05, ge=0, description="rms noise of a temperature reading, K")
+    max_ramp_rate: float = Field(default=0.05, gt=0, description="working-setpoint ramp limit, K/s (3 K/min)")
+    noise: float = Field(default=0.05, ge=0, description="rms noise of a temperature reading, K")
     rated_range: tuple[float, float] = Field(
-        (233.15, 473.15), description="setpoints the chamber accepts, K (-40 to 200 degC)"
+        default=(233.15, 473.15), description="setpoints the chamber accepts, K (-40 to 200 degC)"
     )
-    initial_temperature: float = Field(298.15, gt=0, description="chamber, cell and setpoint at start, K")
+    initial_temperature: float = Field(default=298.15, gt=0, description="chamber, cell and setpoint at start, K")
 
     @model_validator(mode="after")
     def _range_is_ordered(self) -> "ChamberParameters":

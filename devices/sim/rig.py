@@ -74,48 +74,48 @@ class RigParameters(BaseModel):
 
     # Geometry and frame
     area: float = Field(
-        0.785e-4, gt=0, description="pressed area, m^2 (10 mm pellet; the lab file states the real one)"
+        default=0.785e-4, gt=0, description="pressed area, m^2 (10 mm pellet; the lab file states the real one)"
     )
-    frame_stiffness: float = Field(2e7, gt=0, description="frame and load cell in series, N/m")
-    lithium_thickness: float = Field(1.0e-3, gt=0, description="total lithium in the stack, m (2 x 0.5 mm)")
+    frame_stiffness: float = Field(default=2e7, gt=0, description="frame and load cell in series, N/m")
+    lithium_thickness: float = Field(default=1.0e-3, gt=0, description="total lithium in the stack, m (2 x 0.5 mm)")
     residual_lithium: float = Field(
-        0.1, gt=0, lt=1, description="fraction of the lithium creep cannot squeeze out (a film held by the interfaces)"
+        default=0.1, gt=0, lt=1, description="fraction of the lithium creep cannot squeeze out (a film held by the interfaces)"
     )
     # Creep: strain rate = A sigma^n exp(-Q/RT) g(T)
     creep_coefficient: float = Field(
-        1.68e-45,
+        default=1.68e-45,
         ge=0,
         description="A, Pa^-n s^-1 (6.7e-6 MPa^-6.6 s^-1); tuned: 5.0 -> 4.6 MPa in 5 h at 30 degC",
     )
-    creep_exponent: float = Field(6.6, gt=1, description="n, stress exponent of lithium")
-    creep_activation_energy: float = Field(37e3, ge=0, description="Q, J/mol")
-    creep_reference_temperature: float = Field(303.15, gt=0, description="T_ref where g(T) = 1, K")
-    homologous_exponent: float = Field(1.0, ge=0, description="m in g(T); 0 leaves pure Arrhenius creep")
-    lithium_melting_point: float = Field(453.65, gt=0, description="T_m, K")
+    creep_exponent: float = Field(default=6.6, gt=1, description="n, stress exponent of lithium")
+    creep_activation_energy: float = Field(default=37e3, ge=0, description="Q, J/mol")
+    creep_reference_temperature: float = Field(default=303.15, gt=0, description="T_ref where g(T) = 1, K")
+    homologous_exponent: float = Field(default=1.0, ge=0, description="m in g(T); 0 leaves pure Arrhenius creep")
+    lithium_melting_point: float = Field(default=453.65, gt=0, description="T_m, K")
     # Thermal expansion
-    lithium_expansion: float = Field(46e-6, description="alpha_li, 1/K")
-    frame_expansion: float = Field(12e-6, description="alpha of the steel frame, 1/K")
+    lithium_expansion: float = Field(default=46e-6, description="alpha_li, 1/K")
+    frame_expansion: float = Field(default=12e-6, description="alpha of the steel frame, 1/K")
     # Actuator
-    max_speed: float = Field(1e-6, gt=0, description="crosshead speed limit, m/s")
-    initial_gap: float = Field(100e-6, ge=0, description="crosshead clearance to the stack at start, m")
-    release_gap: float = Field(20e-6, ge=0, description="clearance release() retracts to beyond contact, m")
+    max_speed: float = Field(default=1e-6, gt=0, description="crosshead speed limit, m/s")
+    initial_gap: float = Field(default=100e-6, ge=0, description="crosshead clearance to the stack at start, m")
+    release_gap: float = Field(default=20e-6, ge=0, description="clearance release() retracts to beyond contact, m")
     # Controller
-    band: float = Field(0.02e6, gt=0, description="tolerance held around the target, Pa")
-    deadband_fraction: float = Field(0.5, gt=0, le=1, description="controller acts beyond this part of band")
-    control_period: float = Field(5.0, gt=0, description="s")
+    band: float = Field(default=0.02e6, gt=0, description="tolerance held around the target, Pa")
+    deadband_fraction: float = Field(default=0.5, gt=0, le=1, description="controller acts beyond this part of band")
+    control_period: float = Field(default=5.0, gt=0, description="s")
     controller_gain: float = Field(
-        0.8, gt=0, le=1, description="fraction of the frame-stiffness correction applied per tick"
+        default=0.8, gt=0, le=1, description="fraction of the frame-stiffness correction applied per tick"
     )
     drift_gain: float = Field(
-        0.3, ge=0, le=1, description="weight of each period's observed drift (creep, expansion) in the learned one"
+        default=0.3, ge=0, le=1, description="weight of each period's observed drift (creep, expansion) in the learned one"
     )
-    controller_averaging: int = Field(25, ge=1, description="force samples averaged per control tick")
-    max_pressure: float = Field(50e6, gt=0, description="largest target accepted, Pa")
+    controller_averaging: int = Field(default=25, ge=1, description="force samples averaged per control tick")
+    max_pressure: float = Field(default=50e6, gt=0, description="largest target accepted, Pa")
     # Sensor
-    noise_fraction: float = Field(0.002, ge=0, description="force noise, rms fraction of the reading")
-    noise_floor: float = Field(0.05, ge=0, description="force noise at zero load, N rms")
+    noise_fraction: float = Field(default=0.002, ge=0, description="force noise, rms fraction of the reading")
+    noise_floor: float = Field(default=0.05, ge=0, description="force noise at zero load, N rms")
     # Integration
-    max_step: float = Field(60.0, gt=0, description="longest sub-step, s (the chamber ramps 3 K in 60 s)")
+    max_step: float = Field(default=60.0, gt=0, description="longest sub-step, s (the chamber ramps 3 K in 60 s)")
 
 
 def creep_factor(params: RigParameters, temperature: float) -> float:

@@ -175,10 +175,14 @@ class ModbusChamberServer:
         self._thread = _LoopThread(f"modbus-{kind}")
         try:
             self._server = self._thread.run(self._start())
+            # pymodbus keeps its listening asyncio.Server in ``transport`` (typed as a transport)
+            listener = self._server.transport
+            if not isinstance(listener, asyncio.Server):
+                raise RuntimeError(f"pymodbus's Modbus server has no listening socket (got {listener!r})")
+            self.port = listener.sockets[0].getsockname()[1]
         except BaseException:
             self._thread.stop()
             raise
-        self.port = self._server.transport.sockets[0].getsockname()[1]
 
     @property
     def address(self) -> str:
@@ -343,7 +347,7 @@ class RigLineServer:
                     self._wake_read.recv(64)
                     if self._serve_requests():
                         return
-                else:
+                elif isinstance(sock, socket.socket):
                     self._receive(sock)
 
     def _serve_requests(self) -> bool:
