@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+import typing
 from dataclasses import dataclass
 from typing import Any
 
@@ -231,3 +232,15 @@ def si_unit_name(display: str) -> str:
         return "1"
     return next((name for name in SI_NAMES if ureg.Quantity(1, name).dimensionality == dimensionality),
                 format(ureg.Quantity(1, display).to_base_units().units, "~"))
+
+
+def find_unit(annotation: Any) -> Unit | None:
+    """Return the :class:`Unit` declared in an annotation (``float``, ``float | None``, ``list[float]``)."""
+    for meta in getattr(annotation, "__metadata__", ()):
+        if isinstance(meta, Unit):
+            return meta
+    for argument in typing.get_args(annotation):
+        unit = find_unit(argument)
+        if unit is not None:
+            return unit
+    return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import typing
 from typing import Any, Callable, Iterable
 
 import bluesky.plan_stubs as bps
@@ -9,6 +10,7 @@ import numpy as np
 from bluesky.utils import Msg
 
 from labctl.errors import LabctlError
+from labctl.units import find_unit, si_unit_name
 
 ENVIRONMENT = "environment"
 
@@ -151,24 +153,18 @@ def record_result(ended_by: str, reason: str, timestamp: float, values: dict[str
     yield from bps.save()
 
 
-def plan_metadata(name: str, args: dict[str, Any], md: dict | None, **extra) -> dict:
+def plan_metadata(plan: Callable, args: dict[str, Any], md: dict | None, **extra) -> dict:
     """Return start-document metadata in bluesky's convention (plan_name, plan_args) plus ``md``.
 
-    ``plan_args_units`` gives the SI unit of every argument that has one (from the plan's
-    signature), so the SI floats of ``plan_args`` can be read without the code.
+    ``plan_args_units`` gives the SI unit of every argument that has one (from the :class:`Unit`
+    in ``plan``'s signature), so the SI floats of ``plan_args`` can be read without the code.
     """
-    return {"plan_name": name, "plan_args": args, "plan_args_units": argument_units(name, args), **extra, **(md or {})}
+    return {"plan_name": plan.__name__, "plan_args": args, "plan_args_units": argument_units(plan, args),
+            **extra, **(md or {})}
 
 
-def argument_units(plan_name: str, args: dict[str, Any]) -> dict[str, str]:
-    """The SI unit of each of ``args`` whose parameter of plan ``plan_name`` declares a :class:`~labctl.units.Unit`."""
-    import typing
-
-    from labctl.catalog import find_unit
-    from labctl.units import si_unit_name
-    from plans import PLANS  # here, not at the top: plans imports this module
-
-    plan = PLANS.get(plan_name)
-    hints = typing.get_type_hints(plan, include_extras=True) if plan is not None else {}
+def argument_units(plan: Callable, args: dict[str, Any]) -> dict[str, str]:
+    """The SI unit of each of ``args`` whose parameter of ``plan`` declares a :class:`~labctl.units.Unit`."""
+    hints = typing.get_type_hints(plan, include_extras=True)
     units = {name: find_unit(hints[name]) for name in args if name in hints}
     return {name: si_unit_name(unit.display) for name, unit in units.items() if unit is not None}
