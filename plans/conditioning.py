@@ -12,7 +12,7 @@ from bluesky.utils import MsgGenerator
 from devices.chamber.device import TemperatureChamber
 from devices.rig.device import StackPressureRig
 from labctl.errors import LithiumWouldMelt
-from labctl.units import Unit
+from labctl.units import LabLimit, Unit
 from plans.run import Outcome, run_plan
 from plans.stubs import ENVIRONMENT, wait_recording
 
@@ -29,9 +29,9 @@ def condition_cell(
     chamber: TemperatureChamber,
     rig: StackPressureRig | None = None,
     *,
-    temperature: Annotated[float, Unit("degC", ge=-40, le=200)],
+    temperature: Annotated[float, Unit("degC", ge=-40, le=200), LabLimit("temperature")],
     hold: Annotated[float, Unit("h", ge=0)],
-    test_temperature: Annotated[float, Unit("degC", ge=-40, le=200)],
+    test_temperature: Annotated[float, Unit("degC", ge=-40, le=200), LabLimit("temperature")],
     record_interval: Annotated[float, Unit("s", gt=0)] = 60.0,
     contains_lithium: bool = True,
     md: dict | None = None,
@@ -90,7 +90,7 @@ def pressure_program(
     rig: StackPressureRig,
     chamber: TemperatureChamber | None = None,
     *,
-    pressure: Annotated[float, Unit("MPa", ge=0, le=100)],
+    pressure: Annotated[float, Unit("MPa", ge=0, le=100), LabLimit("pressure")],
     ramp_rate: Annotated[float | None, Unit("MPa/min", gt=0)] = None,
     hold: Annotated[float, Unit("min", ge=0)] = 0.0,
     release: bool = False,

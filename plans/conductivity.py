@@ -14,7 +14,7 @@ from devices.biologic.techniques import CA, PEIS
 from devices.chamber.device import TemperatureChamber
 from devices.rig.device import StackPressureRig
 from labctl.analysis import BLOCKING, arrhenius_fit, electronic_conductivity, ionic_conductivity, steady_current
-from labctl.units import Count, Unit
+from labctl.units import Count, LabLimit, Unit
 from plans.impedance import impedance_device
 from plans.potentiostat import POTENTIOSTAT, latest, timed_step
 from plans.run import Outcome, run_plan
@@ -43,7 +43,7 @@ def ionic_conductivity_arrhenius(
     rig: StackPressureRig | None = None,
     impedance_analyser: ImpedanceAnalyser | None = None,
     *,
-    temperatures: Annotated[list[Annotated[float, Unit("degC", ge=-40, le=200)]], Len(1, 50)],
+    temperatures: Annotated[list[Annotated[float, Unit("degC", ge=-40, le=200), LabLimit("temperature")]], Len(1, 50)],
     amplitude: Annotated[float, Unit("mV", gt=0, le=1000)] = 0.01,
     f_max: Annotated[float, Unit("Hz", gt=0, le=35e6)] | None = None,
     f_min: Annotated[float, Unit("Hz", gt=0)] = 10.0,
@@ -173,7 +173,7 @@ def electronic_conductivity_step(
     chamber: TemperatureChamber | None = None,
     rig: StackPressureRig | None = None,
     *,
-    voltage: Annotated[float, Unit("V", gt=0, le=5)] = 1.0,
+    voltage: Annotated[float, Unit("V", gt=0, le=5), LabLimit("voltage")] = 1.0,
     max_duration: Annotated[float, Unit("h", gt=0)] = 36000.0,
     sample_interval: Annotated[float, Unit("s", ge=0.001)] = 10.0,
     steady_window: Annotated[float, Unit("min", gt=0)] = 1800.0,

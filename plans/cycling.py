@@ -13,7 +13,7 @@ from devices.biologic.techniques import CP, GEIS
 from devices.chamber.device import TemperatureChamber
 from devices.rig.device import StackPressureRig
 from labctl.analysis import CriticalCurrentDetector, ShortDetector
-from labctl.units import Count, Unit
+from labctl.units import Count, LabLimit, Unit
 from plans.guards import Guards
 from plans.potentiostat import POTENTIOSTAT, Check, Ended, latest, timed_step
 from plans.run import Outcome, run_plan
@@ -40,7 +40,7 @@ def plate_strip(
     chamber: TemperatureChamber | None = None,
     rig: StackPressureRig | None = None,
     *,
-    current_density: Annotated[float, Unit("mA/cm^2", gt=0, le=100)],
+    current_density: Annotated[float, Unit("mA/cm^2", gt=0, le=100), LabLimit("current")],
     half_cycle: Annotated[float, Unit("h", gt=0)],
     cycles: Annotated[int, Count(ge=1, le=10_000)] = 1,
     electrode_area: Annotated[float, Unit("cm^2", gt=0)],
@@ -149,9 +149,9 @@ def ccd_staircase(
     chamber: TemperatureChamber | None = None,
     rig: StackPressureRig | None = None,
     *,
-    start_density: Annotated[float, Unit("mA/cm^2", gt=0, le=100)],
+    start_density: Annotated[float, Unit("mA/cm^2", gt=0, le=100), LabLimit("current")],
     density_step: Annotated[float, Unit("mA/cm^2", gt=0, le=100)],
-    max_density: Annotated[float, Unit("mA/cm^2", gt=0, le=100)],
+    max_density: Annotated[float, Unit("mA/cm^2", gt=0, le=100), LabLimit("current")],
     step_capacity: Annotated[float, Unit("mAh/cm^2", gt=0)],
     electrode_area: Annotated[float, Unit("cm^2", gt=0)],
     sample_interval: Annotated[float, Unit("s", ge=0.001)] = 1.0,

@@ -12,7 +12,7 @@ from devices.biologic.techniques import CP, GEIS, OCV
 from devices.chamber.device import TemperatureChamber
 from devices.rig.device import StackPressureRig
 from labctl.analysis import ShortDetector
-from labctl.units import Count, Unit
+from labctl.units import Count, LabLimit, Unit
 from plans.guards import Guards
 from plans.potentiostat import POTENTIOSTAT, latest, timed_step
 from plans.run import Outcome, run_plan
@@ -61,7 +61,7 @@ def plate(
     chamber: TemperatureChamber | None = None,
     rig: StackPressureRig | None = None,
     *,
-    current_density: Annotated[float, Unit("mA/cm^2", gt=0, le=100)],
+    current_density: Annotated[float, Unit("mA/cm^2", gt=0, le=100), LabLimit("current")],
     electrode_area: Annotated[float, Unit("cm^2", gt=0)],
     sample_interval: Annotated[float, Unit("s", ge=0.001)] = 1.0,
     geis_interval: Annotated[float, Unit("min", gt=0)] = 900.0,

@@ -9,7 +9,7 @@ from bluesky.utils import MsgGenerator
 
 from devices.chamber.device import TemperatureChamber
 from devices.rig.device import StackPressureRig
-from labctl.units import Unit
+from labctl.units import LabLimit, Unit
 from plans.run import Outcome, run_plan
 from plans.stubs import ENVIRONMENT, wait_recording
 
@@ -18,7 +18,7 @@ from plans.stubs import ENVIRONMENT, wait_recording
 def set_temperature(
     chamber: TemperatureChamber,
     *,
-    temperature: Annotated[float, Unit("degC", ge=-40, le=200)],
+    temperature: Annotated[float, Unit("degC", ge=-40, le=200), LabLimit("temperature")],
     soak: Annotated[float, Unit("h", ge=0)] = 0.0,
     record_interval: Annotated[float, Unit("s", gt=0)] = 60.0,
     md: dict | None = None,
@@ -51,7 +51,7 @@ def set_temperature(
 def set_pressure(
     rig: StackPressureRig,
     *,
-    pressure: Annotated[float, Unit("MPa", ge=0, le=100)],
+    pressure: Annotated[float, Unit("MPa", ge=0, le=100), LabLimit("pressure")],
     record_interval: Annotated[float, Unit("s", gt=0)] = 10.0,
     md: dict | None = None,
 ) -> MsgGenerator[Outcome]:

@@ -38,7 +38,8 @@ def check_roles(experiment: "Experiment", lab: LabConfig, registry: dict[str, Ca
     return errors
 
 
-def check_against_lab(experiment: Experiment, lab: LabConfig) -> list[ConfigError]:
+def check_against_lab(experiment: Experiment, lab: LabConfig, registry: dict[str, Callable] | None = None
+                      ) -> list[ConfigError]:
     """Return everything the lab's limits, its instruments or the cell's lithium forbid (:mod:`labctl.safety`).
 
     Each step's plan call (setpoints, sweeps on the instrument the step runs on, GEIS amplitudes,
@@ -46,7 +47,7 @@ def check_against_lab(experiment: Experiment, lab: LabConfig) -> list[ConfigErro
     """
     errors = []
     for index, step in enumerate(experiment.steps):
-        for location, message in safety.plan_problems(step.plan, step.kwargs, lab, experiment.cell):
+        for location, message in safety.plan_problems(step.plan, step.kwargs, lab, experiment.cell, registry):
             errors.append(experiment.error(("steps", index, *location), message))
     steps = [(step.plan, step.kwargs) for step in experiment.steps]
     errors += [experiment.error(location, message)

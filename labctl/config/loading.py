@@ -64,7 +64,7 @@ def load_experiment(
         _attach(experiment, document, arguments)
         errors += _lab_file_problems(experiment)
         if lab is not None:  # the limits of an instrument the lab lacks cannot be checked: say it is missing
-            errors += check_roles(experiment, lab, registry) or check_against_lab(experiment, lab)
+            errors += check_roles(experiment, lab, registry) or check_against_lab(experiment, lab, registry)
     if errors:
         raise ConfigErrors(_unique(errors))
     return experiment
