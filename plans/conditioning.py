@@ -67,12 +67,12 @@ def condition_cell(
     environment = [d for d in (chamber, rig) if d is not None]
     finished = []
 
-    def program():
+    def program() -> MsgGenerator[None]:
         yield from _reach(chamber, temperature, environment, record_interval, soak=hold)
         yield from _reach(chamber, test_temperature, environment, record_interval)
         finished.append(True)
 
-    def back_to_test_temperature():
+    def back_to_test_temperature() -> MsgGenerator[None]:
         # Only the setpoint, and only if cut short: waiting here would hold up the RunEngine's cleanup.
         if not finished:
             yield from bps.abs_set(chamber, test_temperature)

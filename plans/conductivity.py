@@ -139,7 +139,7 @@ def _save(values: ComputedValues) -> MsgGenerator[None]:
     yield from bps.save()
 
 
-def _arrhenius(used: list, excluded: list, result: ComputedValues):
+def _arrhenius(used: list, excluded: list, result: ComputedValues) -> MsgGenerator[str]:
     """Fit and store the Arrhenius law through the ``used`` (T, sigma) points if there are enough;
     return the run's stop reason, which lists the ``excluded`` points with their reasons."""
     left_out = f"; left out: {'; '.join(excluded)}" if excluded else ""
@@ -223,7 +223,7 @@ def electronic_conductivity_step(
     result = ComputedValues(CONDUCTIVITY, source="labctl.analysis.electronic_conductivity")
     times, currents = [], []
 
-    def steady():
+    def steady() -> MsgGenerator[str | None]:
         reading = yield from latest(potentiostat.current)
         times.append(reading["timestamp"])
         currents.append(reading["value"])

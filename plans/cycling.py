@@ -111,10 +111,10 @@ def plate_strip(
     geis = GEIS(bias=0.0, amplitude=geis_amplitude * electrode_area, f_max=geis_f_max, f_min=geis_f_min,
                 points_per_decade=geis_points_per_decade)
     detector = ShortDetector(current, short_resistance=short_resistance, fall=short_fall, hold=short_hold)
-    watch = ShortWatch(FitRecorder(potentiostat, electrode_area, lead_resistance=lead_resistance_of(lead_resistances)),
-                       detector)
+    recorder = FitRecorder(potentiostat, electrode_area, lead_resistance=lead_resistance_of(lead_resistances))
+    watch = ShortWatch(recorder, detector)
 
-    def voltage_check():
+    def voltage_check() -> MsgGenerator[str | tuple | None]:
         reading = yield from latest(potentiostat.ewe)
         return detector.add_voltage(reading["timestamp"], reading["value"]) or (
             (yield from guards.breach(chamber, rig)) if guards else None
@@ -209,7 +209,7 @@ def ccd_staircase(
     result = ComputedValues(CRITICAL_CURRENT, source="labctl.analysis.CriticalCurrentDetector")
 
     def check(density: float) -> Check:
-        def short():
+        def short() -> MsgGenerator[str | tuple | None]:
             reading = yield from latest(potentiostat.ewe)
             # Plating: Ewe < 0, so -Ewe / j is the cell's (positive) resistance.
             found = detector.add(reading["timestamp"], density, -reading["value"])
@@ -251,7 +251,7 @@ def _staircase(start: float, step: float, stop: float) -> list[float]:
     return [start + k * step for k in range(count)]
 
 
-def _report(found, end, result: ComputedValues):
+def _report(found, end, result: ComputedValues) -> MsgGenerator[str]:
     """Store the staircase's outcome and return the stop reason."""
     nan = float("nan")
     held = "none" if found.last_stable is None else f"{MA_CM2.from_si(found.last_stable):g} mA/cm^2"

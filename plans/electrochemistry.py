@@ -151,11 +151,11 @@ def plate(
     recorder = FitRecorder(potentiostat, electrode_area, lead_resistance=lead_resistance_of(lead_resistances))
     watch = ShortWatch(recorder, detector)
 
-    def capacity():
+    def capacity() -> MsgGenerator[float]:
         charge = yield from bps.rd(potentiostat.charge)
         return abs(charge) / electrode_area
 
-    def voltage_check():
+    def voltage_check() -> MsgGenerator[str | tuple | None]:
         reading = yield from latest(potentiostat.ewe)
         return detector.add_voltage(reading["timestamp"], reading["value"]) or (
             (yield from guards.breach(chamber, rig)) if guards else None

@@ -50,7 +50,7 @@ class Guard:
     resume_after: float = 600.0
     give_up_after: float = 7200.0
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.action not in ACTIONS:
             raise ValueError(f"guard action must be one of {ACTIONS}, not {self.action!r}")
 
@@ -89,7 +89,8 @@ class Guards:
                                      f"from its setpoint {wanted * scale:.3f} {unit}")
         return None
 
-    def respond(self, potentiostat, chamber, rig, condition: str, value: float, message: str) -> MsgGenerator[str | None]:
+    def respond(self, potentiostat, chamber, rig, condition: str, value: float,
+                message: str) -> MsgGenerator[str | None]:
         """Plan: act on a breach; return None when the step may go on, else the reason it ends."""
         guard = getattr(self, condition)
         yield from open_circuit(potentiostat)
@@ -119,5 +120,5 @@ class Guards:
 
 
 def _value(signal) -> MsgGenerator[Any]:
-    # A bare Msg, not bps.rd: checked every minute of a long run (see plans.electrochemistry).
+    # A bare Msg, not bps.rd: checked every minute of a long run (see plans.potentiostat.latest).
     return (yield Msg("read", signal))[signal.name]["value"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import bluesky.plan_stubs as bps
 from bluesky.utils import MsgGenerator
@@ -28,7 +30,7 @@ def lead_resistance_of(lead_resistances: dict | None, impedance_analyser=None) -
     return (lead_resistances or {}).get(role)
 
 
-def impedance_meter(device):
+def impedance_meter(device) -> Any:
     """Return the device whose reading is a spectrum: a potentiostat channel's ``eis``, or an analyser itself."""
     return getattr(device, "eis", device)
 
@@ -52,7 +54,7 @@ class FitRecorder:
     """
 
     def __init__(self, meter, electrode_area: float, circuit: Circuit = BULK_INTERFACE,
-                 lead_resistance: float | None = None, alternative: Circuit | None = None):
+                 lead_resistance: float | None = None, alternative: Circuit | None = None) -> None:
         self.prefix = impedance_meter(meter).name
         self.area, self.circuit = electrode_area, circuit
         self.lead_resistance, self.alternative = lead_resistance, alternative
@@ -61,7 +63,7 @@ class FitRecorder:
         self.previous: FitResult | None = None
         self.before_short: FitResult | None = None  # the last fit of the cell's own circuit
 
-    def field(self, reading: dict, name: str):
+    def field(self, reading: dict, name: str) -> Any:
         """One field of a reading of the meter (``frequency``, ``z_real``, ``sweep_start``, ...)."""
         return reading[f"{self.prefix}_{name}"]["value"]
 
@@ -108,7 +110,7 @@ class ShortWatch:
     spectra are fitted with the shorted-cell circuit.
     """
 
-    def __init__(self, recorder: FitRecorder, detector: ShortDetector):
+    def __init__(self, recorder: FitRecorder, detector: ShortDetector) -> None:
         self.recorder, self.detector = recorder, detector
         self.last_ewe_dc: float | None = None  # DC voltage during the last sweep, V
 

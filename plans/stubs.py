@@ -1,4 +1,6 @@
-"""Plan stubs shared by the experiment plans: waiting on the session clock, recording the environment."""
+"""Plan stubs shared by every plan: waiting on the session clock, recording the environment, computed
+values and the outcome, the start document's metadata. The potentiostat's own stubs are in
+:mod:`plans.potentiostat` and :mod:`plans.spectra`, the run itself in :mod:`plans.run`."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ from typing import Any, Callable, Iterable
 
 import bluesky.plan_stubs as bps
 import numpy as np
-from bluesky.utils import Msg
+from bluesky.utils import Msg, MsgGenerator
 
 from labctl.errors import LabctlError
 from labctl.units import find_unit, si_unit_name
@@ -26,12 +28,12 @@ class NotAtOpenCircuit(LabctlError):
         Why the circuit could not be opened (it names the potentiostat and what still stops it).
     """
 
-    def __init__(self, failure: Exception, error: Exception):
+    def __init__(self, failure: Exception, error: Exception) -> None:
         self.failure, self.error = failure, error
         super().__init__(f"{str(failure) or type(failure).__name__}; then {error}")
 
 
-def wait_recording(status, readables: Iterable[Any], interval: float, group: str):
+def wait_recording(status, readables: Iterable[Any], interval: float, group: str) -> MsgGenerator[None]:
     """Wait for ``status``, reading ``readables`` into the environment stream every ``interval`` s.
 
     Time passes through ``bps.sleep``, so on the virtual clock the wait takes no wall time and on
@@ -45,7 +47,7 @@ def wait_recording(status, readables: Iterable[Any], interval: float, group: str
     yield from bps.wait(group=group)
 
 
-def wait_for(status, group: str, expected: float = 0.0, poll: float = 1.0):
+def wait_for(status, group: str, expected: float = 0.0, poll: float = 1.0) -> MsgGenerator[None]:
     """Wait for ``status``: sleep the ``expected`` duration at once, then in ``poll`` steps.
 
     One sleep for the expected part keeps a long wait to a few messages (each plan stub costs
@@ -57,7 +59,7 @@ def wait_for(status, group: str, expected: float = 0.0, poll: float = 1.0):
     yield from wait_recording(status, [], poll, group)
 
 
-def open_circuit(potentiostat):
+def open_circuit(potentiostat) -> MsgGenerator[None]:
     """Put the cell at open circuit: the RunEngine calls the channel's ``stop()``, which raises if it cannot."""
     yield Msg("stop", potentiostat)
 
@@ -126,7 +128,7 @@ RESULT = "result"
 
 
 def record_result(ended_by: str, reason: str, timestamp: float, values: dict[str, float] | None = None,
-                  units: dict[str, str] | None = None):
+                  units: dict[str, str] | None = None) -> MsgGenerator[None]:
     """Store how a plan ended as the one event of its ``result`` stream, before ``close_run``.
 
     Parameters
