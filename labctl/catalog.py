@@ -8,22 +8,10 @@ from __future__ import annotations
 
 import inspect
 import typing
-from typing import Any, Callable
+from typing import Callable
 
 from labctl.config import RUNNER_FILLED, build_step_model
-from labctl.units import Count, Unit
-
-
-def find_unit(annotation: Any) -> Unit | None:
-    """Return the :class:`Unit` declared in an annotation (``float``, ``float | None``, ``list[float]``)."""
-    for meta in getattr(annotation, "__metadata__", ()):
-        if isinstance(meta, Unit):
-            return meta
-    for argument in typing.get_args(annotation):
-        unit = find_unit(argument)
-        if unit is not None:
-            return unit
-    return None
+from labctl.units import Count, Unit, find_unit
 
 
 def argument_line(name: str, field) -> str:

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from labctl.errors import LITHIUM_MELTING_POINT, LabctlError, LithiumWouldMelt
-from labctl.units import Count, Unit
+from labctl.units import Count, Unit, lab_limits
 
 Problem = tuple[tuple, str]
 
@@ -87,25 +87,21 @@ def voltage_problems(value: float, cell, lab) -> list[str]:
                     lab, "voltage")
 
 
-# Plan arguments that are setpoints, by name, and the rule each obeys (a list: each item). A new
-# plan naming its setpoints so gets the checks for free.
-SETPOINTS: dict[str, Callable[[float, Any, Any], list[str]]] = {
+# The rule of each lab limit a plan argument declares in its annotation (``LabLimit("current")``
+# beside its ``Unit``; a list: each item), whatever the argument is called.
+LIMITS: dict[str, Callable[[float, Any, Any], list[str]]] = {
     "temperature": temperature_problems,
-    "test_temperature": temperature_problems,
-    "temperatures": temperature_problems,
     "pressure": pressure_problems,
-    "current_density": current_problems,
-    "start_density": current_problems,
-    "max_density": current_problems,
+    "current": current_problems,
     "voltage": voltage_problems,
 }
 
 
-def setpoint_problems(kwargs: dict, cell, lab) -> list[Problem]:
-    """Return every setpoint among a plan's SI arguments that the lab or the cell forbids."""
+def setpoint_problems(plan: Callable, kwargs: dict, cell, lab) -> list[Problem]:
+    """Return every setpoint among a plan's SI arguments (by its annotations) that the lab or the cell forbids."""
     problems = []
-    for name, rule in SETPOINTS.items():
-        value = kwargs.get(name)
+    for name, quantity in lab_limits(plan).items():
+        rule, value = LIMITS[quantity], kwargs.get(name)
         items = enumerate(value) if isinstance(value, list) else [(None, value)]
         for item, number in items:
             if isinstance(number, (int, float)) and not isinstance(number, bool):
@@ -370,17 +366,19 @@ SIZES: dict[str, Callable[[dict, Any], list[Problem]]] = {
 # =================================================================================================
 
 
-def plan_problems(plan: str, kwargs: dict, lab=None, cell=None) -> list[Problem]:
+def plan_problems(plan: str, kwargs: dict, lab=None, cell=None, registry: dict | None = None) -> list[Problem]:
     """Return every rule a plan call breaks: sweep, GEIS, order and sizes always; setpoints with a lab and a cell.
 
-    ``plan`` is the plan's name in ``plans.PLANS``, ``kwargs`` its SI keyword arguments (defaults
-    included, as the step models give them), ``lab`` a ``LabConfig`` and ``cell`` a ``Cell``.
+    ``plan`` is the plan's name in ``registry`` (default ``plans.PLANS``), ``kwargs`` its SI keyword
+    arguments (defaults included, as the step models give them), ``lab`` a ``LabConfig`` and ``cell`` a ``Cell``.
     """
     problems = sweep_problems(plan, kwargs, lab) + geis_problems(plan, kwargs, cell, lab) + order_problems(plan, kwargs)
     if plan in SIZES:
         problems += SIZES[plan](kwargs, lab)
     if lab is not None and cell is not None:
-        problems += setpoint_problems(kwargs, cell, lab)
+        if registry is None:
+            from plans import PLANS as registry  # lazily: labctl.safety must import without the plans
+        problems += setpoint_problems(registry[plan], kwargs, cell, lab)
     return problems
 
 
@@ -409,7 +407,7 @@ def call_problems(plan: str, kwargs: dict, lab, cell, registry: dict | None = No
             if p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is not inspect.Parameter.empty}
     full.update(kwargs)
     problems = _bound_problems(func, full)
-    return problems or plan_problems(plan, full, lab, cell)
+    return problems or plan_problems(plan, full, lab, cell, registry)
 
 
 def _bound_problems(func: Callable, kwargs: dict) -> list[Problem]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+import typing
 from dataclasses import dataclass
 from typing import Any
 
@@ -231,3 +232,50 @@ def si_unit_name(display: str) -> str:
         return "1"
     return next((name for name in SI_NAMES if ureg.Quantity(1, name).dimensionality == dimensionality),
                 format(ureg.Quantity(1, display).to_base_units().units, "~"))
+
+
+@dataclass(frozen=True)
+class LabLimit:
+    """Marks a plan argument as a setpoint that the lab's limit on ``quantity`` bounds, beside its unit.
+
+    ``Annotated[float, Unit("mA/cm^2", gt=0), LabLimit("current")]``: the lab-limit check
+    (:func:`labctl.safety.setpoint_problems`) finds the argument by this marker, as the step models
+    find its :class:`Unit`, so an argument of any name is checked. ``quantity`` is one of
+    :data:`LAB_LIMITS`.
+    """
+
+    quantity: str
+
+    def __post_init__(self):
+        if self.quantity not in LAB_LIMITS:
+            raise ValueError(f"LabLimit({self.quantity!r}): the lab limits are {', '.join(LAB_LIMITS)}")
+
+
+#: What a lab file limits: the chamber's temperature range, the rig's pressure range, the
+#: potentiostat's current limit (for a current density, on the cell's electrode) and voltage window.
+LAB_LIMITS = ("temperature", "pressure", "current", "voltage")
+
+
+def find_marker(annotation: Any, kind: type):
+    """Return the first ``kind`` (``Unit``, ``LabLimit``) declared in an annotation (``float``,
+    ``float | None``, ``list[float]``), or None."""
+    for meta in getattr(annotation, "__metadata__", ()):
+        if isinstance(meta, kind):
+            return meta
+    for argument in typing.get_args(annotation):
+        marker = find_marker(argument, kind)
+        if marker is not None:
+            return marker
+    return None
+
+
+def find_unit(annotation: Any) -> Unit | None:
+    """Return the :class:`Unit` declared in an annotation (``float``, ``float | None``, ``list[float]``)."""
+    return find_marker(annotation, Unit)
+
+
+def lab_limits(func) -> dict[str, str]:
+    """Return each parameter of ``func`` whose annotation declares a :class:`LabLimit`, with its quantity."""
+    hints = typing.get_type_hints(func, include_extras=True)
+    found = {name: find_marker(hint, LabLimit) for name, hint in hints.items()}
+    return {name: limit.quantity for name, limit in found.items() if limit is not None}

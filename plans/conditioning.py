@@ -7,23 +7,35 @@ from typing import Annotated
 
 import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
+from bluesky.utils import MsgGenerator
 
+from devices.chamber.device import TemperatureChamber
+from devices.rig.device import StackPressureRig
 from labctl.errors import LithiumWouldMelt
-from labctl.units import Unit
-from plans.stubs import ENVIRONMENT, plan_metadata, record_result, wait_recording
+from labctl.units import LabLimit, Unit
+from plans.run import Outcome, run_plan
+from plans.stubs import ENVIRONMENT, wait_recording
 
 
+def _lithium_stays_solid(*, chamber: TemperatureChamber, temperature: float, test_temperature: float,
+                         contains_lithium: bool, **_) -> None:
+    hottest = max(temperature, test_temperature)
+    if LithiumWouldMelt.refuses(hottest, contains_lithium):  # before the run opens; the chamber refuses it too
+        raise LithiumWouldMelt(chamber.name, hottest)
+
+
+@run_plan(check=_lithium_stays_solid)
 def condition_cell(
-    chamber,
-    rig=None,
+    chamber: TemperatureChamber,
+    rig: StackPressureRig | None = None,
     *,
-    temperature: Annotated[float, Unit("degC", ge=-40, le=200)],
+    temperature: Annotated[float, Unit("degC", ge=-40, le=200), LabLimit("temperature")],
     hold: Annotated[float, Unit("h", ge=0)],
-    test_temperature: Annotated[float, Unit("degC", ge=-40, le=200)],
+    test_temperature: Annotated[float, Unit("degC", ge=-40, le=200), LabLimit("temperature")],
     record_interval: Annotated[float, Unit("s", gt=0)] = 60.0,
     contains_lithium: bool = True,
     md: dict | None = None,
-):
+) -> MsgGenerator[Outcome]:
     """Heat the cell, soak it there, cool it back to the test temperature and wait until it is stable.
 
     For example 170 degC for 2 h for acid-treated pellets, then 30 degC. The hold is the chamber's
@@ -52,47 +64,39 @@ def condition_cell(
     md : dict, optional
         Extra metadata for the start document.
     """
-    hottest = max(temperature, test_temperature)
-    if LithiumWouldMelt.refuses(hottest, contains_lithium):  # before the run opens; the chamber refuses it too
-        raise LithiumWouldMelt(chamber.name, hottest)
-    args = {"chamber": chamber.name, "temperature": temperature, "hold": hold,
-            "test_temperature": test_temperature, "record_interval": record_interval,
-            "contains_lithium": contains_lithium}
     environment = [d for d in (chamber, rig) if d is not None]
     finished = []
 
-    def body():
-        yield from bps.open_run(plan_metadata("condition_cell", args, md))
+    def program() -> MsgGenerator[None]:
         yield from _reach(chamber, temperature, environment, record_interval, soak=hold)
         yield from _reach(chamber, test_temperature, environment, record_interval)
-        reason = (f"held {hold / 3600:g} h at {temperature - 273.15:.1f} degC, "
-                  f"stable at {test_temperature - 273.15:.2f} degC")
-        yield from record_result("held", reason, chamber.clock.now(), {"temperature": temperature, "hold": hold,
-                                 "test_temperature": test_temperature}, {"temperature": "K", "hold": "s",
-                                                                         "test_temperature": "K"})
-        yield from bps.close_run(exit_status="success", reason=reason)
-        finished.append(reason)
-        return reason
+        finished.append(True)
 
-    def back_to_test_temperature():
+    def back_to_test_temperature() -> MsgGenerator[None]:
         # Only the setpoint, and only if cut short: waiting here would hold up the RunEngine's cleanup.
         if not finished:
             yield from bps.abs_set(chamber, test_temperature)
 
-    return (yield from bpp.finalize_wrapper(body(), back_to_test_temperature()))
+    yield from bpp.finalize_wrapper(program(), back_to_test_temperature())
+    reason = (f"held {hold / 3600:g} h at {temperature - 273.15:.1f} degC, "
+              f"stable at {test_temperature - 273.15:.2f} degC")
+    return Outcome("held", reason, chamber.clock.now(),
+                   {"temperature": temperature, "hold": hold, "test_temperature": test_temperature},
+                   {"temperature": "K", "hold": "s", "test_temperature": "K"})
 
 
+@run_plan()
 def pressure_program(
-    rig,
-    chamber=None,
+    rig: StackPressureRig,
+    chamber: TemperatureChamber | None = None,
     *,
-    pressure: Annotated[float, Unit("MPa", ge=0, le=100)],
+    pressure: Annotated[float, Unit("MPa", ge=0, le=100), LabLimit("pressure")],
     ramp_rate: Annotated[float | None, Unit("MPa/min", gt=0)] = None,
     hold: Annotated[float, Unit("min", ge=0)] = 0.0,
     release: bool = False,
     record_interval: Annotated[float, Unit("s", gt=0)] = 10.0,
     md: dict | None = None,
-):
+) -> MsgGenerator[Outcome]:
     """Apply a stack pressure (ramped, or in one step), hold it recording the rig, and optionally release it.
 
     Parameters
@@ -115,27 +119,18 @@ def pressure_program(
     md : dict, optional
         Extra metadata for the start document.
     """
-    args = {"rig": rig.name, "pressure": pressure, "ramp_rate": ramp_rate, "hold": hold, "release": release,
-            "record_interval": record_interval}
     environment = [d for d in (rig, chamber) if d is not None]
-
-    def body():
-        yield from bps.open_run(plan_metadata("pressure_program", args, md))
-        yield from bps.trigger_and_read(environment, name=ENVIRONMENT)
-        start = yield from bps.rd(rig.pressure)
-        for setpoint in _ramp(start, pressure, ramp_rate, record_interval):
-            yield from _reach(rig, setpoint, environment, record_interval)
-        yield from _hold(hold, environment, record_interval)
-        reason = f"held {pressure / 1e6:g} MPa for {hold / 60:g} min"
-        if release:
-            yield from _reach(rig, 0.0, environment, record_interval)
-            reason += ", then released"
-        yield from record_result("held", reason, rig.clock.now(), {"pressure": pressure, "hold": hold},
-                                 {"pressure": "Pa", "hold": "s"})
-        yield from bps.close_run(exit_status="success", reason=reason)
-        return reason
-
-    return (yield from body())
+    yield from bps.trigger_and_read(environment, name=ENVIRONMENT)
+    start = yield from bps.rd(rig.pressure)
+    for setpoint in _ramp(start, pressure, ramp_rate, record_interval):
+        yield from _reach(rig, setpoint, environment, record_interval)
+    yield from _hold(hold, environment, record_interval)
+    reason = f"held {pressure / 1e6:g} MPa for {hold / 60:g} min"
+    if release:
+        yield from _reach(rig, 0.0, environment, record_interval)
+        reason += ", then released"
+    return Outcome("held", reason, rig.clock.now(), {"pressure": pressure, "hold": hold},
+                   {"pressure": "Pa", "hold": "s"})
 
 
 def _ramp(start: float, target: float, rate: float | None, interval: float) -> list[float]:
@@ -146,13 +141,13 @@ def _ramp(start: float, target: float, rate: float | None, interval: float) -> l
     return [start + (target - start) * (k + 1) / steps for k in range(steps)]
 
 
-def _reach(device, value: float, environment: list, record_interval: float, **options):
+def _reach(device, value: float, environment: list, record_interval: float, **options) -> MsgGenerator[None]:
     """Set ``device`` to ``value`` (``options`` go to its ``set``), recording ``environment`` until done."""
     status = yield from bps.abs_set(device, value, group=device.name, **options)
     yield from wait_recording(status, environment, record_interval, device.name)
 
 
-def _hold(duration: float, environment: list, record_interval: float):
+def _hold(duration: float, environment: list, record_interval: float) -> MsgGenerator[None]:
     """Record the environment every ``record_interval`` for ``duration`` seconds."""
     elapsed = 0.0
     while elapsed < duration:

@@ -5,16 +5,21 @@ from __future__ import annotations
 from typing import Annotated
 
 import bluesky.plan_stubs as bps
-import bluesky.preprocessors as bpp
 from annotated_types import Len
-from bluesky.utils import Msg
+from bluesky.utils import MsgGenerator
 
+from devices.biologic.analyser import ImpedanceAnalyser
+from devices.biologic.channel import PotentiostatChannel
 from devices.biologic.techniques import CA, PEIS
+from devices.chamber.device import TemperatureChamber
+from devices.rig.device import StackPressureRig
 from labctl.analysis import BLOCKING, arrhenius_fit, electronic_conductivity, ionic_conductivity, steady_current
-from labctl.units import Count, Unit
-from plans.electrochemistry import POTENTIOSTAT, _safely, run_technique
-from plans.impedance import FitRecorder, circuit_for, lead_resistance_of, measure_spectrum
-from plans.stubs import ComputedValues, open_circuit, plan_metadata, record_result, wait_recording
+from labctl.units import Count, LabLimit, Unit
+from plans.impedance import impedance_device
+from plans.potentiostat import POTENTIOSTAT, latest, timed_step
+from plans.run import Outcome, run_plan
+from plans.spectra import FitRecorder, circuit_for, impedance_meter, lead_resistance_of, measure_spectrum
+from plans.stubs import ComputedValues, open_circuit, wait_recording
 
 ARRHENIUS = "arrhenius"
 #: Units of the figures the transport plans put in their ``result`` stream (SI).
@@ -26,13 +31,19 @@ CELSIUS_25 = 298.15  # K
 POTENTIOSTAT_F_MAX, ANALYSER_F_MAX = 7e6, 35e6  # Hz: the SP-200's impedance meter, the MTZ-35
 
 
+def _some_temperature(*, temperatures: list[float], **_) -> None:
+    if not temperatures:
+        raise ValueError("give at least one temperature")
+
+
+@run_plan(check=_some_temperature, metadata=impedance_device)
 def ionic_conductivity_arrhenius(
-    potentiostat,
-    chamber,
-    rig=None,
-    impedance_analyser=None,
+    potentiostat: PotentiostatChannel,
+    chamber: TemperatureChamber,
+    rig: StackPressureRig | None = None,
+    impedance_analyser: ImpedanceAnalyser | None = None,
     *,
-    temperatures: Annotated[list[Annotated[float, Unit("degC", ge=-40, le=200)]], Len(1, 50)],
+    temperatures: Annotated[list[Annotated[float, Unit("degC", ge=-40, le=200), LabLimit("temperature")]], Len(1, 50)],
     amplitude: Annotated[float, Unit("mV", gt=0, le=1000)] = 0.01,
     f_max: Annotated[float, Unit("Hz", gt=0, le=35e6)] | None = None,
     f_min: Annotated[float, Unit("Hz", gt=0)] = 10.0,
@@ -43,7 +54,7 @@ def ionic_conductivity_arrhenius(
     cell_kind: str = "symmetric",
     lead_resistances: dict | None = None,
     md: dict | None = None,
-):
+) -> MsgGenerator[Outcome]:
     """Measure the bulk ionic conductivity at each temperature and fit an Arrhenius law through them.
 
     At each temperature the chamber is set and waited on until stable (its lab-file band and hold),
@@ -88,62 +99,47 @@ def ionic_conductivity_arrhenius(
     md : dict, optional
         Extra metadata for the start document.
     """
-    if not temperatures:
-        raise ValueError("give at least one temperature")
-    args = {k: v for k, v in locals().items()
-            if k not in ("potentiostat", "chamber", "rig", "impedance_analyser", "md", "lead_resistances")}
     environment = [d for d in (chamber, rig) if d is not None]
     top = ANALYSER_F_MAX if impedance_analyser is not None else POTENTIOSTAT_F_MAX
     technique = PEIS(amplitude=amplitude, f_max=f_max or top, f_min=f_min, points_per_decade=points_per_decade)
-    meter = impedance_analyser if impedance_analyser is not None else potentiostat.eis
+    meter = impedance_meter(potentiostat if impedance_analyser is None else impedance_analyser)
     circuit = circuit_for(cell_kind)
     recorder = FitRecorder(meter, electrode_area, circuit,
                            lead_resistance=lead_resistance_of(lead_resistances, impedance_analyser),
                            alternative=BLOCKING if circuit is not BLOCKING else None)
     points = ComputedValues(CONDUCTIVITY, source="labctl.analysis.ionic_conductivity")
     result = ComputedValues(ARRHENIUS, source="labctl.analysis.arrhenius_fit")
-    outcome = {}
-
-    def body():
-        yield from bps.open_run(plan_metadata("ionic_conductivity_arrhenius", args, md, impedance_device=meter.name))
-        if impedance_analyser is not None:
-            yield from open_circuit(potentiostat)  # one instrument drives the cell at a time
-        used, excluded = [], []
-        for setpoint in temperatures:
-            status = yield from bps.abs_set(chamber, setpoint, group="chamber")
-            yield from wait_recording(status, environment, record_interval, "chamber")
-            temperature = yield from bps.rd(chamber.temperature)
-            fit = yield from recorder.record((yield from measure_spectrum(meter, technique)))
-            why = fit.why("bulk")
-            r_bulk, r_err = fit.value("bulk"), fit.error("bulk") if why is None else float("nan")
-            sigma = float(ionic_conductivity(r_bulk, thickness, electrode_area))
-            if why is None:
-                used.append((temperature, sigma))
-            else:
-                excluded.append(f"{temperature - 273.15:.1f} degC: {why}")
-            points.update({"temperature": temperature, "sigma": sigma, "sigma_err": sigma * r_err / r_bulk,
-                           "r_bulk": r_bulk, "r_bulk_err": r_err, "included": float(why is None),
-                           "excluded": why or ""}, potentiostat.clock.now())
-            yield from _save(points)
-        outcome["reason"] = yield from _arrhenius(used, excluded, result)
-        ended_by = "arrhenius_fit" if result.values else "too_few_temperatures"
-        yield from record_result(ended_by, outcome["reason"], potentiostat.clock.now(), result.values, RESULT_UNITS)
-        yield from bps.close_run(exit_status="success", reason=outcome["reason"])
-
-    if impedance_analyser is None:
-        yield from _safely(potentiostat, body())
-    else:  # the generator off whatever happens, the potentiostat safe too
-        yield from _safely(potentiostat, bpp.finalize_wrapper(body(), Msg("stop", impedance_analyser)))
-    return outcome.get("reason")
+    if impedance_analyser is not None:
+        yield from open_circuit(potentiostat)  # one instrument drives the cell at a time
+    used, excluded = [], []
+    for setpoint in temperatures:
+        status = yield from bps.abs_set(chamber, setpoint, group="chamber")
+        yield from wait_recording(status, environment, record_interval, "chamber")
+        temperature = yield from bps.rd(chamber.temperature)
+        fit = yield from recorder.record((yield from measure_spectrum(meter, technique)))
+        why = fit.why("bulk")
+        r_bulk, r_err = fit.value("bulk"), fit.error("bulk") if why is None else float("nan")
+        sigma = float(ionic_conductivity(r_bulk, thickness, electrode_area))
+        if why is None:
+            used.append((temperature, sigma))
+        else:
+            excluded.append(f"{temperature - 273.15:.1f} degC: {why}")
+        points.update({"temperature": temperature, "sigma": sigma, "sigma_err": sigma * r_err / r_bulk,
+                       "r_bulk": r_bulk, "r_bulk_err": r_err, "included": float(why is None),
+                       "excluded": why or ""}, potentiostat.clock.now())
+        yield from _save(points)
+    reason = yield from _arrhenius(used, excluded, result)
+    ended_by = "arrhenius_fit" if result.values else "too_few_temperatures"
+    return Outcome(ended_by, reason, potentiostat.clock.now(), result.values, RESULT_UNITS)
 
 
-def _save(values: ComputedValues):
+def _save(values: ComputedValues) -> MsgGenerator[None]:
     yield from bps.create(name=values.name)
     yield from bps.read(values)
     yield from bps.save()
 
 
-def _arrhenius(used: list, excluded: list, result: ComputedValues):
+def _arrhenius(used: list, excluded: list, result: ComputedValues) -> MsgGenerator[str]:
     """Fit and store the Arrhenius law through the ``used`` (T, sigma) points if there are enough;
     return the run's stop reason, which lists the ``excluded`` points with their reasons."""
     left_out = f"; left out: {'; '.join(excluded)}" if excluded else ""
@@ -165,12 +161,19 @@ def _arrhenius(used: list, excluded: list, result: ComputedValues):
             f"sigma(25 degC) = {sigma_25 * 10:.4g} +/- {sigma_25_err * 10:.2g} mS/cm{left_out}")
 
 
+def _blocking_cell(*, cell_kind: str, **_) -> None:
+    if cell_kind != "blocking":
+        raise ValueError(f"electronic conductivity needs a blocking (e.g. Ni) cell, this one is {cell_kind}: "
+                         "lithium electrodes would carry an ionic current")
+
+
+@run_plan(check=_blocking_cell)
 def electronic_conductivity_step(
-    potentiostat,
-    chamber=None,
-    rig=None,
+    potentiostat: PotentiostatChannel,
+    chamber: TemperatureChamber | None = None,
+    rig: StackPressureRig | None = None,
     *,
-    voltage: Annotated[float, Unit("V", gt=0, le=5)] = 1.0,
+    voltage: Annotated[float, Unit("V", gt=0, le=5), LabLimit("voltage")] = 1.0,
     max_duration: Annotated[float, Unit("h", gt=0)] = 36000.0,
     sample_interval: Annotated[float, Unit("s", ge=0.001)] = 10.0,
     steady_window: Annotated[float, Unit("min", gt=0)] = 1800.0,
@@ -181,7 +184,7 @@ def electronic_conductivity_step(
     thickness: Annotated[float, Unit("mm", gt=0)],
     cell_kind: str = "blocking",
     md: dict | None = None,
-):
+) -> MsgGenerator[Outcome]:
     """Apply a DC voltage step to a blocking cell and follow the current to its steady state.
 
     The ionic current decays as the blocking electrodes charge; what remains is carried by
@@ -216,17 +219,12 @@ def electronic_conductivity_step(
     md : dict, optional
         Extra metadata for the start document.
     """
-    if cell_kind != "blocking":
-        raise ValueError(f"electronic conductivity needs a blocking (e.g. Ni) cell, this one is {cell_kind}: "
-                         "lithium electrodes would carry an ionic current")
-    args = {k: v for k, v in locals().items() if k not in ("potentiostat", "chamber", "rig", "md")}
     environment = [d for d in (chamber, rig) if d is not None]
     result = ComputedValues(CONDUCTIVITY, source="labctl.analysis.electronic_conductivity")
-    times, currents, outcome = [], [], {}
+    times, currents = [], []
 
-    def steady():
-        # A bare Msg, not bps.rd, for speed as in run_technique.
-        reading = (yield Msg("read", potentiostat.current))[potentiostat.current.name]
+    def steady() -> MsgGenerator[str | None]:
+        reading = yield from latest(potentiostat.current)
         times.append(reading["timestamp"])
         currents.append(reading["value"])
         back = [i for t, i in zip(times, currents) if t <= times[-1] - steady_window]
@@ -234,23 +232,15 @@ def electronic_conductivity_step(
             return "steady"
         return None
 
-    def body():
-        yield from bps.open_run(plan_metadata("electronic_conductivity_step", args, md))
-        yield from bps.declare_stream(potentiostat, name=POTENTIOSTAT, collect=True)
-        end, stop = yield from run_technique(
-            potentiostat, CA(voltage, max_duration, sample_interval), environment,
-            page_interval=page_interval, check=steady, check_interval=check_interval,
-        )
-        current = steady_current(times, currents)
-        sigma = electronic_conductivity(voltage, current, thickness, electrode_area)
-        result.update({"voltage": voltage, "steady_current": current, "sigma_electronic": sigma}, times[-1])
-        yield from _save(result)
-        how = "steady" if stop else f"not steady ({end})"
-        outcome["reason"] = (f"{how} after {(times[-1] - times[0]) / 3600:.2f} h: I = {current * 1e9:.4g} nA, "
-                             f"sigma_e = {sigma / 100:.3g} S/cm")
-        yield from record_result("steady" if stop else "not_steady", outcome["reason"], times[-1], result.values,
-                                 RESULT_UNITS)
-        yield from bps.close_run(exit_status="success", reason=outcome["reason"])
-
-    yield from _safely(potentiostat, body())
-    return outcome.get("reason")
+    yield from bps.declare_stream(potentiostat, name=POTENTIOSTAT, collect=True)
+    end, stop, ran = yield from timed_step(
+        potentiostat, lambda seconds: CA(voltage, seconds, sample_interval), max_duration, environment,
+        sample_interval=sample_interval, page_interval=page_interval, check=steady, check_interval=check_interval,
+    )
+    current = steady_current(times, currents)
+    sigma = electronic_conductivity(voltage, current, thickness, electrode_area)
+    result.update({"voltage": voltage, "steady_current": current, "sigma_electronic": sigma}, times[-1])
+    yield from _save(result)
+    how = "steady" if stop else f"not steady ({end})"
+    reason = f"{how} after {ran / 3600:.2f} h: I = {current * 1e9:.4g} nA, sigma_e = {sigma / 100:.3g} S/cm"
+    return Outcome("steady" if stop else "not_steady", reason, times[-1], result.values, RESULT_UNITS)

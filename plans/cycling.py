@@ -3,29 +3,44 @@ current density staircase."""
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Annotated
 
 import bluesky.plan_stubs as bps
-from bluesky.utils import Msg
+from bluesky.utils import MsgGenerator
 
+from devices.biologic.channel import PotentiostatChannel
 from devices.biologic.techniques import CP, GEIS
+from devices.chamber.device import TemperatureChamber
+from devices.rig.device import StackPressureRig
 from labctl.analysis import CriticalCurrentDetector, ShortDetector
-from labctl.units import Count, Unit
-from plans.electrochemistry import POTENTIOSTAT, SpectrumFitter, _safely, measure_impedance, run_technique
+from labctl.units import Count, LabLimit, Unit
 from plans.guards import Guards
-from plans.stubs import ComputedValues, plan_metadata, record_result
+from plans.potentiostat import POTENTIOSTAT, Check, Ended, latest, timed_step
+from plans.run import Outcome, run_plan
+from plans.spectra import FitRecorder, ShortWatch, lead_resistance_of, measure_spectrum
+from plans.stubs import ComputedValues
 
 CRITICAL_CURRENT = "critical_current"
 MA_CM2 = Unit("mA/cm^2")
 
 
+def _cycles_check(*, cycles: int, **_) -> None:
+    if cycles < 1:
+        raise ValueError(f"cycles must be at least 1, got {cycles}")
+
+
+def _staircase_check(*, start_density: float, max_density: float, **_) -> None:
+    if max_density < start_density:
+        raise ValueError("max_density must not be below start_density")
+
+
+@run_plan(check=_cycles_check)
 def plate_strip(
-    potentiostat,
-    chamber=None,
-    rig=None,
+    potentiostat: PotentiostatChannel,
+    chamber: TemperatureChamber | None = None,
+    rig: StackPressureRig | None = None,
     *,
-    current_density: Annotated[float, Unit("mA/cm^2", gt=0, le=100)],
+    current_density: Annotated[float, Unit("mA/cm^2", gt=0, le=100), LabLimit("current")],
     half_cycle: Annotated[float, Unit("h", gt=0)],
     cycles: Annotated[int, Count(ge=1, le=10_000)] = 1,
     electrode_area: Annotated[float, Unit("cm^2", gt=0)],
@@ -40,8 +55,9 @@ def plate_strip(
     page_interval: Annotated[float, Unit("min", gt=0)] = 900.0,
     check_interval: Annotated[float, Unit("s", gt=0)] = 60.0,
     guards: Guards | None = None,
+    lead_resistances: dict | None = None,
     md: dict | None = None,
-):
+) -> MsgGenerator[Outcome]:
     """Cycle lithium back and forth at constant current, with a GEIS spectrum at open circuit between half-cycles.
 
     Each cycle plates on the working electrode for ``half_cycle`` then strips it for as long. A
@@ -84,63 +100,58 @@ def plate_strip(
         voltage limit (:mod:`plans.guards`), as in ``plate``; a paused half-cycle resumes for the
         time it has left. From the experiment file's ``guards`` section. Without them a voltage
         limit ends the plan.
+    lead_resistances : dict, optional
+        Lead resistance (ohm) by instrument role, from the lab file; bounds the fits' R0.
     md : dict, optional
         Extra metadata for the start document.
     """
-    if cycles < 1:
-        raise ValueError(f"cycles must be at least 1, got {cycles}")
-    args = {k: v for k, v in locals().items() if k not in ("potentiostat", "chamber", "rig", "md", "guards")}
-    guards = _step_guards(guards, check_interval)
+    guards = (guards or Guards()).for_step(check_interval)
     environment = [d for d in (chamber, rig) if d is not None]
     current = current_density * electrode_area
     geis = GEIS(bias=0.0, amplitude=geis_amplitude * electrode_area, f_max=geis_f_max, f_min=geis_f_min,
                 points_per_decade=geis_points_per_decade)
     detector = ShortDetector(current, short_resistance=short_resistance, fall=short_fall, hold=short_hold)
-    fitter = SpectrumFitter(potentiostat, electrode_area, detector)
-    outcome = {}
+    recorder = FitRecorder(potentiostat, electrode_area, lead_resistance=lead_resistance_of(lead_resistances))
+    watch = ShortWatch(recorder, detector)
 
-    def voltage_check():
-        reading = (yield Msg("read", potentiostat.ewe))[potentiostat.ewe.name]
+    def voltage_check() -> MsgGenerator[str | tuple | None]:
+        reading = yield from latest(potentiostat.ewe)
         return detector.add_voltage(reading["timestamp"], reading["value"]) or (
             (yield from guards.breach(chamber, rig)) if guards else None
         )
 
-    def body():
-        yield from bps.open_run(plan_metadata("plate_strip", args, md))
-        yield from bps.declare_stream(potentiostat, name=POTENTIOSTAT, collect=True)
-        yield from fitter.record((yield from measure_impedance(potentiostat, geis)))
-        detector.open_circuit_voltage = fitter.last_ewe_dc
-        reason = f"{cycles} cycles of {2 * half_cycle / 3600:g} h at {MA_CM2.from_si(current_density):g} mA/cm^2"
-        ended_by, halves = "cycles", 2 * cycles
-        for half in range(2 * cycles):
-            sign = -1 if half % 2 == 0 else 1  # negative current plates on the working electrode
-            end, stop = yield from _guarded_cp(
-                potentiostat, chamber, rig, guards, sign * current, half_cycle, sample_interval, environment,
-                page_interval=page_interval, check=voltage_check, check_interval=check_interval,
-            )
-            stop = stop or (yield from fitter.record((yield from measure_impedance(potentiostat, geis))))
-            where = f"in half-cycle {half + 1} of {2 * cycles}"
-            if stop or end == "voltage limit":
-                reason = f"{stop or 'voltage limit of the potentiostat reached'} {where}"
-                ended_by = "guard" if stop and stop.startswith("guard:") else "short" if stop else "voltage_limit"
-                halves = half + 1
-                break
-        outcome["reason"] = reason
-        yield from record_result(ended_by, reason, potentiostat.clock.now(), {"half_cycles": halves})
-        yield from bps.close_run(exit_status="fail" if ended_by == "voltage_limit" else "success", reason=reason)
-
-    yield from _safely(potentiostat, body())
-    return outcome.get("reason")
+    yield from bps.declare_stream(potentiostat, name=POTENTIOSTAT, collect=True)
+    yield from watch.record((yield from measure_spectrum(potentiostat.eis, geis)))
+    detector.open_circuit_voltage = watch.last_ewe_dc
+    reason = f"{cycles} cycles of {2 * half_cycle / 3600:g} h at {MA_CM2.from_si(current_density):g} mA/cm^2"
+    ended_by, halves = "cycles", 2 * cycles
+    for half in range(2 * cycles):
+        sign = -1 if half % 2 == 0 else 1  # negative current plates on the working electrode
+        end, stop, _ = yield from timed_step(
+            potentiostat, lambda seconds: CP(sign * current, seconds, sample_interval), half_cycle, environment,
+            sample_interval=sample_interval, page_interval=page_interval, check=voltage_check,
+            check_interval=check_interval, guards=guards, chamber=chamber, rig=rig,
+        )
+        shorted = bool(stop) and not stop.startswith("guard:")
+        stop = stop or (yield from watch.record((yield from measure_spectrum(potentiostat.eis, geis)), shorted=shorted))
+        where = f"in half-cycle {half + 1} of {2 * cycles}"
+        if stop or end == "voltage limit":
+            reason = f"{stop or 'voltage limit of the potentiostat reached'} {where}"
+            ended_by = "guard" if stop and stop.startswith("guard:") else "short" if stop else "voltage_limit"
+            halves = half + 1
+            break
+    return Outcome(ended_by, reason, potentiostat.clock.now(), {"half_cycles": halves})
 
 
+@run_plan(check=_staircase_check)
 def ccd_staircase(
-    potentiostat,
-    chamber=None,
-    rig=None,
+    potentiostat: PotentiostatChannel,
+    chamber: TemperatureChamber | None = None,
+    rig: StackPressureRig | None = None,
     *,
-    start_density: Annotated[float, Unit("mA/cm^2", gt=0, le=100)],
+    start_density: Annotated[float, Unit("mA/cm^2", gt=0, le=100), LabLimit("current")],
     density_step: Annotated[float, Unit("mA/cm^2", gt=0, le=100)],
-    max_density: Annotated[float, Unit("mA/cm^2", gt=0, le=100)],
+    max_density: Annotated[float, Unit("mA/cm^2", gt=0, le=100), LabLimit("current")],
     step_capacity: Annotated[float, Unit("mAh/cm^2", gt=0)],
     electrode_area: Annotated[float, Unit("cm^2", gt=0)],
     sample_interval: Annotated[float, Unit("s", ge=0.001)] = 1.0,
@@ -150,7 +161,7 @@ def ccd_staircase(
     check_interval: Annotated[float, Unit("s", gt=0)] = 10.0,
     guards: Guards | None = None,
     md: dict | None = None,
-):
+) -> MsgGenerator[Outcome]:
     """Plate at increasing current densities, ``step_capacity`` per step, until the cell shorts or a limit.
 
     The critical current density is the step during which the cell short-circuited: its resistance
@@ -192,19 +203,14 @@ def ccd_staircase(
     md : dict, optional
         Extra metadata for the start document.
     """
-    if max_density < start_density:
-        raise ValueError("max_density must not be below start_density")
-    args = {k: v for k, v in locals().items() if k not in ("potentiostat", "chamber", "rig", "md", "guards")}
-    guards = _step_guards(guards, check_interval)
+    guards = (guards or Guards()).for_step(check_interval)
     environment = [d for d in (chamber, rig) if d is not None]
-    densities = _staircase(start_density, density_step, max_density)
     detector = CriticalCurrentDetector(drop=short_drop, hold=short_hold)
     result = ComputedValues(CRITICAL_CURRENT, source="labctl.analysis.CriticalCurrentDetector")
-    outcome = {}
 
-    def check(density):
-        def short():
-            reading = (yield Msg("read", potentiostat.ewe))[potentiostat.ewe.name]
+    def check(density: float) -> Check:
+        def short() -> MsgGenerator[str | tuple | None]:
+            reading = yield from latest(potentiostat.ewe)
             # Plating: Ewe < 0, so -Ewe / j is the cell's (positive) resistance.
             found = detector.add(reading["timestamp"], density, -reading["value"])
             if found is not None:
@@ -212,63 +218,24 @@ def ccd_staircase(
             return (yield from guards.breach(chamber, rig)) if guards else None
         return short
 
-    def body():
-        yield from bps.open_run(plan_metadata("ccd_staircase", args, md))
-        yield from bps.declare_stream(potentiostat, name=POTENTIOSTAT, collect=True)
-        end = None
-        for density in densities:
-            duration = step_capacity / density
-            end, stop = yield from _guarded_cp(
-                potentiostat, chamber, rig, guards, -density * electrode_area, duration, sample_interval,
-                environment, page_interval=page_interval, check=check(density), check_interval=check_interval,
-            )
-            if stop or end == "voltage limit":
-                break
-        found = detector.outcome()
-        outcome["reason"] = yield from _report(found, end, result)
-        guarded = bool(stop and stop.startswith("guard:"))
-        if guarded:
-            outcome["reason"] = f"{stop}; {outcome['reason']}"
-        ended_by = ("short" if found.density is not None else "guard" if guarded
-                    else "voltage_limit" if end == "voltage limit" else "max_density")
-        yield from record_result(ended_by, outcome["reason"], potentiostat.clock.now(), *_ccd_figures(found))
-        yield from bps.close_run(exit_status="fail" if ended_by == "voltage_limit" else "success",
-                                 reason=outcome["reason"])
-
-    yield from _safely(potentiostat, body())
-    return outcome.get("reason")
-
-
-def _step_guards(guards: Guards | None, check_interval: float) -> Guards:
-    """Return the step's guards checking every ``check_interval`` (a copy: the caller's are not changed)."""
-    return Guards(check_interval=check_interval) if guards is None else dataclasses.replace(
-        guards, check_interval=check_interval)
-
-
-def _guarded_cp(potentiostat, chamber, rig, guards: Guards, current: float, duration: float, sample_interval: float,
-                environment, *, page_interval: float, check, check_interval: float):
-    """Run a constant current for ``duration`` s of current flow, as the guards say when a condition leaves its band.
-
-    ``check`` returns a reason to stop (a short), or a guard's breach ``(condition, value, message)``;
-    the guards then pause (the cell at open circuit) or end the step. After a pause the current
-    flows again for the time the step has left. Returns ``(end_reason, stop_reason)`` as
-    ``run_technique``; a guard that ended the step gives a stop reason starting ``guard:``.
-    """
-    remaining = duration
-    while True:
-        began = potentiostat.clock.now()
-        end, stop = yield from run_technique(
-            potentiostat, CP(current, remaining, sample_interval), environment,
-            page_interval=page_interval, check=check, check_interval=min(check_interval, remaining),
+    yield from bps.declare_stream(potentiostat, name=POTENTIOSTAT, collect=True)
+    ended = Ended("completed", None, 0.0)
+    for density in _staircase(start_density, density_step, max_density):
+        ended = yield from timed_step(
+            potentiostat, lambda seconds: CP(-density * electrode_area, seconds, sample_interval),
+            step_capacity / density, environment, sample_interval=sample_interval, page_interval=page_interval,
+            check=check(density), check_interval=check_interval, guards=guards, chamber=chamber, rig=rig,
         )
-        remaining -= potentiostat.clock.now() - began
-        if guards.compliance and end == "voltage limit" and not stop:
-            stop = ("compliance", (yield from bps.rd(potentiostat.ewe)), "the potentiostat reached its voltage limit")
-        if not isinstance(stop, tuple):
-            return end, stop
-        stop = yield from guards.respond(potentiostat, chamber, rig, *stop)
-        if stop or remaining < sample_interval:
-            return ("stopped" if stop else "completed"), stop
+        if ended.stop or ended.end == "voltage limit":
+            break
+    found = detector.outcome()
+    reason = yield from _report(found, ended.end, result)
+    guarded = bool(ended.stop and ended.stop.startswith("guard:"))
+    if guarded:
+        reason = f"{ended.stop}; {reason}"
+    ended_by = ("short" if found.density is not None else "guard" if guarded
+                else "voltage_limit" if ended.end == "voltage limit" else "max_density")
+    return Outcome(ended_by, reason, potentiostat.clock.now(), *_ccd_figures(found))
 
 
 def _ccd_figures(found) -> tuple[dict, dict]:
@@ -284,7 +251,7 @@ def _staircase(start: float, step: float, stop: float) -> list[float]:
     return [start + k * step for k in range(count)]
 
 
-def _report(found, end, result: ComputedValues):
+def _report(found, end, result: ComputedValues) -> MsgGenerator[str]:
     """Store the staircase's outcome and return the stop reason."""
     nan = float("nan")
     held = "none" if found.last_stable is None else f"{MA_CM2.from_si(found.last_stable):g} mA/cm^2"

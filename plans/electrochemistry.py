@@ -5,130 +5,31 @@ from __future__ import annotations
 from typing import Annotated
 
 import bluesky.plan_stubs as bps
-import numpy as np
-import bluesky.preprocessors as bpp
-from bluesky.utils import Msg
+from bluesky.utils import MsgGenerator
 
-from devices.biologic.techniques import CP, GEIS, OCV, sweep_duration
-from labctl.analysis import ShortDetector, fit_spectrum
-from labctl.units import Count, Unit
+from devices.biologic.channel import PotentiostatChannel
+from devices.biologic.techniques import CP, GEIS, OCV
+from devices.chamber.device import TemperatureChamber
+from devices.rig.device import StackPressureRig
+from labctl.analysis import ShortDetector
+from labctl.units import Count, LabLimit, Unit
 from plans.guards import Guards
-from plans.stubs import (ENVIRONMENT, FIT_HINTS, ComputedValues, NotAtOpenCircuit, fit_unit, open_circuit,
-                         plan_metadata, record_result, wait_for)
-
-POTENTIOSTAT = "potentiostat"
-PRIMARY = "primary"  # the latest voltage and current at every check (see _sample)
-IMPEDANCE = "impedance"
-IMPEDANCE_FIT = "impedance_fit"
+from plans.potentiostat import POTENTIOSTAT, latest, timed_step
+from plans.run import Outcome, run_plan
+from plans.spectra import FitRecorder, ShortWatch, lead_resistance_of, measure_spectrum
 
 
-def run_technique(potentiostat, technique, environment, *, page_interval: float, check=None,
-                  check_interval: float | None = None):
-    """Run a timed technique on the channel, collecting a page and the environment every ``page_interval``.
-
-    ``check()`` is a plan returning a reason to stop early (or None); it runs every
-    ``check_interval`` (default: every page), reading the channel's latest sample, so a short is
-    caught quickly without cutting the stored data into small pages.
-    Returns ``(end_reason, stop_reason)``: why the instrument ended the technique, and why the
-    plan stopped it early, if it did.
-    """
-    interval = min(check_interval or page_interval, page_interval)
-    yield from bps.prepare(potentiostat, technique, wait=True)
-    yield from bps.kickoff(potentiostat, wait=True)
-    status = yield from bps.complete(potentiostat, wait=False, group="technique")
-    elapsed, since_page, stop_reason = 0.0, 0.0, None
-    while not status.done:
-        step = min(interval, technique.duration - elapsed) if technique.duration > elapsed else interval
-        # A bare Msg, not bps.sleep: every plan-stub call captures the stack (bluesky's
-        # never-iterated warning), which was a fifth of a simulated day's wall time.
-        yield Msg("sleep", None, step)
-        elapsed, since_page = elapsed + step, since_page + step
-        yield from _sample(potentiostat)
-        if since_page >= page_interval and not status.done:
-            yield from _page(potentiostat, environment)
-            since_page = 0.0
-        if check is not None and not stop_reason:
-            stop_reason = yield from check()
-            if stop_reason:
-                yield from open_circuit(potentiostat)
-    yield from bps.wait(group="technique")
-    yield from _page(potentiostat, environment)
-    return (yield from bps.rd(potentiostat.end_reason)), stop_reason
-
-
-def _sample(potentiostat):
-    """Read the latest voltage and current into the ``primary`` stream, for live callbacks.
-
-    The full-rate rows go to the ``potentiostat`` stream as pages (StreamDatum), which callbacks
-    such as BestEffortCallback and LiveTable cannot show; one event per check keeps them informed
-    (``potentiostat_ewe`` is hinted). Bare Msgs, for speed as in run_technique.
-    """
-    yield Msg("create", None, name=PRIMARY)
-    yield Msg("read", potentiostat.ewe)
-    yield Msg("read", potentiostat.current)
-    yield Msg("save")
-
-
-def _page(potentiostat, environment):
-    """Hand the rows measured so far to storage and read the environment beside them."""
-    yield from bps.collect(potentiostat, name=POTENTIOSTAT)
-    if environment:
-        yield from bps.trigger_and_read(environment, name=ENVIRONMENT)
-
-
-def measure_impedance(potentiostat, technique):
-    """Run one impedance sweep, store it as one event of the impedance stream and return the reading."""
-    yield from bps.prepare(potentiostat.eis, technique, wait=True)
-    status = yield from bps.trigger(potentiostat.eis, group="eis")
-    yield from wait_for(status, "eis", expected=sweep_duration(technique))
-    yield from bps.create(name=IMPEDANCE)
-    reading = yield from bps.read(potentiostat.eis)
-    yield from bps.save()
-    return reading
-
-
-class SpectrumFitter:
-    """Fits each spectrum of a run as it arrives (warm-started) and records it in ``impedance_fit``.
-
-    The fitted values go into the same run as their own stream, one event per spectrum, so they
-    are stored and searchable beside the spectra; the short-circuit detector sees each fit.
-    """
-
-    def __init__(self, potentiostat, electrode_area: float, detector: ShortDetector):
-        self.prefix = potentiostat.eis.name
-        self.area = electrode_area
-        self.detector = detector
-        self.values = ComputedValues(IMPEDANCE_FIT, source="labctl.analysis.fit_spectrum", units=fit_unit,
-                                     hinted=FIT_HINTS)
-        self.previous = None
-        self.last_ewe_dc = None  # DC voltage during the last sweep, V
-
-    def record(self, reading):
-        """Fit ``reading`` (an impedance meter reading), store the fit; return a short reason or None."""
-        field = lambda name: reading[f"{self.prefix}_{name}"]["value"]  # noqa: E731
-        frequencies = np.asarray(field("frequency"))
-        z = np.asarray(field("z_real")) + 1j * np.asarray(field("z_imag"))
-        self.previous = fit = fit_spectrum(frequencies, z, previous=self.previous)
-        r_low = float(z.real[np.argmin(frequencies)])
-        time = field("sweep_start")
-        self.values.update({**fit.summary(area=self.area), "r_low_frequency": r_low}, time)
-        yield from bps.create(name=IMPEDANCE_FIT)
-        yield from bps.read(self.values)
-        yield from bps.save()
-        self.last_ewe_dc = field("ewe_dc")
-        return self.detector.add_spectrum(time, r_low)
-
-
+@run_plan()
 def rest(
-    potentiostat,
-    chamber=None,
-    rig=None,
+    potentiostat: PotentiostatChannel,
+    chamber: TemperatureChamber | None = None,
+    rig: StackPressureRig | None = None,
     *,
     duration: Annotated[float, Unit("min", gt=0)],
     sample_interval: Annotated[float, Unit("s", ge=0.001)] = 10.0,
     page_interval: Annotated[float, Unit("s", gt=0)] = 300.0,
     md: dict | None = None,
-):
+) -> MsgGenerator[Outcome]:
     """Rest the cell at open circuit, recording its voltage.
 
     Parameters
@@ -147,36 +48,20 @@ def rest(
         Extra metadata for the start document.
     """
     environment = [d for d in (chamber, rig) if d is not None]
-    args = {"duration": duration, "sample_interval": sample_interval, "page_interval": page_interval}
-    outcome = {}
-
-    def body():
-        yield from bps.open_run(plan_metadata("rest", args, md))
-        yield from bps.declare_stream(potentiostat, name=POTENTIOSTAT, collect=True)
-        rested, end = 0.0, "completed"
-        # A pause stops the technique ("stopped"); after RE.resume() the rest goes on for the time left.
-        while duration - rested >= sample_interval:
-            began = potentiostat.clock.now()
-            end, _ = yield from run_technique(
-                potentiostat, OCV(duration - rested, sample_interval), environment, page_interval=page_interval
-            )
-            rested += (yield from bps.rd(potentiostat.ended_at)) - began  # not the time spent paused
-            if end != "stopped":
-                break
-        outcome["reason"] = f"rest {end} after {rested / 60:g} min"
-        yield from record_result(end.replace(" ", "_"), outcome["reason"], potentiostat.clock.now())
-        yield from bps.close_run(exit_status="success", reason=outcome["reason"])
-
-    yield from _safely(potentiostat, body())
-    return outcome.get("reason")
+    yield from bps.declare_stream(potentiostat, name=POTENTIOSTAT, collect=True)
+    # A pause stops the technique ("stopped"); after RE.resume() the rest goes on for the time left.
+    end, _, rested = yield from timed_step(potentiostat, lambda seconds: OCV(seconds, sample_interval), duration,
+                                           environment, sample_interval=sample_interval, page_interval=page_interval)
+    return Outcome(end.replace(" ", "_"), f"rest {end} after {rested / 60:g} min", potentiostat.clock.now())
 
 
+@run_plan()
 def plate(
-    potentiostat,
-    chamber=None,
-    rig=None,
+    potentiostat: PotentiostatChannel,
+    chamber: TemperatureChamber | None = None,
+    rig: StackPressureRig | None = None,
     *,
-    current_density: Annotated[float, Unit("mA/cm^2", gt=0, le=100)],
+    current_density: Annotated[float, Unit("mA/cm^2", gt=0, le=100), LabLimit("current")],
     electrode_area: Annotated[float, Unit("cm^2", gt=0)],
     sample_interval: Annotated[float, Unit("s", ge=0.001)] = 1.0,
     geis_interval: Annotated[float, Unit("min", gt=0)] = 900.0,
@@ -193,8 +78,9 @@ def plate(
     page_interval: Annotated[float, Unit("min", gt=0)] = 900.0,
     check_interval: Annotated[float, Unit("s", gt=0)] = 60.0,
     guards: Guards | None = None,
+    lead_resistances: dict | None = None,
     md: dict | None = None,
-):
+) -> MsgGenerator[Outcome]:
     """Plate lithium at constant current with a GEIS spectrum every ``geis_interval``, until a stop.
 
     Constant-current segments alternate with galvanostatic impedance sweeps whose DC bias is the
@@ -245,80 +131,70 @@ def plate(
     guards : Guards, optional
         What to do when the chamber temperature or the stack pressure leaves its band, or the
         potentiostat reaches its voltage limit (:mod:`plans.guards`); from the experiment file's
-        ``guards`` section. Without them a voltage limit ends the step.
+        ``guards`` section. Without them a voltage limit ends the step. A step the guards end
+        closes with exit status ``fail``, as one ended by the voltage limit.
+    lead_resistances : dict, optional
+        Lead resistance (ohm) by instrument role, from the lab file; bounds the fits' R0.
     md : dict, optional
         Extra metadata for the start document.
     """
     current = -current_density * electrode_area
-    args = {k: v for k, v in locals().items() if k not in ("potentiostat", "chamber", "rig", "md", "guards")}
-    guards = guards or Guards()
-    guards.check_interval = check_interval
+    guards = (guards or Guards()).for_step(check_interval)
     environment = [d for d in (chamber, rig) if d is not None]
     geis = GEIS(
         bias=current, amplitude=geis_amplitude * electrode_area, f_max=geis_f_max, f_min=geis_f_min,
         points_per_decade=geis_points_per_decade,
     )
+    at_rest = GEIS(**{**geis.__dict__, "bias": 0.0})
     detector = ShortDetector(current, short_resistance=short_resistance, fall=short_fall, hold=short_hold,
                              drop=short_drop)
-    fitter = SpectrumFitter(potentiostat, electrode_area, detector)
-    at_rest = GEIS(**{**geis.__dict__, "bias": 0.0})
-    outcome = {}
+    recorder = FitRecorder(potentiostat, electrode_area, lead_resistance=lead_resistance_of(lead_resistances))
+    watch = ShortWatch(recorder, detector)
 
-    def capacity():
+    def capacity() -> MsgGenerator[float]:
         charge = yield from bps.rd(potentiostat.charge)
         return abs(charge) / electrode_area
 
-    def voltage_check():
-        # A bare Msg, not bps.rd, for speed as in run_technique.
-        reading = (yield Msg("read", potentiostat.ewe))[potentiostat.ewe.name]
+    def voltage_check() -> MsgGenerator[str | tuple | None]:
+        reading = yield from latest(potentiostat.ewe)
         return detector.add_voltage(reading["timestamp"], reading["value"]) or (
             (yield from guards.breach(chamber, rig)) if guards else None
         )
 
-    def body():
-        yield from bps.open_run(plan_metadata("plate", args, md))
-        yield from bps.declare_stream(potentiostat, name=POTENTIOSTAT, collect=True)
-        yield from fitter.record((yield from measure_impedance(potentiostat, at_rest)))
-        detector.open_circuit_voltage = fitter.last_ewe_dc  # a tracer cell's LiMg adds a few mV
-        elapsed, end, stop = 0.0, None, None
-        while True:
-            plated = yield from capacity()
-            by_time, by_capacity = _time_left(plated, elapsed, max_capacity, max_duration, current_density)
-            segment = min(geis_interval, by_time, by_capacity)
-            if segment < sample_interval:  # less than one sample left: a limit is reached
-                reason = _capacity_reason(plated) if by_capacity <= by_time else _time_reason(elapsed)
-                break
-            began = potentiostat.clock.now()
-            end, stop = yield from run_technique(
-                potentiostat, CP(current, segment, sample_interval), environment,
-                page_interval=page_interval, check=voltage_check, check_interval=check_interval,
-            )
-            elapsed += potentiostat.clock.now() - began
-            if guards.compliance and end == "voltage limit" and not stop:
-                stop = ("compliance", (yield from bps.rd(potentiostat.ewe)), "the potentiostat reached its voltage limit")
-            if isinstance(stop, tuple):  # a guard's condition left its band: pause or end, as the guards say
-                stop = yield from guards.respond(potentiostat, chamber, rig, *stop)
-                if not stop:
-                    continue
-            # A cell the voltage rule has already put at open circuit is measured at zero bias.
-            short = yield from fitter.record((yield from measure_impedance(potentiostat, at_rest if stop else geis)))
-            stop = stop or short
-            plated = yield from capacity()
-            reason = _limit_reason(end, plated, max_capacity, elapsed, max_duration)
-            if stop:
-                hours = plated / current_density / 3600
-                reason = f"{stop}; {Unit('mAh/cm^2').from_si(plated):.3f} mAh/cm^2 plated in {hours:.2f} h"
-            if reason:
-                break
-        if not stop and detector.undetermined:  # say that a short could have gone unseen, and why
-            reason = f"{reason}; short detection not determined: {detector.undetermined}"
-        outcome["reason"] = reason
-        ended_by = _plating_ended_by(stop, end, reason)
-        yield from record_result(ended_by, reason, potentiostat.clock.now(), *_plating_figures(ended_by, plated, current_density))
-        yield from bps.close_run(exit_status="fail" if ended_by == "voltage_limit" else "success", reason=reason)
-
-    yield from _safely(potentiostat, body())
-    return outcome.get("reason")
+    yield from bps.declare_stream(potentiostat, name=POTENTIOSTAT, collect=True)
+    yield from watch.record((yield from measure_spectrum(potentiostat.eis, at_rest)))
+    detector.open_circuit_voltage = watch.last_ewe_dc  # a tracer cell's LiMg adds a few mV
+    elapsed, end, stop = 0.0, None, None
+    while True:
+        plated = yield from capacity()
+        by_time, by_capacity = _time_left(plated, elapsed, max_capacity, max_duration, current_density)
+        segment = min(geis_interval, by_time, by_capacity)
+        if segment < sample_interval:  # less than one sample left: a limit is reached
+            reason = _capacity_reason(plated) if by_capacity <= by_time else _time_reason(elapsed)
+            break
+        end, stop, ran = yield from timed_step(
+            potentiostat, lambda seconds: CP(current, seconds, sample_interval), segment, environment,
+            sample_interval=sample_interval, page_interval=page_interval, check=voltage_check,
+            check_interval=check_interval, guards=guards, chamber=chamber, rig=rig,
+        )
+        elapsed += ran
+        # A cell the voltage rule or a guard has put at open circuit is measured at zero bias.
+        shorted = bool(stop) and not stop.startswith("guard:")
+        short = yield from watch.record((yield from measure_spectrum(potentiostat.eis, at_rest if stop else geis)),
+                                        shorted=shorted)
+        stop = stop or short
+        plated = yield from capacity()
+        reason = _limit_reason(end, plated, max_capacity, elapsed, max_duration)
+        if stop:
+            hours = plated / current_density / 3600
+            reason = f"{stop}; {Unit('mAh/cm^2').from_si(plated):.3f} mAh/cm^2 plated in {hours:.2f} h"
+        if reason:
+            break
+    if not stop and detector.undetermined:  # say that a short could have gone unseen, and why
+        reason = f"{reason}; short detection not determined: {detector.undetermined}"
+    ended_by = _plating_ended_by(stop, end, reason)
+    values, units = _plating_figures(ended_by, plated, current_density)
+    return Outcome(ended_by, reason, potentiostat.clock.now(), values, units)
 
 
 def _plating_ended_by(stop, end: str | None, reason: str) -> str:
@@ -369,37 +245,3 @@ def _capacity_reason(plated: float) -> str:
 
 def _time_reason(elapsed: float) -> str:
     return f"time limit reached: {elapsed / 3600:.2f} h"
-
-
-def _safely(potentiostat, plan):
-    """Stage the channel for the run and leave the cell at open circuit whatever happens.
-
-    If opening the circuit fails too (the potentiostat itself is lost), the error that ends the run
-    names both failures, so the stop document's reason says the cell may not be at open circuit and
-    why. The rows measured since the last page are collected before the channel is unstaged, so an
-    abort (Ctrl-C twice, SIGTERM, ``RE.abort()``) keeps every row. The run does not rewind: a paused
-    flyer cannot be replayed (the pause opened the circuit, ending its technique), so after
-    ``RE.resume()`` the plan goes on from where it was.
-    """
-    failures = []
-
-    def watched():
-        try:
-            return (yield from plan)
-        except Exception as failure:
-            failures.append(failure)
-            raise
-
-    def open_circuit_and_collect():
-        try:
-            yield from open_circuit(potentiostat)
-        except Exception as error:
-            if not failures:
-                raise
-            raise NotAtOpenCircuit(failures[0], error) from error
-        finally:
-            if getattr(potentiostat, "collect_pending", False):
-                yield from bps.collect(potentiostat, name=POTENTIOSTAT)
-
-    safely = bpp.finalize_wrapper(watched(), open_circuit_and_collect())
-    return (yield from bpp.rewindable_wrapper(bpp.stage_wrapper(safely, [potentiostat]), False))

@@ -5,19 +5,24 @@ from __future__ import annotations
 from typing import Annotated
 
 import bluesky.plan_stubs as bps
+from bluesky.utils import MsgGenerator
 
-from labctl.units import Unit
-from plans.stubs import ENVIRONMENT, plan_metadata, record_result, wait_recording
+from devices.chamber.device import TemperatureChamber
+from devices.rig.device import StackPressureRig
+from labctl.units import LabLimit, Unit
+from plans.run import Outcome, run_plan
+from plans.stubs import ENVIRONMENT, wait_recording
 
 
+@run_plan()
 def set_temperature(
-    chamber,
+    chamber: TemperatureChamber,
     *,
-    temperature: Annotated[float, Unit("degC", ge=-40, le=200)],
+    temperature: Annotated[float, Unit("degC", ge=-40, le=200), LabLimit("temperature")],
     soak: Annotated[float, Unit("h", ge=0)] = 0.0,
     record_interval: Annotated[float, Unit("s", gt=0)] = 60.0,
     md: dict | None = None,
-):
+) -> MsgGenerator[Outcome]:
     """Set the chamber temperature, wait until it is stable there, and optionally soak the cell at it.
 
     The chamber refuses a temperature at or above lithium's melting point while the cell has lithium
@@ -37,21 +42,19 @@ def set_temperature(
     md : dict, optional
         Extra metadata for the start document.
     """
-    args = {"chamber": chamber.name, "temperature": temperature, "soak": soak, "record_interval": record_interval}
-
     reason = f"stable at {temperature - 273.15:.2f} degC"
     reason += f", soaked {soak / 3600:.3g} h" if soak else ""
-    md = plan_metadata("set_temperature", args, md)
-    return (yield from _settle(chamber, temperature, record_interval, md, reason, soak=soak))
+    return (yield from _settle(chamber, temperature, record_interval, reason, soak=soak))
 
 
+@run_plan()
 def set_pressure(
-    rig,
+    rig: StackPressureRig,
     *,
-    pressure: Annotated[float, Unit("MPa", ge=0, le=100)],
+    pressure: Annotated[float, Unit("MPa", ge=0, le=100), LabLimit("pressure")],
     record_interval: Annotated[float, Unit("s", gt=0)] = 10.0,
     md: dict | None = None,
-):
+) -> MsgGenerator[Outcome]:
     """Apply a stack pressure and hold it with the rig's closed loop (0 MPa releases it).
 
     Parameters
@@ -65,23 +68,17 @@ def set_pressure(
     md : dict, optional
         Extra metadata for the start document.
     """
-    args = {"rig": rig.name, "pressure": pressure, "record_interval": record_interval}
-
     reason = f"holding {pressure / 1e6:g} MPa" if pressure else "released"
-    return (yield from _settle(rig, pressure, record_interval, plan_metadata("set_pressure", args, md), reason))
+    return (yield from _settle(rig, pressure, record_interval, reason))
 
 
-def _settle(device, value: float, record_interval: float, md: dict, reason: str, **options):
-    """One run: set ``device`` to ``value`` (``options`` go to its ``set``), recording it until its status
-    finishes; return the reason."""
-    yield from bps.open_run(md)
+def _settle(device, value: float, record_interval: float, reason: str, **options) -> MsgGenerator[Outcome]:
+    """Set ``device`` to ``value`` (``options`` go to its ``set``), recording it until its status finishes."""
     yield from bps.trigger_and_read([device], name=ENVIRONMENT)
     status = yield from bps.abs_set(device, value, group=device.name, **options)
     yield from wait_recording(status, [device], record_interval, device.name)
     reached = yield from bps.trigger_and_read([device], name=ENVIRONMENT)
     field = device.hints["fields"][0]  # the chamber's temperature, the rig's pressure
     unit = device.describe()[field].get("units")
-    yield from record_result("reached", reason, device.clock.now(), {"setpoint": value, "reached": reached[field]["value"]},
-                             {"setpoint": unit, "reached": unit} if unit else None)
-    yield from bps.close_run(exit_status="success", reason=reason)
-    return reason
+    return Outcome("reached", reason, device.clock.now(), {"setpoint": value, "reached": reached[field]["value"]},
+                   {"setpoint": unit, "reached": unit} if unit else None)

@@ -15,9 +15,10 @@ plating technique twice, and it cannot record its decisions in the run or end it
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import bluesky.plan_stubs as bps
-from bluesky.utils import Msg
+from bluesky.utils import Msg, MsgGenerator
 
 from plans.stubs import ComputedValues, open_circuit
 
@@ -49,7 +50,7 @@ class Guard:
     resume_after: float = 600.0
     give_up_after: float = 7200.0
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.action not in ACTIONS:
             raise ValueError(f"guard action must be one of {ACTIONS}, not {self.action!r}")
 
@@ -68,7 +69,12 @@ class Guards:
     def __bool__(self) -> bool:
         return any((self.temperature, self.pressure, self.compliance))
 
-    def breach(self, chamber, rig):
+    def for_step(self, check_interval: float) -> Guards:
+        """Return these policies for one step checking every ``check_interval`` s, with a fresh record
+        (a copy: the caller's guards are not changed)."""
+        return Guards(self.temperature, self.pressure, self.compliance, check_interval=check_interval)
+
+    def breach(self, chamber, rig) -> MsgGenerator[tuple[str, float, str] | None]:
         """Plan: read the guarded conditions; return (condition, value, message) of the first out of band, or None."""
         for name, device, reading, target in (("temperature", chamber, "temperature", "setpoint"),
                                               ("pressure", rig, "pressure", "target")):
@@ -83,7 +89,8 @@ class Guards:
                                      f"from its setpoint {wanted * scale:.3f} {unit}")
         return None
 
-    def respond(self, potentiostat, chamber, rig, condition: str, value: float, message: str):
+    def respond(self, potentiostat, chamber, rig, condition: str, value: float,
+                message: str) -> MsgGenerator[str | None]:
         """Plan: act on a breach; return None when the step may go on, else the reason it ends."""
         guard = getattr(self, condition)
         yield from open_circuit(potentiostat)
@@ -103,7 +110,7 @@ class Guards:
         yield from self._note(condition, value, "ended", potentiostat)
         return f"guard: {message}; not back in band within {guard.give_up_after / 3600:g} h, ended"
 
-    def _note(self, condition: str, value: float, decision: str, potentiostat):
+    def _note(self, condition: str, value: float, decision: str, potentiostat) -> MsgGenerator[None]:
         """One event of the guards stream: when, which condition, its value, what was decided."""
         time = potentiostat.clock.now()
         self.record.update({"condition": CONDITIONS[condition], "value": value, "decision": DECISIONS[decision]}, time)
@@ -112,6 +119,6 @@ class Guards:
         yield from bps.save()
 
 
-def _value(signal):
-    # A bare Msg, not bps.rd: checked every minute of a long run (see plans.electrochemistry).
+def _value(signal) -> MsgGenerator[Any]:
+    # A bare Msg, not bps.rd: checked every minute of a long run (see plans.potentiostat.latest).
     return (yield Msg("read", signal))[signal.name]["value"]

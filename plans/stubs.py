@@ -1,14 +1,18 @@
-"""Plan stubs shared by the experiment plans: waiting on the session clock, recording the environment."""
+"""Plan stubs shared by every plan: waiting on the session clock, recording the environment, computed
+values and the outcome, the start document's metadata. The potentiostat's own stubs are in
+:mod:`plans.potentiostat` and :mod:`plans.spectra`, the run itself in :mod:`plans.run`."""
 
 from __future__ import annotations
 
+import typing
 from typing import Any, Callable, Iterable
 
 import bluesky.plan_stubs as bps
 import numpy as np
-from bluesky.utils import Msg
+from bluesky.utils import Msg, MsgGenerator
 
 from labctl.errors import LabctlError
+from labctl.units import find_unit, si_unit_name
 
 ENVIRONMENT = "environment"
 
@@ -24,12 +28,12 @@ class NotAtOpenCircuit(LabctlError):
         Why the circuit could not be opened (it names the potentiostat and what still stops it).
     """
 
-    def __init__(self, failure: Exception, error: Exception):
+    def __init__(self, failure: Exception, error: Exception) -> None:
         self.failure, self.error = failure, error
         super().__init__(f"{str(failure) or type(failure).__name__}; then {error}")
 
 
-def wait_recording(status, readables: Iterable[Any], interval: float, group: str):
+def wait_recording(status, readables: Iterable[Any], interval: float, group: str) -> MsgGenerator[None]:
     """Wait for ``status``, reading ``readables`` into the environment stream every ``interval`` s.
 
     Time passes through ``bps.sleep``, so on the virtual clock the wait takes no wall time and on
@@ -43,7 +47,7 @@ def wait_recording(status, readables: Iterable[Any], interval: float, group: str
     yield from bps.wait(group=group)
 
 
-def wait_for(status, group: str, expected: float = 0.0, poll: float = 1.0):
+def wait_for(status, group: str, expected: float = 0.0, poll: float = 1.0) -> MsgGenerator[None]:
     """Wait for ``status``: sleep the ``expected`` duration at once, then in ``poll`` steps.
 
     One sleep for the expected part keeps a long wait to a few messages (each plan stub costs
@@ -55,7 +59,7 @@ def wait_for(status, group: str, expected: float = 0.0, poll: float = 1.0):
     yield from wait_recording(status, [], poll, group)
 
 
-def open_circuit(potentiostat):
+def open_circuit(potentiostat) -> MsgGenerator[None]:
     """Put the cell at open circuit: the RunEngine calls the channel's ``stop()``, which raises if it cannot."""
     yield Msg("stop", potentiostat)
 
@@ -124,7 +128,7 @@ RESULT = "result"
 
 
 def record_result(ended_by: str, reason: str, timestamp: float, values: dict[str, float] | None = None,
-                  units: dict[str, str] | None = None):
+                  units: dict[str, str] | None = None) -> MsgGenerator[None]:
     """Store how a plan ended as the one event of its ``result`` stream, before ``close_run``.
 
     Parameters
@@ -151,24 +155,18 @@ def record_result(ended_by: str, reason: str, timestamp: float, values: dict[str
     yield from bps.save()
 
 
-def plan_metadata(name: str, args: dict[str, Any], md: dict | None, **extra) -> dict:
+def plan_metadata(plan: Callable, args: dict[str, Any], md: dict | None, **extra) -> dict:
     """Return start-document metadata in bluesky's convention (plan_name, plan_args) plus ``md``.
 
-    ``plan_args_units`` gives the SI unit of every argument that has one (from the plan's
-    signature), so the SI floats of ``plan_args`` can be read without the code.
+    ``plan_args_units`` gives the SI unit of every argument that has one (from the :class:`Unit`
+    in ``plan``'s signature), so the SI floats of ``plan_args`` can be read without the code.
     """
-    return {"plan_name": name, "plan_args": args, "plan_args_units": argument_units(name, args), **extra, **(md or {})}
+    return {"plan_name": plan.__name__, "plan_args": args, "plan_args_units": argument_units(plan, args),
+            **extra, **(md or {})}
 
 
-def argument_units(plan_name: str, args: dict[str, Any]) -> dict[str, str]:
-    """The SI unit of each of ``args`` whose parameter of plan ``plan_name`` declares a :class:`~labctl.units.Unit`."""
-    import typing
-
-    from labctl.catalog import find_unit
-    from labctl.units import si_unit_name
-    from plans import PLANS  # here, not at the top: plans imports this module
-
-    plan = PLANS.get(plan_name)
-    hints = typing.get_type_hints(plan, include_extras=True) if plan is not None else {}
+def argument_units(plan: Callable, args: dict[str, Any]) -> dict[str, str]:
+    """The SI unit of each of ``args`` whose parameter of ``plan`` declares a :class:`~labctl.units.Unit`."""
+    hints = typing.get_type_hints(plan, include_extras=True)
     units = {name: find_unit(hints[name]) for name in args if name in hints}
     return {name: si_unit_name(unit.display) for name, unit in units.items() if unit is not None}

@@ -34,7 +34,7 @@ from labctl.errors import (
     PressureOutOfRange,
     TemperatureOutOfRange,
 )
-from labctl.units import Unit
+from labctl.units import LabLimit, Unit
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
@@ -45,7 +45,7 @@ CASES = Path(__file__).resolve().parent / "config_cases"
 def set_temperature(
     chamber,
     *,
-    temperature: Annotated[float, Unit("degC", gt=-273.15, le=1000)],  # wide, so the lab's range decides
+    temperature: Annotated[float, Unit("degC", gt=-273.15, le=1000), LabLimit("temperature")],  # wide: the lab decides
     record_interval: Annotated[float, Unit("s", gt=0)] = 60.0,
     md: dict | None = None,
 ):
@@ -65,7 +65,8 @@ def set_temperature(
     yield from []
 
 
-def set_pressure(rig, *, pressure: Annotated[float, Unit("MPa", ge=0, le=100)], md: dict | None = None):
+def set_pressure(rig, *, pressure: Annotated[float, Unit("MPa", ge=0, le=100), LabLimit("pressure")],
+                 md: dict | None = None):
     yield from []
 
 
@@ -77,7 +78,7 @@ def plate(
     potentiostat,
     chamber=None,
     *,
-    current_density: Annotated[float, Unit("mA/cm^2", gt=0, le=100)],
+    current_density: Annotated[float, Unit("mA/cm^2", gt=0, le=100), LabLimit("current")],
     electrode_area: Annotated[float, Unit("cm^2", gt=0)],
     cell_kind: str = "symmetric",
     max_capacity: Annotated[float | None, Unit("mAh/cm^2", gt=0)] = None,
@@ -474,6 +475,43 @@ def test_pressure_past_the_rig_limit(tmp_path, lab):
     (error,) = errors_of(load_experiment, write(tmp_path, text), lab=lab, registry=REGISTRY)
     assert (error.field, error.line) == ("steps[2].pressure", 16)
     assert "25 MPa is outside the rig's range [0 MPa, 20 MPa]" in error.message
+
+
+def pulse(potentiostat, *, density: Annotated[float, Unit("mA/cm^2", gt=0), LabLimit("current")],
+          level: Annotated[float, Unit("mA/cm^2", gt=0)] = 0.1, md: dict | None = None):
+    """A plan whose current density has neither of the names plating plans use."""
+    yield from []
+
+
+PULSE = """\
+name: test
+cell:
+  id: LLZTO-T1
+  kind: symmetric
+  thickness: 1.2 mm
+  electrode_area: 1 cm^2
+steps:
+  - plan: pulse
+    density: {density} mA/cm^2
+    level: 50 mA/cm^2
+"""
+
+
+@pytest.mark.parametrize("density, refused", [(0.05, False), (9.9, False), (10.1, True), (50.0, True)])
+def test_the_lab_limit_follows_the_annotation_whatever_the_argument_is_called(tmp_path, lab, density, refused):
+    # 1 cm^2 under the lab's 10 mA limit: up to 10 mA/cm^2; ``level`` (no LabLimit) is not a setpoint
+    path, registry = write(tmp_path, PULSE.format(density=density)), {**REGISTRY, "pulse": pulse}
+    if refused:
+        (error,) = errors_of(load_experiment, path, lab=lab, registry=registry)
+        assert (error.field, error.line) == ("steps[0].density", 9)
+        assert "above the potentiostat's current limit of 10 mA" in error.message
+    else:
+        assert load_experiment(path, lab=lab, registry=registry).steps[0].kwargs["density"] == pytest.approx(density * 10)
+
+
+def test_a_lab_limit_names_a_limit_the_lab_file_has():
+    with pytest.raises(ValueError, match="the lab limits are temperature, pressure, current, voltage"):
+        LabLimit("density")
 
 
 def test_current_past_the_potentiostat_limit_gives_current_and_limit_in_ma(tmp_path, lab):

@@ -3,8 +3,10 @@
 import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
 from bluesky.utils import RunEngineInterrupted
+import numpy as np
 import pytest
 
+from labctl.analysis import CIRCUITS, SHORTED
 from labctl.clock import VirtualClock
 from labctl.lab import build_simulated_lab
 from labctl.session import make_run_engine
@@ -157,3 +159,47 @@ def test_set_temperature_refuses_past_the_chamber_range_before_touching_it(lab):
     with pytest.raises(ValueError, match="outside the chamber's range"):
         RE(set_temperature(lab.chamber, temperature=500.0))
     assert lab.simulators["chamber"].setpoint == 298.15
+
+
+def test_the_spectrum_after_a_short_is_fitted_as_a_shorted_cell_with_the_lab_leads(lab):
+    lab, RE, docs = lab()
+    conditioned(lab, RE)
+    cell = lab.simulators["cell"]
+    leads = {"potentiostat": cell.params.lead_resistance}
+    reason = RE(plate(lab.potentiostat, lab.chamber, lab.rig, current_density=5.0, electrode_area=AREA,
+                      geis_amplitude=0.5, max_duration=24 * HOUR, lead_resistances=leads)).plan_result
+    assert reason.startswith("short circuit")
+    streams = {d["uid"]: d["name"] for n, d in docs if n == "descriptor"}
+    fits = [d["data"] for n, d in docs if n == "event" and streams[d["descriptor"]] == "impedance_fit"]
+    assert [f["impedance_fit_circuit"] for f in fits[:-1]] != [CIRCUITS.index(SHORTED)] * (len(fits) - 1)
+    last = fits[-1]
+    assert last["impedance_fit_circuit"] == CIRCUITS.index(SHORTED)
+    short = last["impedance_fit_r_short"]  # the filament's resistance, or not determined (nan): never a wrong number
+    assert np.isnan(short) or short == pytest.approx(cell.state.short_resistance, rel=0.1), (short, last)
+    start = next(d for n, d in docs if n == "start" and d["plan_name"] == "plate")
+    assert start["plan_args"]["lead_resistances"] == leads and start["plan_args"]["potentiostat"] == "potentiostat"
+
+
+def test_resumed_plating_plates_for_the_time_it_had_left_however_long_the_pause(lab):
+    lab, RE, docs = lab(surface="lithiophilic")
+    sleeps = iter(range(100))
+    paused = []
+
+    def pause_after_100_sleeps(msg):  # once
+        if msg.command == "sleep" and next(sleeps, None) is None and not paused:
+            paused.append(msg)
+            return bpp.pchain(bps.pause(), bpp.single_gen(msg)), None
+        return None, None
+
+    began = lab.clock.now()
+    with pytest.raises(RunEngineInterrupted):
+        RE(bpp.plan_mutator(plate(lab.potentiostat, current_density=5.0, electrode_area=AREA, max_duration=2 * HOUR),
+                            pause_after_100_sleeps))
+    lab.clock.advance(HOUR)  # the operator comes back an hour later
+    result = RE.resume()
+    assert (result.exit_status, result.plan_result) == ("success", "time limit reached: 2.00 h")
+    assert lab.clock.now() - began > 3 * HOUR
+    ewe = next(d["uid"] for n, d in docs if n == "stream_resource" and d["data_key"] == "potentiostat_Ewe")
+    rows = sum(d["indices"]["stop"] - d["indices"]["start"] for n, d in docs
+               if n == "stream_datum" and d["stream_resource"] == ewe)
+    assert rows == pytest.approx(2 * HOUR, abs=5)  # a sample a second for the full 2 h of plating

@@ -1,0 +1,124 @@
+"""Plan stubs for impedance spectra: measuring one, and fitting each as it arrives into ``impedance_fit``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import bluesky.plan_stubs as bps
+from bluesky.utils import MsgGenerator
+
+from devices.biologic.techniques import sweep_duration
+from labctl.analysis import BLOCKING, BULK_INTERFACE, SHORTED, Circuit, FitResult, ShortDetector, fit_spectrum
+from plans.stubs import FIT_HINTS, ComputedValues, fit_unit, wait_for
+
+IMPEDANCE = "impedance"
+IMPEDANCE_FIT = "impedance_fit"
+#: The parameters of the cell behind a short (its bulk and interface arcs), held at their last
+#: values before the short when the shorted-cell circuit is fitted.
+CELL_BEHIND_SHORT = ("R1", "Q1", "a1", "R2", "Q2", "a2")
+
+
+def circuit_for(cell_kind: str) -> Circuit:
+    """Return the equivalent circuit of a cell kind: blocking electrodes give a spur, not an arc."""
+    return BLOCKING if cell_kind == "blocking" else BULK_INTERFACE
+
+
+def lead_resistance_of(lead_resistances: dict | None, impedance_analyser=None) -> float | None:
+    """Return the lead resistance of the instrument that measures the spectra (lab file), or None."""
+    role = "impedance_analyser" if impedance_analyser is not None else "potentiostat"
+    return (lead_resistances or {}).get(role)
+
+
+def impedance_meter(device) -> Any:
+    """Return the device whose reading is a spectrum: a potentiostat channel's ``eis``, or an analyser itself."""
+    return getattr(device, "eis", device)
+
+
+def measure_spectrum(meter, technique) -> MsgGenerator[dict]:
+    """Run one sweep on ``meter``, store it as one event of the impedance stream and return the reading."""
+    yield from bps.prepare(meter, technique, wait=True)
+    status = yield from bps.trigger(meter, group="eis")
+    yield from wait_for(status, "eis", expected=sweep_duration(technique))
+    yield from bps.create(name=IMPEDANCE)
+    reading = yield from bps.read(meter)
+    yield from bps.save()
+    return reading
+
+
+class FitRecorder:
+    """Fits spectra (warm-started) and stores each fit as one event of ``impedance_fit``.
+
+    ``meter`` is the device whose readings are fitted: a potentiostat channel (its ``eis``) or an
+    impedance analyser. ``lead_resistance`` (ohm, the lab file's) bounds every fit's R0.
+    """
+
+    def __init__(self, meter, electrode_area: float, circuit: Circuit = BULK_INTERFACE,
+                 lead_resistance: float | None = None, alternative: Circuit | None = None) -> None:
+        self.prefix = impedance_meter(meter).name
+        self.area, self.circuit = electrode_area, circuit
+        self.lead_resistance, self.alternative = lead_resistance, alternative
+        self.values = ComputedValues(IMPEDANCE_FIT, source="labctl.analysis.fit_spectrum", units=fit_unit,
+                                     hinted=FIT_HINTS)
+        self.previous: FitResult | None = None
+        self.before_short: FitResult | None = None  # the last fit of the cell's own circuit
+
+    def field(self, reading: dict, name: str) -> Any:
+        """One field of a reading of the meter (``frequency``, ``z_real``, ``sweep_start``, ...)."""
+        return reading[f"{self.prefix}_{name}"]["value"]
+
+    def record(self, reading: dict, *, shorted: bool = False, **extra: float) -> MsgGenerator[FitResult]:
+        """Fit ``reading``, store the fit with ``extra`` values beside it, and return the fit.
+
+        When the circuit leaves the bulk not determined and an ``alternative`` circuit is given (a
+        cold symmetric cell's interface arc is a spur within the sweep, as a blocking cell's), that
+        one is fitted too and kept if it determines the bulk. A ``shorted`` cell is fitted with the
+        shorted-cell circuit, the cell behind the short held at its last fit before it
+        (:data:`CELL_BEHIND_SHORT`), so the fit's ``short`` is the short's resistance.
+        """
+        frequencies = np.asarray(self.field(reading, "frequency"))
+        z = np.asarray(self.field(reading, "z_real")) + 1j * np.asarray(self.field(reading, "z_imag"))
+        fit = self._shorted(frequencies, z) if shorted else self._fit(frequencies, z)
+        self.previous = fit
+        self.values.update({**fit.summary(area=self.area), **extra}, self.field(reading, "sweep_start"))
+        yield from bps.create(name=IMPEDANCE_FIT)
+        yield from bps.read(self.values)
+        yield from bps.save()
+        return fit
+
+    def _fit(self, frequencies: np.ndarray, z: np.ndarray) -> FitResult:
+        fit = fit_spectrum(frequencies, z, self.circuit, previous=self.previous, lead_resistance=self.lead_resistance)
+        if self.alternative is not None and fit.why("bulk") is not None:
+            other = fit_spectrum(frequencies, z, self.alternative, lead_resistance=self.lead_resistance)
+            fit = other if other.why("bulk") is None else fit
+        self.before_short = fit
+        return fit
+
+    def _shorted(self, frequencies: np.ndarray, z: np.ndarray) -> FitResult:
+        before = self.before_short
+        behind = ({name: before.estimate(name) for name in CELL_BEHIND_SHORT}
+                  if before is not None and before.circuit is BULK_INTERFACE else None)
+        return fit_spectrum(frequencies, z, SHORTED, previous=self.previous, fixed=behind,
+                            lead_resistance=self.lead_resistance)
+
+
+class ShortWatch:
+    """Fits each spectrum of a plating run and shows it to the short-circuit detector.
+
+    The low-frequency resistance goes to the impedance rule (:meth:`ShortDetector.add_spectrum`)
+    and beside the fit (``r_low_frequency``); once the cell has shorted, by either rule, its
+    spectra are fitted with the shorted-cell circuit.
+    """
+
+    def __init__(self, recorder: FitRecorder, detector: ShortDetector) -> None:
+        self.recorder, self.detector = recorder, detector
+        self.last_ewe_dc: float | None = None  # DC voltage during the last sweep, V
+
+    def record(self, reading: dict, shorted: bool = False) -> MsgGenerator[str | None]:
+        """Fit and store ``reading``; return the impedance rule's short reason, or None."""
+        frequencies = np.asarray(self.recorder.field(reading, "frequency"))
+        r_low = float(np.asarray(self.recorder.field(reading, "z_real"))[np.argmin(frequencies)])
+        short = self.detector.add_spectrum(self.recorder.field(reading, "sweep_start"), r_low)
+        yield from self.recorder.record(reading, shorted=shorted or bool(short), r_low_frequency=r_low)
+        self.last_ewe_dc = self.recorder.field(reading, "ewe_dc")
+        return short
