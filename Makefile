@@ -3,7 +3,15 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench clean system-packages
+
+# What the tests start besides Python: Debian packages, installed (as root) when missing.
+SYSTEM_PACKAGES = chromium
+
+system-packages:
+	@for p in $(SYSTEM_PACKAGES); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; } \
+	  || echo "warning: could not install$$missing (run as root on Debian); the tests that need them are skipped"; fi
 
 $(BIN)/labctl: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,7 +22,7 @@ $(BIN)/labctl: pyproject.toml
 demo: $(BIN)/labctl  ## the paper's overnight plating experiment on the simulated lab
 	$(BIN)/labctl run configs/plating-overnight.yaml
 
-test: $(BIN)/labctl  ## unit, device, plan and storage tests, and the layer contracts
+test: $(BIN)/labctl system-packages  ## unit, device, plan and storage tests, and the layer contracts
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 

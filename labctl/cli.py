@@ -11,6 +11,7 @@
     labctl report UID                             # figures and an HTML summary of fits and stop reason
     labctl export UID --format csv|netcdf         # every stream of a run to files
     labctl recover                                # write runs the server missed in from the journal
+    labctl dashboard [--data-dir data]            # a live web page of the lab and its runs
     labctl serve DATA_DIR [--port 8000]           # serve a data directory to other tools (one server; labctl writes through it)
     labctl shell                                  # IPython with a RunEngine, the lab and the catalog
 """
@@ -186,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     command("recover", cmd_recover, "write runs the server missed (down, or a crash mid-run) in from the journal",
             "labctl recover --data-dir data")
     add_serve_command(sub)
+    add_dashboard_command(command)
     p = command("shell", cmd_shell, "IPython with a RunEngine, the lab's devices, the plans and the catalog",
                 "labctl shell configs/plating-overnight.yaml")
     p.add_argument("experiment", type=Path, nargs="?", metavar="EXPERIMENT.yaml",
@@ -245,10 +247,11 @@ def output_dir(out: Path) -> Path:
     return out
 
 
-def open_storage(lab, data_dir: Path, writer: str | None = None):
+def open_storage(lab, data_dir: Path, writer: str | None = None, watched: bool = False):
+    """The run's storage: live on real hardware and on a ``watched`` (paced) simulated run, else batched."""
     from labctl.storage import Storage
 
-    return Storage.open(data_dir, lab.storage.uri, live=not lab.simulated, writer=writer)
+    return Storage.open(data_dir, lab.storage.uri, live=watched or not lab.simulated, writer=writer)
 
 
 # ---- commands -----------------------------------------------------------------------------------
@@ -291,7 +294,7 @@ def cmd_run(args) -> int:
     from labctl.locks import instrument_locks
 
     experiment, lab, data_dir = load(args)
-    storage = open_storage(lab, data_dir, writer=experiment.name)
+    storage = open_storage(lab, data_dir, writer=experiment.name, watched=args.pace is not None)
     try:
         locks = instrument_locks(lab, experiment.name)
     except BaseException:
@@ -582,6 +585,58 @@ def cmd_serve(args) -> int:
             server.close()
         lock.release()
     return 0
+
+
+def add_dashboard_command(command) -> None:
+    p = command("dashboard", cmd_dashboard, "serve a live web page of the lab and its runs (read-only without an API key)",
+                "labctl dashboard --data-dir data --queue rig-1=tcp://127.0.0.1:60615 --api-key-file key.txt")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    p.add_argument("--port", type=positive_int, default=8050, help="TCP port to listen on (default: 8050)")
+    p.add_argument("--queue", action="append", default=[], metavar="RIG=ADDRESS",
+                   help="a rig's queue (RE Manager control address), repeatable; shown and controllable")
+    p.add_argument("--api-key-file", type=Path, metavar="FILE",
+                   help="file whose first line is the key that unlocks queue control (default: read-only)")
+    p.add_argument("--poll", type=positive_float, default=2.0, metavar="S",
+                   help="how often the page is told about new data, seconds (default: 2)")
+
+
+def cmd_dashboard(args) -> int:
+    """Serve the dashboard until Ctrl-C."""
+    from labctl.dashboard import Dashboard, bind, connect_queues, serve
+
+    queues = {}
+    for item in args.queue:
+        rig, _, address = item.partition("=")
+        if not rig or not address:
+            raise UsageError(f"--queue {item!r}: expected RIG=ADDRESS, e.g. rig-1=tcp://127.0.0.1:60615")
+        queues[rig] = address
+    api_key = read_api_key(args.api_key_file) if args.api_key_file else None
+    _, lab, data_dir = load(args, stored=True)
+    storage = open_storage(lab, data_dir)
+    try:
+        dashboard = Dashboard(storage.catalog, connect_queues(queues) if queues else {}, api_key, args.poll)
+        try:
+            sock = bind(args.host, args.port)
+        except OSError as error:
+            raise UsageError(f"--port {args.port}: cannot listen on {args.host}:{args.port} ({error.strerror})") from None
+        print(f"dashboard of {data_dir} at http://{args.host}:{sock.getsockname()[1]}/"
+              f"{' (queue control with the API key)' if api_key else ' (read-only)'}; Ctrl-C stops", flush=True)
+        serve(dashboard, sock)
+    finally:
+        storage.close()
+    return ExitCode.SUCCESS
+
+
+def read_api_key(path: Path) -> str:
+    """The first line of ``path``; a one-line error if it cannot be read or is empty."""
+    try:
+        lines = path.read_text().strip().splitlines()
+    except OSError as error:
+        raise UsageError(f"--api-key-file {path}: cannot be read ({error.strerror})") from None
+    key = lines[0].strip() if lines else ""
+    if not key:
+        raise UsageError(f"--api-key-file {path}: is empty; write the key on its first line")
+    return key
 
 
 def cmd_shell(args) -> int:

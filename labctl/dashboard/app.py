@@ -1,0 +1,170 @@
+"""The dashboard's web app (Starlette): pages, JSON, server push and queue control.
+
+Read-only for everyone; with the API key (header ``X-API-Key``) a rig's queue can be paused,
+resumed and stopped. The page is told to re-read by server-sent events whenever the catalog
+changes (a new run, a run ending, new rows of a running run), so it updates without a reload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import threading
+from importlib.resources import files
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from labctl.dashboard import data
+
+STATIC = Path(str(files("labctl.dashboard") / "static"))
+QUEUE_ACTIONS = ("pause", "resume", "stop")
+
+
+def plotly_js() -> Path:
+    """plotly.js as shipped inside the plotly package: nothing is fetched from the internet."""
+    import plotly
+
+    return Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+
+
+class Dashboard:
+    """The state behind the routes: the catalog, the queues, the API key, the push interval."""
+
+    def __init__(self, catalog, queues: dict[str, object] | None = None, api_key: str | None = None,
+                 poll_interval: float = 2.0) -> None:
+        self.catalog = catalog
+        self.queues = queues or {}
+        self.api_key = api_key
+        self.poll_interval = poll_interval
+        self._lock = threading.Lock()  # one tiled request at a time from the worker threads
+
+    def read(self, function, *args):
+        with self._lock:
+            return function(*args)
+
+    def fingerprint(self) -> str:
+        """Changes whenever a page would show something new."""
+        with self._lock:
+            parts = []
+            for uid, run in self.catalog.sort(("start.time", -1)).items()[:50]:
+                state = data.run_state(run.metadata)
+                rows = data.length(run, "potentiostat", "potentiostat_time") if state == "running" else ""
+                parts.append(f"{uid}:{state}:{rows}")
+            return "|".join(parts)
+
+    def authorised(self, request: Request) -> bool:
+        given = request.headers.get("x-api-key", "")
+        return bool(self.api_key) and hmac.compare_digest(given, self.api_key)
+
+
+def create_app(dashboard: Dashboard) -> Starlette:
+    """The Starlette app serving ``dashboard``."""
+
+    async def page(request: Request) -> Response:
+        return FileResponse(STATIC / ("run.html" if "uid" in request.path_params else "index.html"))
+
+    async def overview(request: Request) -> Response:
+        found = await asyncio.to_thread(dashboard.read, data.overview, dashboard.catalog)
+        found["queues"] = await asyncio.to_thread(queue_states, dashboard.queues)
+        found["controls"] = bool(dashboard.api_key)
+        return JSONResponse(found)
+
+    async def run(request: Request) -> Response:
+        uid = request.path_params["uid"]
+        try:
+            node = await asyncio.to_thread(dashboard.read, dashboard.catalog.__getitem__, uid)
+        except KeyError:
+            return JSONResponse({"error": f"run {uid} is not in the catalog"}, status_code=404)
+        return JSONResponse(await asyncio.to_thread(dashboard.read, data.run_detail, node))
+
+    async def events(request: Request) -> Response:
+        async def stream():
+            last = None
+            while not await request.is_disconnected():
+                now = await asyncio.to_thread(dashboard.fingerprint)
+                if now != last:
+                    last = now
+                    yield f"event: changed\ndata: {json.dumps(len(now))}\n\n"
+                await asyncio.sleep(dashboard.poll_interval)
+        return StreamingResponse(stream(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache"})
+
+    async def control(request: Request) -> Response:
+        rig, action = request.path_params["rig"], request.path_params["action"]
+        if not dashboard.authorised(request):
+            return JSONResponse({"error": "an API key is needed to control a queue"}, status_code=401)
+        if rig not in dashboard.queues or action not in QUEUE_ACTIONS:
+            return JSONResponse({"error": f"no queue {rig!r} or action {action!r} (allowed: "
+                                          f"{', '.join(QUEUE_ACTIONS)})"}, status_code=404)
+        try:
+            done = await asyncio.to_thread(QUEUE_CALLS[action], dashboard.queues[rig])
+        except Exception as error:  # the queue's own message, not a traceback
+            return JSONResponse({"error": f"{rig}: {action} failed: {error}"}, status_code=502)
+        return JSONResponse({"rig": rig, "action": action, "done": done})
+
+    async def plotly(request: Request) -> Response:
+        return FileResponse(plotly_js(), media_type="text/javascript")
+
+    return Starlette(routes=[
+        Route("/", page), Route("/run/{uid}", page),
+        Route("/api/overview", overview), Route("/api/runs/{uid}", run), Route("/api/events", events),
+        Route("/api/queues/{rig}/{action}", control, methods=["POST"]),
+        Route("/static/plotly.min.js", plotly),
+        Mount("/static", StaticFiles(directory=STATIC)),
+    ])
+
+
+# ---- queues (bluesky-queueserver) -------------------------------------------------------------
+def queue_states(queues: dict) -> dict:
+    """Each queue's manager state, queued item count and running plan; the error when unreachable."""
+    states = {}
+    for rig, manager in queues.items():
+        try:
+            status = manager.status()
+            states[rig] = {"state": status.get("manager_state"), "queued": status.get("items_in_queue"),
+                           "running": status.get("running_item_uid")}
+        except Exception as error:
+            states[rig] = {"state": "unreachable", "error": str(error)}
+    return states
+
+
+def pause(manager) -> str:
+    manager.re_pause(option="immediate")
+    return "paused: the cell is at open circuit until resumed"
+
+
+def resume(manager) -> str:
+    if manager.status().get("manager_state") == "paused":
+        manager.re_resume()
+        return "resumed"
+    manager.queue_start()
+    return "queue started"
+
+
+def stop(manager) -> str:
+    """Stop the queue and the running plan: the plan's cleanup opens the circuit."""
+    status = manager.status()
+    if status.get("queue_stop_pending") is False and status.get("manager_state") in ("executing_queue", "paused"):
+        manager.queue_stop()
+    if status.get("manager_state") == "executing_queue":
+        manager.re_pause(option="immediate")
+        manager.wait_for_idle_or_paused(timeout=60)
+    if manager.status().get("manager_state") == "paused":
+        manager.re_stop()
+    return "stopped: the running plan ended, the circuit is open"
+
+
+QUEUE_CALLS = {"pause": pause, "resume": resume, "stop": stop}
+
+
+def connect_queues(addresses: dict[str, str]) -> dict:
+    """A queueserver API client per rig, from ``rig=tcp://host:60615`` control addresses."""
+    from bluesky_queueserver_api.zmq import REManagerAPI
+
+    return {rig: REManagerAPI(zmq_control_addr=address) for rig, address in addresses.items()}
