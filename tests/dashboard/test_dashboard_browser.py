@@ -63,23 +63,26 @@ def started(command: list[str], log: Path, expect: str | None = None) -> subproc
         if expect not in line:
             process.kill()
             pytest.fail(f"{command[0]} did not start: {line}{log.read_text()[-2000:]}")
-    threading.Thread(target=append, args=(process.stdout, log), daemon=True).start()
+    process.drain = threading.Thread(target=append, args=(process.stdout, log), daemon=True)
+    process.drain.start()
     return process
 
 
 def append(stream, log: Path) -> None:
     """Copy the rest of a process's output into its log (a pipe nobody read would stall it)."""
-    with log.open("a") as out:
+    with stream, log.open("a") as out:
         shutil.copyfileobj(stream, out)
 
 
 def stopped(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    process.drain.join(timeout=30)
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make test installs it)")
@@ -128,8 +131,7 @@ def test_the_dashboard_follows_a_live_run_to_its_short(tmp_path):
         assert run.wait(timeout=300) == 0, (tmp_path / "run.log").read_text()[-2000:]
         assert "short circuit" in (tmp_path / "run.log").read_text()
     finally:
-        if run is not None and run.poll() is None:
-            run.kill()
-            run.wait()
+        if run is not None:
+            stopped(run)
         stopped(dashboard)
         stopped(serve)
