@@ -1,6 +1,7 @@
 """The ``labctl`` command line, in process: check, then run -> runs -> show on one data directory."""
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -207,3 +208,56 @@ def test_version_and_help_with_examples_and_every_option_explained(capsys):
         assert "exit codes:" in sub.format_help()
         for action in sub._actions:
             assert action.help, f"labctl {name}: {action.option_strings or action.dest} has no help text"
+
+
+# ---- nothing of labctl outlives its last close ---------------------------------------------------
+# Opens every kind of thing that starts threads (a reader's and a writer's storage with their
+# embedded servers, a simulated lab with its wire simulators, a RunEngine), closes each, then names
+# the threads still alive that would hold the interpreter at exit (not daemons; idle
+# concurrent.futures workers end at exit by themselves).
+AFTER_CLOSE = """
+import sys, threading
+import bluesky.plans as bp
+from devices.sim.cell import CellParameters
+from labctl.clock import VirtualClock
+from labctl.config import load_lab
+from labctl.lab import build_simulated_lab
+from labctl.session import make_run_engine
+from labctl.storage import Storage
+
+data_dir, lab_file = sys.argv[1:]
+with Storage.open(data_dir, live=False, writer="exit-test") as storage:
+    clock = VirtualClock()
+    lab = build_simulated_lab(load_lab(lab_file), CellParameters(), storage.assets_dir, clock)
+    try:
+        RE = make_run_engine(clock)
+        RE.subscribe(storage.callback)
+        RE(bp.count([lab.chamber.temperature]))
+    finally:
+        lab.close()
+    assert storage.flush()
+with Storage.open(data_dir) as storage:
+    run = storage.catalog[storage.runs()[0]["uid"]]
+    assert run["primary"].read()["chamber_temperature"].size == 1
+holding = [t.name for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon
+           and not t.name.startswith("ThreadPoolExecutor")]
+print("holding the interpreter:", holding)
+sys.exit(1 if holding else 0)
+"""
+
+
+@pytest.mark.timeout(300)  # a whole interpreter: tiled's server, a simulated lab, a RunEngine (slow on a loaded machine)
+def test_no_thread_of_labctl_outlives_the_last_close(tmp_path):
+    import subprocess
+
+    child = subprocess.Popen([sys.executable, "-c", AFTER_CLOSE, str(tmp_path / "data"), str(CONFIGS / "lab-sim.yaml")],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    printed = []
+    for line in child.stdout:  # up to the report of what is left, printed after the last close
+        printed.append(line)
+        if line.startswith("holding the interpreter:"):
+            break
+    # The timeout only catches a hang at exit (a thread holding the interpreter); it times nothing.
+    assert child.wait(timeout=120) == 0, "".join(printed)[-3000:]
+    assert printed[-1].strip() == "holding the interpreter: []"
