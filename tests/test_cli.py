@@ -250,14 +250,14 @@ sys.exit(1 if holding else 0)
 def test_no_thread_of_labctl_outlives_the_last_close(tmp_path):
     import subprocess
 
-    child = subprocess.Popen([sys.executable, "-c", AFTER_CLOSE, str(tmp_path / "data"), str(CONFIGS / "lab-sim.yaml")],
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                             env={**os.environ, "PYTHONWARNINGS": "ignore"})
-    printed = []
-    for line in child.stdout:  # up to the report of what is left, printed after the last close
-        printed.append(line)
-        if line.startswith("holding the interpreter:"):
-            break
-    # The timeout only catches a hang at exit (a thread holding the interpreter); it times nothing.
-    assert child.wait(timeout=120) == 0, "".join(printed)[-3000:]
+    with subprocess.Popen([sys.executable, "-c", AFTER_CLOSE, str(tmp_path / "data"), str(CONFIGS / "lab-sim.yaml")],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore"}) as child:
+        printed = []
+        for line in child.stdout:  # up to the report of what is left, printed after the last close
+            printed.append(line)
+            if line.startswith("holding the interpreter:"):
+                break
+        # The timeout only catches a hang at exit (a thread holding the interpreter); it times nothing.
+        assert child.wait(timeout=120) == 0, "".join(printed)[-3000:]
     assert printed[-1].strip() == "holding the interpreter: []"
