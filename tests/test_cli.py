@@ -17,9 +17,12 @@ CASES = Path(__file__).resolve().parent / "config_cases"
 
 
 def test_check_accepts_the_overnight_experiment(capsys):
-    assert main(["check", str(CONFIGS / "plating-overnight.yaml")]) == 0
+    # Validation only: tests/test_experiments.py dry-runs this file, and the dry run's printout is
+    # checked below on the short experiment (a third of the simulated time).
+    assert main(["check", str(CONFIGS / "plating-overnight.yaml"), "--no-dry-run"]) == 0
     out = capsys.readouterr().out
     assert "valid: 4 steps for cell LLZTO-1100C-07 on lab lab-sim" in out
+    assert out.splitlines()[1:] == ["  1. set_temperature", "  2. set_pressure", "  3. rest", "  4. plate"]
 
 
 @pytest.mark.parametrize(
@@ -123,7 +126,9 @@ def test_a_real_lab_without_the_vendor_library_stops_before_touching_an_instrume
     (tmp_path / "lab.yaml").write_text(REAL_LAB)
     experiment = tmp_path / "short.yaml"
     experiment.write_text(short_experiment.replace(f"lab: {CONFIGS / 'lab-sim.yaml'}", "lab: lab.yaml"))
-    assert main(["check", str(experiment)]) == 0
+    assert main(["check", str(experiment)]) == 0  # a real lab's file is dry-run on its simulated copy
+    out = capsys.readouterr().out
+    assert "dry run on the simulated lab" in out and "  4. plate" in out and "estimated total: " in out
     assert main(["run", str(experiment), "--data-dir", str(tmp_path / "data")]) == ExitCode.UNREACHABLE
     err = capsys.readouterr().err
     assert "cannot load the EC-Lab library 'C:/EC-Lab Development Package/lib/EClib64.dll'" in err
