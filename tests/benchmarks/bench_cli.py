@@ -16,6 +16,14 @@ The data directory: the short experiment of tests/conftest.py run once through `
 documents written through tiled's catalog adapter in process (what TiledWriter writes for a run
 without streams), which takes seconds where 996 runs through the server take minutes.
 
+Measured at the end of issue 15's round on the 2-core machine under a load average of 10-17
+(other work running; so wall times are several times a quiet machine's), new vs old:
+``--help`` 0.59 s wall / 0.11 s CPU vs 3.18 / 0.75 (5.4x); ``runs`` of 1,000 runs 5.2 s / 1.0 s
+vs 79 s / 12.3 s (15x); ``check --no-dry-run`` 10.5 s / 2.3 s; ``check`` 34 s / 6.7 s; ``show``
+of the plating run 69 s / 17.4 s vs 263 s / 46 s (the missing-file check no longer reads every
+column of a stream: 615 requests to the server before). Not yet within 1 s: ``check`` and ``show``
+(imports of scipy.signal, pint's registry, tiled's server; the dry run's simulation and fits).
+
 Run it with ``make bench`` or ``python -m pytest -m benchmark -s tests/benchmarks/bench_cli.py``.
 """
 
