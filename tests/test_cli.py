@@ -266,3 +266,28 @@ def test_no_thread_of_labctl_outlives_the_last_close(tmp_path):
         # The timeout only catches a hang at exit (a thread holding the interpreter); it times nothing.
         assert child.wait(timeout=120) == 0, "".join(printed)[-3000:]
     assert printed[-1].strip() == "holding the interpreter: []"
+
+
+def test_runs_read_from_the_catalog_file_are_what_the_server_lists(stored):
+    from labctl.cli import catalog_file_runs, pending_runs
+
+    data_dir, _ = stored
+    with Storage.open(data_dir) as storage:
+        served, pending = storage.runs(), storage.pending()
+    assert len(served) == 4
+    for limit in (None, 1, 2, 3, 4, 5):
+        assert catalog_file_runs(data_dir, limit) == served[:limit]
+    assert pending_runs(data_dir) == pending
+
+
+HEAVY = ("tiled", "bluesky", "databroker", "matplotlib", "rich", "pint", "dask", "scipy")
+
+
+def test_help_imports_none_of_the_heavy_libraries():
+    import subprocess
+
+    code = ("import sys\nfrom labctl.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            f"print(sorted({{name.split('.')[0] for name in sys.modules}} & set({HEAVY!r})))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=100)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
