@@ -8,12 +8,8 @@ import io
 import os
 import sys
 
-from rich.console import Console
-from rich.progress import Progress, TextColumn, TimeElapsedColumn
-
-from labctl.units import Unit
-
-CAPACITY = Unit("mAh/cm^2")
+# rich and labctl.units (pint) are imported where the display is built: every command goes
+# through survive_closed_pipes below, and `labctl --help` must not pay for them.
 
 
 class ExperimentProgress:
@@ -26,6 +22,12 @@ class ExperimentProgress:
     """
 
     def __init__(self, runner):
+        from rich.console import Console
+        from rich.progress import Progress, TextColumn, TimeElapsedColumn
+
+        from labctl.units import Unit
+
+        self.capacity_unit = Unit("mAh/cm^2")
         self.runner = runner
         self.clock = runner.lab.clock
         self.area = runner.experiment.cell.electrode_area_m2
@@ -69,7 +71,7 @@ class ExperimentProgress:
         hours = (self.clock.now() - self.start) / 3600
         fields = {"clock": f"simulated {hours:6.2f} h" if getattr(self.clock, "is_virtual", False) else ""}
         if charge is not None:
-            fields["capacity"] = f"plated {CAPACITY.from_si(charge / self.area):.3f} mAh/cm^2"
+            fields["capacity"] = f"plated {self.capacity_unit.from_si(charge / self.area):.3f} mAh/cm^2"
         self.progress.update(self.task, **fields)
 
 

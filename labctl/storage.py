@@ -892,7 +892,9 @@ def _missing_files(stream) -> list[str]:
     """The local files a stream's external arrays point at that are not there (remote ones are not checked)."""
     missing = set()
     try:
-        children = list(stream.values())
+        # A composite stream's own values() costs ~3 requests per column (339 for impedance_fit);
+        # its base container lists the same array nodes, data sources included, in one or two.
+        children = list(getattr(stream, "base", stream).values())
     except Exception:
         return []
     for child in children:

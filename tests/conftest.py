@@ -2,6 +2,8 @@
 
 import contextlib
 import io
+import os
+import tempfile
 from pathlib import Path
 
 import h5py
@@ -34,6 +36,26 @@ steps:
     geis_f_min: 1 Hz
     max_duration: 1 h
 """
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_temp_dir(tmp_path_factory):
+    """Point the temporary directory (TMPDIR, for child processes too) into this session's own folder.
+
+    Machine-wide paths under it, such as a real lab's default instrument locks (/tmp/labctl-locks),
+    are then private to this test process: two pytest-xdist workers, or two test runs on one
+    machine, do not take each other's locks.
+    """
+    private = tmp_path_factory.getbasetemp() / "tmp"
+    private.mkdir(exist_ok=True)
+    saved = os.environ.get("TMPDIR"), tempfile.tempdir
+    os.environ["TMPDIR"], tempfile.tempdir = str(private), str(private)
+    yield private
+    if saved[0] is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = saved[0]
+    tempfile.tempdir = saved[1]
 
 
 @pytest.fixture(scope="session")

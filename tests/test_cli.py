@@ -1,6 +1,7 @@
 """The ``labctl`` command line, in process: check, then run -> runs -> show on one data directory."""
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -16,9 +17,12 @@ CASES = Path(__file__).resolve().parent / "config_cases"
 
 
 def test_check_accepts_the_overnight_experiment(capsys):
-    assert main(["check", str(CONFIGS / "plating-overnight.yaml")]) == 0
+    # Validation only: tests/test_experiments.py dry-runs this file, and the dry run's printout is
+    # checked below on the short experiment (a third of the simulated time).
+    assert main(["check", str(CONFIGS / "plating-overnight.yaml"), "--no-dry-run"]) == 0
     out = capsys.readouterr().out
     assert "valid: 4 steps for cell LLZTO-1100C-07 on lab lab-sim" in out
+    assert out.splitlines()[1:] == ["  1. set_temperature", "  2. set_pressure", "  3. rest", "  4. plate"]
 
 
 @pytest.mark.parametrize(
@@ -122,7 +126,9 @@ def test_a_real_lab_without_the_vendor_library_stops_before_touching_an_instrume
     (tmp_path / "lab.yaml").write_text(REAL_LAB)
     experiment = tmp_path / "short.yaml"
     experiment.write_text(short_experiment.replace(f"lab: {CONFIGS / 'lab-sim.yaml'}", "lab: lab.yaml"))
-    assert main(["check", str(experiment)]) == 0
+    assert main(["check", str(experiment)]) == 0  # a real lab's file is dry-run on its simulated copy
+    out = capsys.readouterr().out
+    assert "dry run on the simulated lab" in out and "  4. plate" in out and "estimated total: " in out
     assert main(["run", str(experiment), "--data-dir", str(tmp_path / "data")]) == ExitCode.UNREACHABLE
     err = capsys.readouterr().err
     assert "cannot load the EC-Lab library 'C:/EC-Lab Development Package/lib/EClib64.dll'" in err
@@ -207,3 +213,81 @@ def test_version_and_help_with_examples_and_every_option_explained(capsys):
         assert "exit codes:" in sub.format_help()
         for action in sub._actions:
             assert action.help, f"labctl {name}: {action.option_strings or action.dest} has no help text"
+
+
+# ---- nothing of labctl outlives its last close ---------------------------------------------------
+# Opens every kind of thing that starts threads (a reader's and a writer's storage with their
+# embedded servers, a simulated lab with its wire simulators, a RunEngine), closes each, then names
+# the threads still alive that would hold the interpreter at exit (not daemons; idle
+# concurrent.futures workers end at exit by themselves).
+AFTER_CLOSE = """
+import sys, threading
+import bluesky.plans as bp
+from devices.sim.cell import CellParameters
+from labctl.clock import VirtualClock
+from labctl.config import load_lab
+from labctl.lab import build_simulated_lab
+from labctl.session import make_run_engine
+from labctl.storage import Storage
+
+data_dir, lab_file = sys.argv[1:]
+with Storage.open(data_dir, live=False, writer="exit-test") as storage:
+    clock = VirtualClock()
+    lab = build_simulated_lab(load_lab(lab_file), CellParameters(), storage.assets_dir, clock)
+    try:
+        RE = make_run_engine(clock)
+        RE.subscribe(storage.callback)
+        RE(bp.count([lab.chamber.temperature]))
+    finally:
+        lab.close()
+    assert storage.flush()
+with Storage.open(data_dir) as storage:
+    run = storage.catalog[storage.runs()[0]["uid"]]
+    assert run["primary"].read()["chamber_temperature"].size == 1
+holding = [t.name for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon
+           and not t.name.startswith("ThreadPoolExecutor")]
+print("holding the interpreter:", holding)
+sys.exit(1 if holding else 0)
+"""
+
+
+@pytest.mark.timeout(300)  # a whole interpreter: tiled's server, a simulated lab, a RunEngine (slow on a loaded machine)
+def test_no_thread_of_labctl_outlives_the_last_close(tmp_path):
+    import subprocess
+
+    with subprocess.Popen([sys.executable, "-c", AFTER_CLOSE, str(tmp_path / "data"), str(CONFIGS / "lab-sim.yaml")],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore"}) as child:
+        printed = []
+        for line in child.stdout:  # up to the report of what is left, printed after the last close
+            printed.append(line)
+            if line.startswith("holding the interpreter:"):
+                break
+        # The timeout only catches a hang at exit (a thread holding the interpreter); it times nothing.
+        assert child.wait(timeout=120) == 0, "".join(printed)[-3000:]
+    assert printed[-1].strip() == "holding the interpreter: []"
+
+
+def test_runs_read_from_the_catalog_file_are_what_the_server_lists(stored):
+    from labctl.cli import catalog_file_runs, pending_runs
+
+    data_dir, _ = stored
+    with Storage.open(data_dir) as storage:
+        served, pending = storage.runs(), storage.pending()
+    assert len(served) == 4
+    for limit in (None, 1, 2, 3, 4, 5):
+        assert catalog_file_runs(data_dir, limit) == served[:limit]
+    assert pending_runs(data_dir) == pending
+
+
+HEAVY = ("tiled", "bluesky", "databroker", "matplotlib", "rich", "pint", "dask", "scipy")
+
+
+def test_help_imports_none_of_the_heavy_libraries():
+    import subprocess
+
+    code = ("import sys\nfrom labctl.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            f"print(sorted({{name.split('.')[0] for name in sys.modules}} & set({HEAVY!r})))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=100)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
