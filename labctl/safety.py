@@ -66,6 +66,23 @@ def _outside(value: float, bounds: tuple[float, float], display: str, what: str,
             f"(lab {lab.name!r}): choose a {noun} inside it"]
 
 
+def chamber_range_problems(kind: str, temperature_range: tuple[float, float]) -> list[tuple[str, str]]:
+    """Return why a lab file's chamber range passes the controller's own setpoint limits (K in, at load).
+
+    Every chamber labctl drives (each Modbus controller's target-setpoint register, and the
+    simulator's rated range) takes setpoints from -40 to 200 degC; a lab range past them would
+    pass ``labctl check`` and be refused by the controller mid-run.
+    """
+    from devices.chamber.controllers import CELSIUS_ZERO, SETPOINT_LIMITS  # lazily: the rules import without drivers
+
+    own = tuple(limit + CELSIUS_ZERO for limit in SETPOINT_LIMITS)
+    low, high = temperature_range
+    if own[0] - 1e-9 <= low and high <= own[1] + 1e-9:
+        return []
+    return [("temperature_range", f"[{show(low, 'degC')}, {show(high, 'degC')}] passes the {kind} controller's own "
+                                  f"setpoint limits: allowed within [{show(own[0], 'degC')}, {show(own[1], 'degC')}]")]
+
+
 def pressure_problems(value: float, cell, lab) -> list[str]:
     """Return why a stack pressure (Pa) is refused: outside the rig's range."""
     return _outside(value, lab.instruments.rig.pressure_range, "MPa", "the rig's range", lab, "pressure")
