@@ -32,6 +32,10 @@ MAX_SWEEP_POINTS = 1_000  # frequencies in one sweep (decades x points per decad
 MIN_SWEEP_POINTS = 10  # so the equivalent-circuit fit of each spectrum (up to 7 parameters) is determined
 MAX_STAIRS = 1_000  # current densities in one staircase
 MAX_STEP_TIME = 365 * 86400.0  # s: one step run at most a year
+# The longest a set may wait for its device to settle, recording all the while: the devices' own
+# timeouts (devices.chamber.device.TemperatureChamber, devices.rig.device.StackPressureRig).
+CHAMBER_SETTLE = 4 * 3600.0  # s
+RIG_SETTLE = 3600.0  # s
 
 
 def show(value: float, display: str) -> str:
@@ -352,7 +356,7 @@ def _staircase_size(kw: dict, lab) -> list[Problem]:
 
 
 def _pressure_program_size(kw: dict, lab) -> list[Problem]:
-    problems = _timed(_number(kw, "hold"), "hold", kw, rows=None, wakeups=("record_interval",))
+    problems = _timed(_number(kw, "hold") + RIG_SETTLE, "hold", kw, rows=None, wakeups=("record_interval",))
     rate, interval, target = _number(kw, "ramp_rate"), _number(kw, "record_interval"), _number(kw, "pressure")
     if rate > 0 and interval > 0:
         low, high = lab.instruments.rig.pressure_range if lab is not None else (0.0, target)
@@ -376,8 +380,14 @@ SIZES: dict[str, Callable[[dict, Any], list[Problem]]] = {
     "peis": _peis_size,
     "electronic_conductivity_step": lambda kw, lab: _timed(_number(kw, "max_duration"), "max_duration", kw,
                                                            wakeups=("check_interval", "page_interval")),
-    "set_temperature": lambda kw, lab: _timed(_number(kw, "soak"), "soak", kw, rows=None, wakeups=("record_interval",)),
-    "condition_cell": lambda kw, lab: _timed(_number(kw, "hold"), "hold", kw, rows=None, wakeups=("record_interval",)),
+    # Recording goes on while the chamber or the rig settles, not only while it soaks or holds.
+    "set_temperature": lambda kw, lab: _timed(_number(kw, "soak") + CHAMBER_SETTLE, "soak", kw, rows=None,
+                                              wakeups=("record_interval",)),
+    "condition_cell": lambda kw, lab: _timed(_number(kw, "hold") + 2 * CHAMBER_SETTLE, "hold", kw, rows=None,
+                                             wakeups=("record_interval",)),
+    "set_pressure": lambda kw, lab: _timed(RIG_SETTLE, "pressure", kw, rows=None, wakeups=("record_interval",)),
+    "ionic_conductivity_arrhenius": lambda kw, lab: _timed(len(kw.get("temperatures") or []) * CHAMBER_SETTLE,
+                                                           "temperatures", kw, rows=None, wakeups=("record_interval",)),
     "pressure_program": _pressure_program_size,
 }
 
