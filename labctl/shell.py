@@ -70,8 +70,11 @@ def session_cell(experiment=None, cell: str | dict | None = None):
     what it leaves out taken from the simulated default cell: symmetric, so lithium electrodes.
     A cell labctl knows nothing about is taken to hold lithium, so 180.5 degC stays refused.
     """
+    from pydantic import ValidationError
+
     from devices.sim.cell import CellParameters
     from labctl.config import Cell
+    from labctl.errors import UsageError
 
     if experiment is not None:
         return experiment.cell
@@ -79,7 +82,10 @@ def session_cell(experiment=None, cell: str | dict | None = None):
     default = CellParameters()
     if "electrode_diameter" not in given and "electrode_area" not in given:
         given["electrode_area"] = f"{default.electrode_area * 1e4!r} cm^2"  # as a file would write it
-    return Cell.model_validate({"kind": default.kind, "thickness": f"{default.thickness * 1e3!r} mm", **given})
+    try:
+        return Cell.model_validate({"kind": default.kind, "thickness": f"{default.thickness * 1e3!r} mm", **given})
+    except ValidationError as err:  # one line per field, as a cell in a file would be refused
+        raise UsageError("; ".join(f"cell {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())) from None
 
 
 # A chamber or rig set by hand is checked as the plan that sets it would be.
