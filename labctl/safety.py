@@ -309,6 +309,20 @@ def _per(span: float, kwargs: dict, name: str, budget: int, what: str) -> list[P
                       f"{show(span / budget, 's')}")]
 
 
+def _recorded(span: float, kw: dict) -> list[Problem]:
+    """A set's record_interval: within the budget of wake-ups, and no longer than the longest wait itself.
+
+    One sleep of a longer interval would carry the clock far past the settle (on the simulated
+    lab, years of physics integrated at once) before the set's status is looked at again.
+    """
+    problems = _per(span, kw, "record_interval", MAX_WAKEUPS, "wake-ups")
+    interval = _number(kw, "record_interval")
+    if interval > span > 0:
+        problems.append((("record_interval",), f"{show(interval, 's')} is longer than the longest this step waits "
+                                               f"and records ({show(span, 'h')}): allowed at most {show(span, 's')}"))
+    return problems
+
+
 def _time(span: float, name: str) -> list[Problem]:
     if span <= MAX_STEP_TIME:
         return []
@@ -355,8 +369,12 @@ def _staircase_size(kw: dict, lab) -> list[Problem]:
     return _timed(span, "step_capacity", kw, wakeups=("check_interval", "page_interval"))
 
 
+def _settling(span: float, span_name: str, kw: dict) -> list[Problem]:
+    return _time(span, span_name) + _recorded(span, kw)
+
+
 def _pressure_program_size(kw: dict, lab) -> list[Problem]:
-    problems = _timed(_number(kw, "hold") + RIG_SETTLE, "hold", kw, rows=None, wakeups=("record_interval",))
+    problems = _settling(_number(kw, "hold") + RIG_SETTLE, "hold", kw)
     rate, interval, target = _number(kw, "ramp_rate"), _number(kw, "record_interval"), _number(kw, "pressure")
     if rate > 0 and interval > 0:
         low, high = lab.instruments.rig.pressure_range if lab is not None else (0.0, target)
@@ -381,13 +399,11 @@ SIZES: dict[str, Callable[[dict, Any], list[Problem]]] = {
     "electronic_conductivity_step": lambda kw, lab: _timed(_number(kw, "max_duration"), "max_duration", kw,
                                                            wakeups=("check_interval", "page_interval")),
     # Recording goes on while the chamber or the rig settles, not only while it soaks or holds.
-    "set_temperature": lambda kw, lab: _timed(_number(kw, "soak") + CHAMBER_SETTLE, "soak", kw, rows=None,
-                                              wakeups=("record_interval",)),
-    "condition_cell": lambda kw, lab: _timed(_number(kw, "hold") + 2 * CHAMBER_SETTLE, "hold", kw, rows=None,
-                                             wakeups=("record_interval",)),
-    "set_pressure": lambda kw, lab: _timed(RIG_SETTLE, "pressure", kw, rows=None, wakeups=("record_interval",)),
-    "ionic_conductivity_arrhenius": lambda kw, lab: _timed(len(kw.get("temperatures") or []) * CHAMBER_SETTLE,
-                                                           "temperatures", kw, rows=None, wakeups=("record_interval",)),
+    "set_temperature": lambda kw, lab: _settling(_number(kw, "soak") + CHAMBER_SETTLE, "soak", kw),
+    "condition_cell": lambda kw, lab: _settling(_number(kw, "hold") + 2 * CHAMBER_SETTLE, "hold", kw),
+    "set_pressure": lambda kw, lab: _settling(RIG_SETTLE, "pressure", kw),
+    "ionic_conductivity_arrhenius": lambda kw, lab: _settling(len(kw.get("temperatures") or []) * CHAMBER_SETTLE,
+                                                              "temperatures", kw),
     "pressure_program": _pressure_program_size,
 }
 
