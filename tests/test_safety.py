@@ -290,3 +290,22 @@ def test_every_plan_at_the_ends_of_its_ranges_is_refused_in_one_line_or_dry_runs
         assert lines and all(re.match(rf"error: {re.escape(str(path))}:\d+: \S+: ", line) for line in lines), err
     else:
         assert code in (0, 1) and "estimated total" in out, out + err  # the dry run ran to its end
+
+
+@pytest.mark.parametrize("plan, settle", [("set_temperature", safety.CHAMBER_SETTLE), ("set_pressure", safety.RIG_SETTLE)])
+@pytest.mark.parametrize("interval", np.geomspace(1e-4, 1e5, 37))
+def test_a_sets_record_interval_is_bounded_by_the_wait_it_records(plan, settle, interval):
+    kwargs = {"temperature": 300.0, "soak": 0.0} if plan == "set_temperature" else {"pressure": 5e6}
+    problems = safety.plan_problems(plan, {**kwargs, "record_interval": float(interval)})
+    allowed = settle / safety.MAX_WAKEUPS <= interval <= settle
+    assert (problems == []) == allowed, problems
+    assert all(field == ("record_interval",) for field, _ in problems)
+
+
+@pytest.mark.parametrize("low", [-80.0, -40.0, -40.0 + 1e-7, 0.0])
+@pytest.mark.parametrize("high", [100.0, 200.0, 200.0 + 1e-6, 250.0])
+def test_a_lab_chamber_range_must_lie_within_the_controllers_own_limits(low, high):
+    problems = safety.chamber_range_problems("eurotherm-3200", (low + 273.15, high + 273.15))
+    assert (problems == []) == (low >= -40.0 and high <= 200.0)  # 1e-6 K past is past
+    assert all(field == "temperature_range" and "allowed within [-40 degC, 200 degC]" in message
+               for field, message in problems)
