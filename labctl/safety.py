@@ -191,7 +191,7 @@ def _last_setpoint(plan: str, kwargs: dict, previous: float | None) -> float | N
 # Impedance sweeps: (f_min, f_max, points per decade, amplitude in V or None) argument names.
 SWEEPS = {
     "peis": ("f_min", "f_max", "points_per_decade", "amplitude"),
-    "ionic_conductivity_arrhenius": ("f_min", "f_max", "points_per_decade", None),
+    "ionic_conductivity_arrhenius": ("f_min", "f_max", "points_per_decade", "amplitude"),
     "plate": ("geis_f_min", "geis_f_max", "geis_points_per_decade", None),
     "plate_strip": ("geis_f_min", "geis_f_max", "geis_points_per_decade", None),
 }
@@ -199,17 +199,21 @@ SWEEPS = {
 GEIS_ON_CURRENT = {"plate": ("geis_amplitude", "current_density"), "plate_strip": ("geis_amplitude", "current_density")}
 
 
+ANALYSER_PLANS = ("peis", "ionic_conductivity_arrhenius")  # plans that take the impedance_analyser role
+
+
 def sweep_instrument(plan: str, lab) -> tuple[str, tuple[float, float], float | None]:
     """Return the instrument a plan's sweep runs on: its name, frequency range (Hz) and amplitude cap (V or None).
 
-    ``peis`` runs on the lab's impedance analyser when it has one (labctl.runner passes it by role),
-    every other sweep on the potentiostat channel. The ranges are the drivers' own constants.
+    ``peis`` and ``ionic_conductivity_arrhenius`` run on the lab's impedance analyser when it has
+    one (labctl.runner passes it by role), every other sweep on the potentiostat channel. The
+    ranges are the drivers' own constants.
     """
     from devices.biologic.ecc import EIS_FREQUENCY_RANGE  # lazily: the rules import without the drivers
     from devices.biologic.mtz35 import FREQUENCY_RANGE
 
     analyser = getattr(lab.instruments, "impedance_analyser", None) if lab is not None else None
-    if plan == "peis" and analyser is not None:
+    if plan in ANALYSER_PLANS and analyser is not None:
         return "the MTZ-35 (impedance_analyser)", FREQUENCY_RANGE, analyser.max_amplitude
     return "the SP-200 (potentiostat)", EIS_FREQUENCY_RANGE, None
 
@@ -220,16 +224,19 @@ def sweep_problems(plan: str, kwargs: dict, lab) -> list[Problem]:
         return []
     f_min_name, f_max_name, ppd_name, amplitude_name = SWEEPS[plan]
     f_min, f_max, ppd = kwargs.get(f_min_name), kwargs.get(f_max_name), kwargs.get(ppd_name)
+    known = lab is not None or plan not in ANALYSER_PLANS  # without a lab, these may still have an MTZ-35
+    if f_max is None and known:  # "the instrument's top", as the plan reads it
+        f_max = sweep_instrument(plan, lab)[1][1]
     if not all(isinstance(v, (int, float)) for v in (f_min, f_max, ppd)):
         return []
     problems = []
-    if lab is not None or plan != "peis":  # without a lab, peis may still have an MTZ-35
+    if known:
         name, (low, high), cap = sweep_instrument(plan, lab)
         for field, value in ((f_min_name, f_min), (f_max_name, f_max)):
             if not low * (1 - 1e-9) <= value <= high * (1 + 1e-9):  # "10 uHz" is 1.0000000000000001e-05 Hz
                 problems.append(((field,), f"{_hz(value)} is outside the range of {name}: allowed {_hz(low)} to "
                                            f"{_hz(high)}" + (" (an MTZ-35 in the lab file sweeps up to 35 MHz)"
-                                                            if plan == "peis" and high < 35e6 else "")))
+                                                            if plan in ANALYSER_PLANS and high < 35e6 else "")))
         amplitude = kwargs.get(amplitude_name) if amplitude_name else None
         if cap is not None and isinstance(amplitude, (int, float)) and amplitude > cap:
             problems.append(((amplitude_name,), f"{show(amplitude, 'mV')} is above the lab's cap on {name} "

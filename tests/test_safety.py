@@ -265,7 +265,13 @@ def _sweep_cases():
             list_of = typing.get_origin(typing.get_args(annotation)[0] if typing.get_args(annotation) else None) is list
             ends = _ends(typing.get_args(typing.get_args(annotation)[0])[0]) if list_of else _ends(annotation)
             for end in ends:
-                yield pytest.param(name, argument, [end] if list_of else end, id=f"{name}-{argument}={end}")
+                marks = [pytest.mark.skip(reason=SLOW[(name, argument, end)])] if (name, argument, end) in SLOW else []
+                yield pytest.param(name, argument, [end] if list_of else end, id=f"{name}-{argument}={end}",
+                                   marks=marks)
+
+
+# Allowed, and no crash, but longer than a test may take: the budgets allow it (see labctl.safety).
+SLOW = {("peis", "repeats", "10000"): "10,000 spectra, each fitted, take minutes in the dry run"}
 
 
 @pytest.mark.parametrize("plan, argument, value", list(_sweep_cases()))
