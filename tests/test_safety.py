@@ -126,7 +126,9 @@ FREQUENCIES = [float(f"{f:.15g}") for f in np.logspace(-7, 8.5, 63)]  # as parse
 
 @pytest.mark.parametrize("plan, field, mtz, high", [
     ("peis", "f_max", True, 35e6), ("peis", "f_max", False, 7e6), ("plate", "geis_f_max", True, 7e6),
-    ("plate_strip", "geis_f_max", True, 7e6), ("ionic_conductivity_arrhenius", "f_max", True, 7e6),
+    ("plate_strip", "geis_f_max", True, 7e6),
+    # the Arrhenius series sweeps on the MTZ-35 when the lab has one (plans.conductivity takes it by role)
+    ("ionic_conductivity_arrhenius", "f_max", True, 35e6), ("ionic_conductivity_arrhenius", "f_max", False, 7e6),
 ])
 def test_sweeps_are_held_to_the_range_of_the_instrument_they_run_on(lab, lab_without_mtz, plan, field, mtz, high):
     this_lab = lab if mtz else lab_without_mtz
