@@ -694,20 +694,14 @@ def read_api_key(path: Path) -> str:
 
 
 def cmd_shell(args) -> int:
-    from labctl.shell import close_session, namespace
+    from labctl.shell import interact, namespace
 
     experiment, lab, data_dir = load(args)
-    import IPython
-
     ns = namespace(lab, data_dir, experiment, cell=args.cell)
-    session = dict(ns)  # IPython may clear its user namespace on exit: keep what must be closed
     print(ns["__doc__"])
-    try:
-        # With a live figure, IPython runs Qt's loop between plans too, so the window stays responsive.
-        IPython.start_ipython(argv=["--matplotlib=qt"] if "live_plot" in ns else [], user_ns=ns)
-    finally:
-        for action in close_session(session):
-            print(f"  {action}")
+    # With a live figure, IPython runs Qt's loop between plans too, so the window stays responsive.
+    for action in interact(ns, ["--matplotlib=qt"] if "live_plot" in ns else []):
+        print(f"  {action}")
     return ExitCode.SUCCESS
 
 

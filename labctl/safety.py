@@ -32,6 +32,10 @@ MAX_SWEEP_POINTS = 1_000  # frequencies in one sweep (decades x points per decad
 MIN_SWEEP_POINTS = 10  # so the equivalent-circuit fit of each spectrum (up to 7 parameters) is determined
 MAX_STAIRS = 1_000  # current densities in one staircase
 MAX_STEP_TIME = 365 * 86400.0  # s: one step run at most a year
+# The longest a set may wait for its device to settle, recording all the while: the devices' own
+# timeouts (devices.chamber.device.TemperatureChamber, devices.rig.device.StackPressureRig).
+CHAMBER_SETTLE = 4 * 3600.0  # s
+RIG_SETTLE = 3600.0  # s
 
 
 def show(value: float, display: str) -> str:
@@ -64,6 +68,23 @@ def _outside(value: float, bounds: tuple[float, float], display: str, what: str,
         return []
     return [f"{show(value, display)} is outside {what} [{show(low, display)}, {show(high, display)}] "
             f"(lab {lab.name!r}): choose a {noun} inside it"]
+
+
+def chamber_range_problems(kind: str, temperature_range: tuple[float, float]) -> list[tuple[str, str]]:
+    """Return why a lab file's chamber range passes the controller's own setpoint limits (K in, at load).
+
+    Every chamber labctl drives (each Modbus controller's target-setpoint register, and the
+    simulator's rated range) takes setpoints from -40 to 200 degC; a lab range past them would
+    pass ``labctl check`` and be refused by the controller mid-run.
+    """
+    from devices.chamber.controllers import CELSIUS_ZERO, SETPOINT_LIMITS  # lazily: the rules import without drivers
+
+    own = tuple(limit + CELSIUS_ZERO for limit in SETPOINT_LIMITS)
+    low, high = temperature_range
+    if own[0] - 1e-9 <= low and high <= own[1] + 1e-9:
+        return []
+    return [("temperature_range", f"[{show(low, 'degC')}, {show(high, 'degC')}] passes the {kind} controller's own "
+                                  f"setpoint limits: allowed within [{show(own[0], 'degC')}, {show(own[1], 'degC')}]")]
 
 
 def pressure_problems(value: float, cell, lab) -> list[str]:
@@ -166,7 +187,7 @@ def _last_setpoint(plan: str, kwargs: dict, previous: float | None) -> float | N
 # Impedance sweeps: (f_min, f_max, points per decade, amplitude in V or None) argument names.
 SWEEPS = {
     "peis": ("f_min", "f_max", "points_per_decade", "amplitude"),
-    "ionic_conductivity_arrhenius": ("f_min", "f_max", "points_per_decade", None),
+    "ionic_conductivity_arrhenius": ("f_min", "f_max", "points_per_decade", "amplitude"),
     "plate": ("geis_f_min", "geis_f_max", "geis_points_per_decade", None),
     "plate_strip": ("geis_f_min", "geis_f_max", "geis_points_per_decade", None),
 }
@@ -174,17 +195,21 @@ SWEEPS = {
 GEIS_ON_CURRENT = {"plate": ("geis_amplitude", "current_density"), "plate_strip": ("geis_amplitude", "current_density")}
 
 
+ANALYSER_PLANS = ("peis", "ionic_conductivity_arrhenius")  # plans that take the impedance_analyser role
+
+
 def sweep_instrument(plan: str, lab) -> tuple[str, tuple[float, float], float | None]:
     """Return the instrument a plan's sweep runs on: its name, frequency range (Hz) and amplitude cap (V or None).
 
-    ``peis`` runs on the lab's impedance analyser when it has one (labctl.runner passes it by role),
-    every other sweep on the potentiostat channel. The ranges are the drivers' own constants.
+    ``peis`` and ``ionic_conductivity_arrhenius`` run on the lab's impedance analyser when it has
+    one (labctl.runner passes it by role), every other sweep on the potentiostat channel. The
+    ranges are the drivers' own constants.
     """
     from devices.biologic.ecc import EIS_FREQUENCY_RANGE  # lazily: the rules import without the drivers
     from devices.biologic.mtz35 import FREQUENCY_RANGE
 
     analyser = getattr(lab.instruments, "impedance_analyser", None) if lab is not None else None
-    if plan == "peis" and analyser is not None:
+    if plan in ANALYSER_PLANS and analyser is not None:
         return "the MTZ-35 (impedance_analyser)", FREQUENCY_RANGE, analyser.max_amplitude
     return "the SP-200 (potentiostat)", EIS_FREQUENCY_RANGE, None
 
@@ -195,16 +220,19 @@ def sweep_problems(plan: str, kwargs: dict, lab) -> list[Problem]:
         return []
     f_min_name, f_max_name, ppd_name, amplitude_name = SWEEPS[plan]
     f_min, f_max, ppd = kwargs.get(f_min_name), kwargs.get(f_max_name), kwargs.get(ppd_name)
+    known = lab is not None or plan not in ANALYSER_PLANS  # without a lab, these may still have an MTZ-35
+    if f_max is None and known:  # "the instrument's top", as the plan reads it
+        f_max = sweep_instrument(plan, lab)[1][1]
     if not all(isinstance(v, (int, float)) for v in (f_min, f_max, ppd)):
         return []
     problems = []
-    if lab is not None or plan != "peis":  # without a lab, peis may still have an MTZ-35
+    if known:
         name, (low, high), cap = sweep_instrument(plan, lab)
         for field, value in ((f_min_name, f_min), (f_max_name, f_max)):
             if not low * (1 - 1e-9) <= value <= high * (1 + 1e-9):  # "10 uHz" is 1.0000000000000001e-05 Hz
                 problems.append(((field,), f"{_hz(value)} is outside the range of {name}: allowed {_hz(low)} to "
                                            f"{_hz(high)}" + (" (an MTZ-35 in the lab file sweeps up to 35 MHz)"
-                                                            if plan == "peis" and high < 35e6 else "")))
+                                                            if plan in ANALYSER_PLANS and high < 35e6 else "")))
         amplitude = kwargs.get(amplitude_name) if amplitude_name else None
         if cap is not None and isinstance(amplitude, (int, float)) and amplitude > cap:
             problems.append(((amplitude_name,), f"{show(amplitude, 'mV')} is above the lab's cap on {name} "
@@ -284,6 +312,20 @@ def _per(span: float, kwargs: dict, name: str, budget: int, what: str) -> list[P
                       f"{show(span / budget, 's')}")]
 
 
+def _recorded(span: float, kw: dict) -> list[Problem]:
+    """A set's record_interval: within the budget of wake-ups, and no longer than the longest wait itself.
+
+    One sleep of a longer interval would carry the clock far past the settle (on the simulated
+    lab, years of physics integrated at once) before the set's status is looked at again.
+    """
+    problems = _per(span, kw, "record_interval", MAX_WAKEUPS, "wake-ups")
+    interval = _number(kw, "record_interval")
+    if interval > span > 0:
+        problems.append((("record_interval",), f"{show(interval, 's')} is longer than the longest this step waits "
+                                               f"and records ({show(span, 'h')}): allowed at most {show(span, 's')}"))
+    return problems
+
+
 def _time(span: float, name: str) -> list[Problem]:
     if span <= MAX_STEP_TIME:
         return []
@@ -330,8 +372,12 @@ def _staircase_size(kw: dict, lab) -> list[Problem]:
     return _timed(span, "step_capacity", kw, wakeups=("check_interval", "page_interval"))
 
 
+def _settling(span: float, span_name: str, kw: dict) -> list[Problem]:
+    return _time(span, span_name) + _recorded(span, kw)
+
+
 def _pressure_program_size(kw: dict, lab) -> list[Problem]:
-    problems = _timed(_number(kw, "hold"), "hold", kw, rows=None, wakeups=("record_interval",))
+    problems = _settling(_number(kw, "hold") + RIG_SETTLE, "hold", kw)
     rate, interval, target = _number(kw, "ramp_rate"), _number(kw, "record_interval"), _number(kw, "pressure")
     if rate > 0 and interval > 0:
         low, high = lab.instruments.rig.pressure_range if lab is not None else (0.0, target)
@@ -355,8 +401,12 @@ SIZES: dict[str, Callable[[dict, Any], list[Problem]]] = {
     "peis": _peis_size,
     "electronic_conductivity_step": lambda kw, lab: _timed(_number(kw, "max_duration"), "max_duration", kw,
                                                            wakeups=("check_interval", "page_interval")),
-    "set_temperature": lambda kw, lab: _timed(_number(kw, "soak"), "soak", kw, rows=None, wakeups=("record_interval",)),
-    "condition_cell": lambda kw, lab: _timed(_number(kw, "hold"), "hold", kw, rows=None, wakeups=("record_interval",)),
+    # Recording goes on while the chamber or the rig settles, not only while it soaks or holds.
+    "set_temperature": lambda kw, lab: _settling(_number(kw, "soak") + CHAMBER_SETTLE, "soak", kw),
+    "condition_cell": lambda kw, lab: _settling(_number(kw, "hold") + 2 * CHAMBER_SETTLE, "hold", kw),
+    "set_pressure": lambda kw, lab: _settling(RIG_SETTLE, "pressure", kw),
+    "ionic_conductivity_arrhenius": lambda kw, lab: _settling(len(kw.get("temperatures") or []) * CHAMBER_SETTLE,
+                                                              "temperatures", kw),
     "pressure_program": _pressure_program_size,
 }
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 import math
 from pathlib import Path
 from types import SimpleNamespace
@@ -125,7 +126,9 @@ FREQUENCIES = [float(f"{f:.15g}") for f in np.logspace(-7, 8.5, 63)]  # as parse
 
 @pytest.mark.parametrize("plan, field, mtz, high", [
     ("peis", "f_max", True, 35e6), ("peis", "f_max", False, 7e6), ("plate", "geis_f_max", True, 7e6),
-    ("plate_strip", "geis_f_max", True, 7e6), ("ionic_conductivity_arrhenius", "f_max", True, 7e6),
+    ("plate_strip", "geis_f_max", True, 7e6),
+    # the Arrhenius series sweeps on the MTZ-35 when the lab has one (plans.conductivity takes it by role)
+    ("ionic_conductivity_arrhenius", "f_max", True, 35e6), ("ionic_conductivity_arrhenius", "f_max", False, 7e6),
 ])
 def test_sweeps_are_held_to_the_range_of_the_instrument_they_run_on(lab, lab_without_mtz, plan, field, mtz, high):
     this_lab = lab if mtz else lab_without_mtz
@@ -214,3 +217,103 @@ def test_a_step_that_raises_in_the_dry_run_is_one_line_naming_the_step(lab):
     (outcome,) = dry_run(experiment, lab, registry={"boom": boom})
     assert outcome.exit_status == "fail" and "\n" not in outcome.reason
     assert outcome.reason.startswith("labctl bug: step 1 (boom) raised RuntimeError: a gap in the checks with a second")
+
+
+# ---- every plan of the catalog at the ends of its allowed ranges: `labctl check`, then its dry run ----
+# A short, valid call of each plan; each case below moves one argument to an end of its range.
+SWEEP_BASE = {
+    "set_temperature": {"temperature": "30 degC", "record_interval": "60 s"},
+    "set_pressure": {"pressure": "5 MPa"},
+    "condition_cell": {"test_temperature": "30 degC", "hold": "10 min"},
+    "pressure_program": {"pressure": "5 MPa", "hold": "10 min"},
+    "rest": {"duration": "10 min"},
+    "plate": {"current_density": "0.5 mA/cm^2", "max_duration": "20 min", "geis_interval": "10 min"},
+    "plate_strip": {"current_density": "0.5 mA/cm^2", "half_cycle": "10 min", "cycles": 2},
+    "ccd_staircase": {"start_density": "0.1 mA/cm^2", "density_step": "0.1 mA/cm^2", "max_density": "0.3 mA/cm^2",
+                      "step_capacity": "0.005 mAh/cm^2"},
+    "peis": {},
+    "ionic_conductivity_arrhenius": {"temperatures": ["25 degC", "35 degC"]},
+    "electronic_conductivity_step": {"max_duration": "20 min"},
+}
+SWEEP_CELL = {"electronic_conductivity_step": "blocking"}  # a blocking cell; the rest on lithium
+
+
+def _ends(annotation) -> list[str]:
+    """The ends of an argument's allowed range as a file would write them (an open end just inside it)."""
+    from labctl.catalog import find_unit
+    from labctl.units import Count
+
+    unit = find_unit(annotation)
+    count = next((m for m in getattr(annotation, "__metadata__", ()) if isinstance(m, Count)), None)
+    if count is not None:
+        return [str(count.ge), str(count.le if count.le is not None else 10**9)]
+    if unit is None:
+        return []
+    low = unit.ge if unit.ge is not None else (unit.gt * (1 + 1e-6) + 1e-6 if unit.gt is not None else -1e9)
+    high = unit.le if unit.le is not None else (unit.lt * (1 - 1e-6) if unit.lt is not None else 1e9)
+    return [f"{low!r} {unit.display}", f"{high!r} {unit.display}"]
+
+
+def _sweep_cases():
+    import typing
+
+    from labctl.config import RUNNER_FILLED
+    from plans import PLANS
+
+    for name, plan in PLANS.items():
+        for argument, annotation in typing.get_type_hints(plan, include_extras=True).items():
+            if argument in RUNNER_FILLED:
+                continue
+            list_of = typing.get_origin(typing.get_args(annotation)[0] if typing.get_args(annotation) else None) is list
+            ends = _ends(typing.get_args(typing.get_args(annotation)[0])[0]) if list_of else _ends(annotation)
+            for end in ends:
+                marks = [pytest.mark.skip(reason=SLOW[(name, argument, end)])] if (name, argument, end) in SLOW else []
+                yield pytest.param(name, argument, [end] if list_of else end, id=f"{name}-{argument}={end}",
+                                   marks=marks)
+
+
+# Allowed, and no crash, but longer than a test may take: the budgets allow it (see labctl.safety).
+SLOW = {("peis", "repeats", "10000"): "10,000 spectra, each fitted, take minutes in the dry run"}
+
+
+@pytest.mark.parametrize("plan, argument, value", list(_sweep_cases()))
+def test_every_plan_at_the_ends_of_its_ranges_is_refused_in_one_line_or_dry_runs_without_a_bug(
+        tmp_path, capsys, plan, argument, value):
+    import yaml
+
+    from labctl.cli import main
+
+    step = {"plan": plan, **SWEEP_BASE[plan], argument: value}
+    experiment = {"name": "sweep", "lab": str(LAB_SIM),
+                  "cell": {"id": "SWEEP-1", "kind": SWEEP_CELL.get(plan, "symmetric"), "surface": "lithiophilic",
+                           "thickness": "1.2 mm", "electrode_diameter": "2 mm"},
+                  "steps": [step]}  # a step that fails on the simulated cell (a short) is no bug: a crash is
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(experiment, sort_keys=False))
+    code = main(["check", str(path)])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err and "labctl bug" not in out + err, out + err
+    if code == 3:  # refused: every message located in the file, one line each
+        lines = err.strip().splitlines()
+        assert lines and all(re.match(rf"error: {re.escape(str(path))}:\d+: \S+: ", line) for line in lines), err
+    else:
+        assert code in (0, 1) and "estimated total" in out, out + err  # the dry run ran to its end
+
+
+@pytest.mark.parametrize("plan, settle", [("set_temperature", safety.CHAMBER_SETTLE), ("set_pressure", safety.RIG_SETTLE)])
+@pytest.mark.parametrize("interval", np.geomspace(1e-4, 1e5, 37))
+def test_a_sets_record_interval_is_bounded_by_the_wait_it_records(plan, settle, interval):
+    kwargs = {"temperature": 300.0, "soak": 0.0} if plan == "set_temperature" else {"pressure": 5e6}
+    problems = safety.plan_problems(plan, {**kwargs, "record_interval": float(interval)})
+    allowed = settle / safety.MAX_WAKEUPS <= interval <= settle
+    assert (problems == []) == allowed, problems
+    assert all(field == ("record_interval",) for field, _ in problems)
+
+
+@pytest.mark.parametrize("low", [-80.0, -40.0, -40.0 + 1e-7, 0.0])
+@pytest.mark.parametrize("high", [100.0, 200.0, 200.0 + 1e-6, 250.0])
+def test_a_lab_chamber_range_must_lie_within_the_controllers_own_limits(low, high):
+    problems = safety.chamber_range_problems("eurotherm-3200", (low + 273.15, high + 273.15))
+    assert (problems == []) == (low >= -40.0 and high <= 200.0)  # 1e-6 K past is past
+    assert all(field == "temperature_range" and "allowed within [-40 degC, 200 degC]" in message
+               for field, message in problems)

@@ -87,7 +87,8 @@ class ChamberRegisters:
     def write(self, role: str, value: float) -> None:
         """Apply a write of ``value`` to ``role``; ``ValueError`` if the controller would refuse it."""
         if role == "target_setpoint":
-            self.sim.set_setpoint(value + CELSIUS_ZERO)
+            # Rounded: -40.0 degC + 273.15 is 233.14999999999998 K, an ulp below the rated range.
+            self.sim.set_setpoint(round(value + CELSIUS_ZERO, 6))
         elif role == "rate_limit":
             self._set_rate_limit(value)
         else:

@@ -179,6 +179,7 @@ class ChamberConfig(InstrumentConfig):
     @model_validator(mode="after")
     def _check(self):
         problems = _range_problems("temperature_range", self.temperature_range, "degC")
+        problems += safety.chamber_range_problems(self.kind, self.temperature_range)
         low, high = self.temperature_range
         if not problems and not low <= self.safe_setpoint <= high:
             problems.append(("safe_setpoint", "must lie inside temperature_range"))
