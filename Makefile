@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: demo test bench clean system-packages
+.PHONY: demo test sweep bench clean system-packages
 
 # What the tests start besides Python: Debian packages, installed (as root) when missing.
 SYSTEM_PACKAGES = chromium
@@ -25,6 +25,9 @@ demo: $(BIN)/labctl  ## the paper's overnight plating experiment on the simulate
 test: $(BIN)/labctl system-packages  ## unit, device, plan and storage tests, and the layer contracts
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
+
+sweep: $(BIN)/labctl  ## every plan at both ends of every allowed range, through check and the dry run
+	$(BIN)/python -m pytest -m sweep tests/test_safety.py
 
 bench: $(BIN)/labctl  ## performance figures, printed side by side
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'

@@ -261,6 +261,7 @@ def _sweep_cases():
     from plans import PLANS
 
     for name, plan in PLANS.items():
+        first = True  # the suite runs one case per plan; `pytest -m sweep` runs every other
         for argument, annotation in typing.get_type_hints(plan, include_extras=True).items():
             if argument in RUNNER_FILLED:
                 continue
@@ -268,6 +269,9 @@ def _sweep_cases():
             ends = _ends(typing.get_args(typing.get_args(annotation)[0])[0]) if list_of else _ends(annotation)
             for end in ends:
                 marks = [pytest.mark.skip(reason=SLOW[(name, argument, end)])] if (name, argument, end) in SLOW else []
+                if not first:
+                    marks.append(pytest.mark.sweep)
+                first = False
                 yield pytest.param(name, argument, [end] if list_of else end, id=f"{name}-{argument}={end}",
                                    marks=marks)
 
