@@ -57,11 +57,11 @@ MAX_PEAKS = 4  # DRT peaks grouped into starts; more would multiply the starts f
 # the sweep may be a grain boundary's, so neither R0 nor the bulk is what it seems.
 SERIES_SHARE = 0.25
 DECISIVE_BIC = 10.0
-# Reading an alternative fit as the data see it: arcs whose apexes lie within this factor (well inside
-# one CPE arc's width of a decade or more) are one arc the optimiser split, and an arc holding less
-# than this share of its larger neighbour is a bend in that arc's shape.
-COALESCE, SMALL_SHARE = 2.0, 0.1
-# Three-arc starts: the two arc splits of the best two-arc fit, and this many from the DRT peaks.
+# Reading an alternative fit as the data see it: arcs whose apexes lie within this factor (one
+# decade, about one depressed CPE arc's width) are one arc at 0.5 % noise, a bend the optimiser
+# split, and an arc holding less than this share of the resistance is noise.
+COALESCE, DEAD_SHARE = 10.0, 0.01
+# Three-arc starts: the two arc splits of the best two-arc fit, and (cold) this many from the DRT peaks.
 DRT_STARTS_THREE_ARCS = 1  # a BIC this much lower decides between circuits ("very strong", Kass & Raftery)
 # Every role a fit summary can have, so a run's impedance_fit events keep one shape whichever
 # circuit each spectrum chose.
@@ -295,7 +295,9 @@ def fit_spectrum(frequencies, z, circuit: Circuit = BULK_INTERFACE, *, previous:
             starts.append(setup.fit(candidate, previous.params))  # warm start: enough if it fits
         seeds = _starts(candidate, f, z, distribution)
         if candidate is THREE_ARCS and BULK_INTERFACE in results:
-            seeds = _split_starts(setup.best_params(results[BULK_INTERFACE]), seeds[:DRT_STARTS_THREE_ARCS])
+            # after a warm start the splits of its fit suffice; a cold one adds the DRT's reading
+            seeds = _split_starts(setup.best_params(results[BULK_INTERFACE]),
+                                  [] if previous is not None else seeds[:DRT_STARTS_THREE_ARCS])
         for start in seeds:
             if candidate is BULK_INTERFACE and starts and min(fit["rms_dof"] for fit in starts) <= WARM_ENOUGH * noise:
                 break  # a start that fits to the noise is the answer; the rest would only cost time
@@ -324,7 +326,7 @@ def _check_constraints(circuit: Circuit, fixed: dict, bounds: dict) -> None:
             raise ValueError(f"parameter {name!r}: {circuit.name} has {', '.join(circuit.parameters)}")
         if name in fixed and name in bounds:
             raise ValueError(f"parameter {name!r}: fixed and bounded at once")
-    lower, upper = circuit.bounds()
+    lower, upper = circuit.bounds(slack=ALPHA_SLACK)  # a fitted ideal capacitor may come back a hair above 1
     for name, value in fixed.items():
         k = circuit.parameters.index(name)
         if not (np.isfinite(value) and (value > 0 if circuit.is_log[k] else lower[k] <= value <= upper[k])):
@@ -360,39 +362,34 @@ def _mark_model_dependent(result: FitResult, other: FitResult, margin: float, om
 def _readings(fit: FitResult, omega_max: float, omega_min: float) -> dict[str, float]:
     """Return a fit's resistances by role as the data see them.
 
-    An arc whose apex lies far above the sweep is a constant, part of the series resistance; one far
-    below it is a capacitance, its resistance unseen; an arc under ``SMALL_SHARE`` of its larger
-    neighbour is a bend in that arc's shape and joins it; arcs whose apexes lie within ``COALESCE`` of
-    each other are one arc in the data, whatever the circuit calls them.
+    Arcs whose apexes lie within ``COALESCE`` of each other are one arc in the data, whatever the
+    circuit calls them; an arc under ``DEAD_SHARE`` of the arcs' resistance is noise; an arc far
+    below the sweep is a capacitance, its resistance unseen; and what is then left far above the
+    sweep is this reading's bulk, seen only as a constant.
     """
     if fit.circuit not in (BULK_INTERFACE, THREE_ARCS):
         return {}
     p = fit.params
-    series, arcs = p[0], []
-    for k in range(1, p.size, 3):
-        tau = (p[k] * p[k + 1]) ** (1 / p[k + 2])
-        if tau * omega_max < 0.1:
-            series += p[k]
-        elif tau * omega_min < 10:
-            arcs.append([p[k], tau])
-    while len(arcs) > 1:
-        k = min(range(len(arcs)), key=lambda i: arcs[i][0])
-        neighbours = [j for j in (k - 1, k + 1) if 0 <= j < len(arcs)]
-        j = max(neighbours, key=lambda i: arcs[i][0])
-        close = min(abs(np.log(arcs[i][1] / arcs[i + 1][1])) for i in range(len(arcs) - 1)) < np.log(COALESCE)
-        if arcs[k][0] >= SMALL_SHARE * arcs[j][0] and not close:
-            break
-        if close:  # join the closest pair instead
-            k = min(range(len(arcs) - 1), key=lambda i: abs(np.log(arcs[i][1] / arcs[i + 1][1])))
-            j = k + 1
-        (r1, t1), (r2, t2) = arcs[k], arcs[j]
-        arcs[min(k, j)] = [r1 + r2, float(np.exp((r1 * np.log(t1) + r2 * np.log(t2)) / (r1 + r2)))]
-        del arcs[max(k, j)]
-    if not arcs:
-        return {"series": series}
-    out = {"series": series, "bulk": arcs[0][0], "series_bulk": series + arcs[0][0]}
-    if len(arcs) > 1:
-        out["interface"] = arcs[-1][0]
+    arcs = sorted([[p[k], (p[k] * p[k + 1]) ** (1 / p[k + 2])] for k in range(1, p.size, 3)], key=lambda arc: arc[1])
+    merged = []
+    for r, tau in arcs:
+        if merged and tau < COALESCE * merged[-1][1]:
+            r0, tau0 = merged[-1]
+            merged[-1] = [r0 + r, float(np.exp((r0 * np.log(tau0) + r * np.log(tau)) / (r0 + r)))]
+        else:
+            merged.append([r, tau])
+    total = sum(r for r, _ in merged)
+    merged = [arc for arc in merged if arc[0] >= DEAD_SHARE * total and arc[1] * omega_min < 10]
+    hidden = 0.0  # far above the sweep: this reading's bulk arc, seen only as a constant
+    while merged and merged[0][1] * omega_max < 0.1:
+        hidden += merged.pop(0)[0]
+    out = {"series": p[0]}
+    if hidden > 0:
+        out.update(bulk=hidden, series_bulk=p[0] + hidden)
+    elif merged:
+        out.update(bulk=merged[0][0], series_bulk=p[0] + merged[0][0])
+    if len(merged) > (0 if hidden > 0 else 1):
+        out["interface"] = merged[-1][0]
     return out
 
 
