@@ -7,15 +7,20 @@ circuit's analytic Jacobian, through ``scipy.optimize.least_squares``.
 Starting values come from the spectrum's distribution of relaxation times (:mod:`labctl.analysis.drt`):
 its peaks, fastest first, are grouped into the circuit's arcs in every order-keeping way, each
 grouping is one start, and the best fit wins, so a small bulk arc beside a large interface arc is
-neither missed nor swapped. Arcs are always reported fastest first (bulk, grain boundary,
-interface). The DRT also gives the spectrum's own noise level (its Kramers-Kronig residual): a fit
-whose residual is well above it has the wrong circuit and is reported failed.
+neither missed nor swapped. Three-arc starts also split the best two-arc fit's bulk arc and its
+interface arc, the two places a grain-boundary arc hides. Arcs are always reported fastest first
+(bulk, grain boundary, interface). The DRT also gives the spectrum's own noise level (its
+Kramers-Kronig residual): a fit whose residual is well above it has the wrong circuit and is
+reported failed.
 
 What a spectrum cannot determine is reported as such, never as a number: a parameter whose relative
 uncertainty is above ``max_relative_error``, or that ran to a bound, has ``value() = nan`` and a
 reason (``why()``). The usual case: a bulk arc whose apex lies far above the highest frequency adds
 a real constant, indistinguishable from the leads' R0; then R0 + R_bulk (role ``series_bulk``) is
-determined and each alone is not, unless the lead resistance bounds R0.
+determined and each alone is not, unless the lead resistance bounds R0. Without one, an R0 too
+large to be the leads hides an arc, and the bulk is not determined either. And every other start
+that fits nearly as well is read as the data see it (:func:`_readings`): a role it puts elsewhere is
+not determined (``FitResult.model_dependent``).
 """
 
 from __future__ import annotations
@@ -57,10 +62,11 @@ MAX_PEAKS = 4  # DRT peaks grouped into starts; more would multiply the starts f
 # the sweep may be a grain boundary's, so neither R0 nor the bulk is what it seems.
 SERIES_SHARE = 0.25
 DECISIVE_BIC = 10.0
-# Reading an alternative fit as the data see it: arcs whose apexes lie within this factor (one
-# decade, about one depressed CPE arc's width) are one arc at 0.5 % noise, a bend the optimiser
-# split, and an arc holding less than this share of the resistance is noise.
-COALESCE, DEAD_SHARE = 10.0, 0.01
+# Reading an alternative fit as the data see it: arcs whose apexes lie within this factor are one
+# arc the optimiser split (a wider factor would also merge a grain-boundary arc into an interface
+# arc two and a half times slower, which the corpus has), and an arc holding less than this share
+# of the resistance is noise.
+COALESCE, DEAD_SHARE = 2.0, 0.01
 # Three-arc starts: the two arc splits of the best two-arc fit, and (cold) this many from the DRT peaks.
 DRT_STARTS_THREE_ARCS = 1  # a BIC this much lower decides between circuits ("very strong", Kass & Raftery)
 # Every role a fit summary can have, so a run's impedance_fit events keep one shape whichever
@@ -95,7 +101,8 @@ class FitResult:
     undetermined : dict
         Parameter name -> why it is not determined.
     model_dependent : dict
-        Role -> why: values on which two circuits the data do not decide between disagree.
+        Role -> why: values on which another fit of nearly the same residual (another start, two
+        or three arcs) disagrees.
     drt : DRTResult or None
         The spectrum's distribution of relaxation times.
     selection : str
