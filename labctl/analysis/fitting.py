@@ -67,6 +67,10 @@ DECISIVE_BIC = 10.0
 # arc two and a half times slower, which the corpus has), and an arc holding less than this share
 # of the resistance is noise.
 COALESCE, DEAD_SHARE = 2.0, 0.01
+# A grain boundary's capacitance is that of thin boundary layers, a hundred times the bulk's and
+# more, so its apex lies at least a decade below the bulk's: an arc within a decade of the fastest
+# is a bend of the bulk arc (a depressed one, half above the sweep, splits so).
+BULK_COALESCE = 10.0
 # Three-arc starts: the two arc splits of the best two-arc fit, and (cold) this many from the DRT peaks.
 DRT_STARTS_THREE_ARCS = 1  # a BIC this much lower decides between circuits ("very strong", Kass & Raftery)
 # Every role a fit summary can have, so a run's impedance_fit events keep one shape whichever
@@ -369,8 +373,8 @@ def _mark_model_dependent(result: FitResult, other: FitResult, margin: float, om
 def _readings(fit: FitResult, omega_max: float, omega_min: float) -> dict[str, float]:
     """Return a fit's resistances by role as the data see them.
 
-    Arcs whose apexes lie within ``COALESCE`` of each other are one arc in the data, whatever the
-    circuit calls them; an arc under ``DEAD_SHARE`` of the arcs' resistance is noise; an arc far
+    Arcs whose apexes lie within ``COALESCE`` of each other (``BULK_COALESCE`` of the fastest) are
+    one arc in the data, whatever the circuit calls them; an arc under ``DEAD_SHARE`` of the arcs' resistance is noise; an arc far
     below the sweep is a capacitance, its resistance unseen; and what is then left far above the
     sweep is this reading's bulk, seen only as a constant.
     """
@@ -380,7 +384,7 @@ def _readings(fit: FitResult, omega_max: float, omega_min: float) -> dict[str, f
     arcs = sorted([[p[k], (p[k] * p[k + 1]) ** (1 / p[k + 2])] for k in range(1, p.size, 3)], key=lambda arc: arc[1])
     merged = []
     for r, tau in arcs:
-        if merged and tau < COALESCE * merged[-1][1]:
+        if merged and tau < (BULK_COALESCE if len(merged) == 1 else COALESCE) * merged[-1][1]:
             r0, tau0 = merged[-1]
             merged[-1] = [r0 + r, float(np.exp((r0 * np.log(tau0) + r * np.log(tau)) / (r0 + r)))]
         else:
