@@ -14,6 +14,7 @@ Arcs are numbered fastest first: R1 is the bulk arc.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Callable
 
 import numpy as np
@@ -44,10 +45,17 @@ class Circuit:
     roles: dict[str, str]
     evaluate: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
-    @property
+    @cached_property  # asked at every model evaluation: computed once per circuit
     def is_log(self) -> np.ndarray:
         """Get which parameters are fitted as logarithms (all but the CPE exponents)."""
         return np.array([not name.startswith("a") for name in self.parameters])
+
+    @cached_property
+    def _bounds(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Lower and upper bounds without slack, and which of them slack widens (the exponents')."""
+        lower = np.where(self.is_log, LOG_BOUNDS[0], ALPHA_BOUNDS[0])
+        upper = np.where(self.is_log, LOG_BOUNDS[1], ALPHA_BOUNDS[1])
+        return lower, upper, np.where(self.is_log, 0.0, 1.0)
 
     def to_fit(self, params) -> np.ndarray:
         """Return the fit coordinates of natural parameter values."""
@@ -61,13 +69,12 @@ class Circuit:
         optimiser's wild trial step evaluates to a poor fit instead of an overflow.
         """
         theta = np.clip(theta, *self.bounds(slack=1.0))
-        return np.where(self.is_log, np.exp(theta), theta)
+        return np.where(self.is_log, np.exp(np.where(self.is_log, theta, 0.0)), theta)
 
     def bounds(self, slack: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
         """Return the lower and upper bounds in fit coordinates, CPE exponents widened by ``slack``."""
-        lower = np.where(self.is_log, LOG_BOUNDS[0], ALPHA_BOUNDS[0] - slack)
-        upper = np.where(self.is_log, LOG_BOUNDS[1], ALPHA_BOUNDS[1] + slack)
-        return lower, upper
+        lower, upper, widen = self._bounds
+        return lower - slack * widen, upper + slack * widen  # new arrays: callers may change them
 
     def impedance(self, params, frequencies) -> np.ndarray:
         """Return Z (ohm) at ``frequencies`` (Hz) for natural parameter values."""
@@ -80,21 +87,21 @@ def cpe_arc(r, q, alpha, omega):
 
     Z = R / (1 + R Q (j omega)^alpha).
     """
-    jw = 1j * omega
-    s = jw**alpha
+    log_jw = np.log(omega) + 0.5j * np.pi  # ln(j omega); (j omega)^alpha without a complex power
+    s = np.exp(alpha * np.log(omega)) * np.exp(0.5j * np.pi * alpha)
     d = 1 + r * q * s
     z = r / d
-    dz_dlnr = r / d**2
-    dz_dlnq = -(r**2) * q * s / d**2
-    dz_dalpha = dz_dlnq * np.log(jw)
+    dz_dlnr = z / d
+    dz_dlnq = -z * (d - 1) / d
+    dz_dalpha = dz_dlnq * log_jw
     return z, dz_dlnr, dz_dlnq, dz_dalpha
 
 
 def cpe(q, alpha, omega):
     """Return a CPE, Z = 1 / (Q (j omega)^alpha), and its derivatives by ln Q and alpha."""
-    jw = 1j * omega
-    z = 1 / (q * jw**alpha)
-    return z, -z, -z * np.log(jw)
+    log_jw = np.log(omega) + 0.5j * np.pi
+    z = np.exp(-alpha * log_jw) / q
+    return z, -z, -z * log_jw
 
 
 def _bulk_interface(p, omega):

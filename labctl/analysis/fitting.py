@@ -7,15 +7,20 @@ circuit's analytic Jacobian, through ``scipy.optimize.least_squares``.
 Starting values come from the spectrum's distribution of relaxation times (:mod:`labctl.analysis.drt`):
 its peaks, fastest first, are grouped into the circuit's arcs in every order-keeping way, each
 grouping is one start, and the best fit wins, so a small bulk arc beside a large interface arc is
-neither missed nor swapped. Arcs are always reported fastest first (bulk, grain boundary,
-interface). The DRT also gives the spectrum's own noise level (its Kramers-Kronig residual): a fit
-whose residual is well above it has the wrong circuit and is reported failed.
+neither missed nor swapped. Three-arc starts also split the best two-arc fit's bulk arc and its
+interface arc, the two places a grain-boundary arc hides. Arcs are always reported fastest first
+(bulk, grain boundary, interface). The DRT also gives the spectrum's own noise level (its
+Kramers-Kronig residual): a fit whose residual is well above it has the wrong circuit and is
+reported failed.
 
 What a spectrum cannot determine is reported as such, never as a number: a parameter whose relative
 uncertainty is above ``max_relative_error``, or that ran to a bound, has ``value() = nan`` and a
 reason (``why()``). The usual case: a bulk arc whose apex lies far above the highest frequency adds
 a real constant, indistinguishable from the leads' R0; then R0 + R_bulk (role ``series_bulk``) is
-determined and each alone is not, unless the lead resistance bounds R0.
+determined and each alone is not, unless the lead resistance bounds R0. Without one, an R0 too
+large to be the leads hides an arc, and the bulk is not determined either. And every other start
+that fits nearly as well is read as the data see it (:func:`_readings`): a role it puts elsewhere is
+not determined (``FitResult.model_dependent``).
 """
 
 from __future__ import annotations
@@ -52,7 +57,22 @@ MAX_EVALUATIONS = 80  # per start: a start that needs more is heading somewhere 
 # uncertainties, and along a flat valley (R0 against a bulk arc above the sweep) it saves most steps.
 TOLERANCE = 1e-6
 MAX_PEAKS = 4  # DRT peaks grouped into starts; more would multiply the starts for nothing
-DECISIVE_BIC = 10.0  # a BIC this much lower decides between circuits ("very strong", Kass & Raftery)
+# Without a lead resistance, an R0 above this share of the fastest arc is not the leads (ohms beside
+# a bulk of hundreds of ohms and more): an arc above the sweep hides in it, and the fastest arc in
+# the sweep may be a grain boundary's, so neither R0 nor the bulk is what it seems.
+SERIES_SHARE = 0.25
+DECISIVE_BIC = 10.0
+# Reading an alternative fit as the data see it: arcs whose apexes lie within this factor are one
+# arc the optimiser split (a wider factor would also merge a grain-boundary arc into an interface
+# arc two and a half times slower, which the corpus has), and an arc holding less than this share
+# of the resistance is noise.
+COALESCE, DEAD_SHARE = 2.0, 0.01
+# A grain boundary's capacitance is that of thin boundary layers, a hundred times the bulk's and
+# more, so its apex lies at least a decade below the bulk's: an arc within a decade of the fastest
+# is a bend of the bulk arc (a depressed one, half above the sweep, splits so).
+BULK_COALESCE = 10.0
+# Three-arc starts: the two arc splits of the best two-arc fit, and (cold) this many from the DRT peaks.
+DRT_STARTS_THREE_ARCS = 1  # a BIC this much lower decides between circuits ("very strong", Kass & Raftery)
 # Every role a fit summary can have, so a run's impedance_fit events keep one shape whichever
 # circuit each spectrum chose.
 ROLES = ("series", "bulk", "grain_boundary", "interface", "short", "series_bulk")
@@ -85,7 +105,8 @@ class FitResult:
     undetermined : dict
         Parameter name -> why it is not determined.
     model_dependent : dict
-        Role -> why: values on which two circuits the data do not decide between disagree.
+        Role -> why: values on which another fit of nearly the same residual (another start, two
+        or three arcs) disagrees.
     drt : DRTResult or None
         The spectrum's distribution of relaxation times.
     selection : str
@@ -131,6 +152,8 @@ class FitResult:
         if name in self.model_dependent:
             return self.model_dependent[name]
         if name == "series_bulk":
+            if name in self.undetermined:
+                return self.undetermined[name]
             value, error = self.estimate(name), self.error(name)
             return None if error <= self.max_relative_error * value else f"relative uncertainty {error / value:.0%}"
         return self.undetermined.get(self.circuit.roles.get(name, name))
@@ -216,6 +239,17 @@ def fit_spectrum(frequencies, z, circuit: Circuit = BULK_INTERFACE, *, previous:
                  max_relative_error: float = MAX_RELATIVE_ERROR) -> FitResult:
     """Fit ``circuit`` to a spectrum; for bulk and interface arcs, choose between two and three arcs.
 
+    Read values through the result's :meth:`FitResult.value` (nan where the spectrum does not
+    determine them, :meth:`FitResult.why` says why), :meth:`FitResult.error` (one sigma) and
+    ``FitResult.covariance`` (natural units, ``circuit.parameters`` order, arcs fastest first)::
+
+        fit = fit_spectrum(f, z, lead_resistance=2.1)             # R0 held near the leads' 2.1 ohm
+        fit = fit_spectrum(f, z, bounds={"R0": (1.5, 3.0)})        # R0 within 1.5-3 ohm
+        fit = fit_spectrum(f, z, SHORTED, fixed={"R1": 3100.0})    # a parameter held at a value
+        if fit.why("bulk") is None:
+            r_bulk, sigma = fit.value("bulk"), fit.error("bulk")
+        r_total, sigma_total = fit.value("series_bulk"), fit.error("series_bulk")  # R0 + R_bulk
+
     Parameters
     ----------
     frequencies : array_like
@@ -230,10 +264,12 @@ def fit_spectrum(frequencies, z, circuit: Circuit = BULK_INTERFACE, *, previous:
     guess : array_like, optional
         Explicit starting values in natural units; then only that start is fitted.
     fixed : dict, optional
-        Parameters held at a value, e.g. ``{"R0": 5.0}``; reported with zero uncertainty.
+        Parameters of ``circuit`` held at a value, e.g. ``{"R0": 5.0}``; reported with zero
+        uncertainty. Holding any but R0 turns model selection off (the names are ``circuit``'s).
     bounds : dict, optional
-        Parameters held within (low, high), natural units, e.g. ``{"R0": (4, 6)}``; one ending at
-        a bound is reported not determined.
+        Parameters of ``circuit`` held within (low, high), natural units, e.g. ``{"R0": (4, 6)}``;
+        one ending at a bound is reported not determined. Bounding any but R0 turns model
+        selection off, as for ``fixed``.
     lead_resistance : float, optional
         The instrument's lead resistance (lab file, measured by shorting the leads), ohm: bounds R0
         to lead_resistance +- max(0.5 ohm, 10 %) (as a Gaussian prior, so the bound's width enters
@@ -249,9 +285,12 @@ def fit_spectrum(frequencies, z, circuit: Circuit = BULK_INTERFACE, *, previous:
     """
     f = np.asarray(frequencies, dtype=float)
     z = np.asarray(z, dtype=complex)
+    fixed, bounds = dict(fixed or {}), dict(bounds or {})
+    _check_constraints(circuit, fixed, bounds)
+    select = select and set(fixed) | set(bounds) <= {"R0"}
     distribution = drt(f, z, spur=circuit is BLOCKING)
     noise = max(distribution.noise, NOISE_FLOOR)
-    setup = _Setup(f, z, noise, fixed or {}, bounds or {}, lead_resistance, max_relative_error, distribution)
+    setup = _Setup(f, z, noise, fixed, bounds, lead_resistance, max_relative_error, distribution)
     if guess is not None:
         return setup.finish(circuit, [setup.fit(circuit, np.asarray(guess, dtype=float))], "")
     candidates = [circuit]
@@ -259,13 +298,19 @@ def fit_spectrum(frequencies, z, circuit: Circuit = BULK_INTERFACE, *, previous:
         candidates.append(THREE_ARCS)
     results = {}
     for candidate in candidates:
-        if candidate is THREE_ARCS and not _worth_three_arcs(results[BULK_INTERFACE], distribution, noise):
+        if candidate is THREE_ARCS and BULK_INTERFACE in results and \
+                not _worth_three_arcs(results[BULK_INTERFACE], distribution, noise):
             break
         starts = []
         if previous is not None and previous.circuit is candidate:
             starts.append(setup.fit(candidate, previous.params))  # warm start: enough if it fits
-        for start in _starts(candidate, f, z, distribution):
-            if starts and min(fit["rms_dof"] for fit in starts) <= WARM_ENOUGH * noise:
+        seeds = _starts(candidate, f, z, distribution)
+        if candidate is THREE_ARCS and BULK_INTERFACE in results:
+            # after a warm start the splits of its fit suffice; a cold one adds the DRT's reading
+            seeds = _split_starts(setup.best_params(results[BULK_INTERFACE]),
+                                  [] if previous is not None else seeds[:DRT_STARTS_THREE_ARCS])
+        for start in seeds:
+            if candidate is BULK_INTERFACE and starts and min(fit["rms_dof"] for fit in starts) <= WARM_ENOUGH * noise:
                 break  # a start that fits to the noise is the answer; the rest would only cost time
             starts.append(setup.fit(candidate, start))
         results[candidate] = starts
@@ -276,24 +321,103 @@ def fit_spectrum(frequencies, z, circuit: Circuit = BULK_INTERFACE, *, previous:
         selection += f"; chose {chosen.name}"
     evaluations = sum(fit["evaluations"] for fits in results.values() for fit in fits)
     result = setup.finish(chosen, results[chosen], selection, evaluations=evaluations)
-    others = [c for c in bic if c is not chosen and bic[c] - bic[chosen] < DECISIVE_BIC]
-    for other in others:  # the data do not decide between the circuits: keep only what both agree on
-        _mark_model_dependent(result, setup.finish(other, results[other], selection), bic[other] - bic[chosen])
+    best = min(results[chosen], key=lambda fit: fit["cost"])
+    for fit in (fit for fits in results.values() for fit in fits):
+        margin = fit["residuals"].size * np.log(max(fit["cost"], 1e-300) / max(best["cost"], 1e-300))
+        if fit is not best and margin < DECISIVE_BIC:  # fits (nearly) as well: can the data tell them apart?
+            _mark_model_dependent(result, setup.finish(fit["circuit"], [fit], selection), margin,
+                                  setup.omega.max(), setup.omega.min())
     return result
 
 
-def _mark_model_dependent(result: FitResult, other: FitResult, margin: float) -> None:
-    """Mark the roles on which ``result`` and the almost-as-likely ``other`` fit disagree."""
-    arcs = [name for name in other.circuit.parameters if name.startswith("R") and name != "R0"]
-    if not other.success or any(name in other.undetermined for name in arcs):
-        return  # an alternative whose own arcs are not determined is no credible alternative
-    for role in ("series", "bulk", "interface", "series_bulk"):
-        if not (result.has(role) and other.has(role)) or result.why(role) is not None:
+def _check_constraints(circuit: Circuit, fixed: dict, bounds: dict) -> None:
+    """Raise ValueError naming the parameter when a fixed value or a bound is not one ``circuit`` takes."""
+    for name in (*fixed, *bounds):
+        if name not in circuit.parameters:
+            raise ValueError(f"parameter {name!r}: {circuit.name} has {', '.join(circuit.parameters)}")
+        if name in fixed and name in bounds:
+            raise ValueError(f"parameter {name!r}: fixed and bounded at once")
+    lower, upper = circuit.bounds(slack=ALPHA_SLACK)  # a fitted ideal capacitor may come back a hair above 1
+    for name, value in fixed.items():
+        k = circuit.parameters.index(name)
+        if not (np.isfinite(value) and (value > 0 if circuit.is_log[k] else lower[k] <= value <= upper[k])):
+            raise ValueError(f"parameter {name!r} fixed at {value}: allowed "
+                             + ("above 0" if circuit.is_log[k] else f"{lower[k]} to {upper[k]}"))
+    for name, (lo, hi) in bounds.items():
+        if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi) or (circuit.is_log[circuit.parameters.index(name)] and lo <= 0):
+            raise ValueError(f"parameter {name!r} bounds ({lo}, {hi}): allowed low < high, both finite"
+                             + (", low above 0" if circuit.is_log[circuit.parameters.index(name)] else ""))
+
+
+def _mark_model_dependent(result: FitResult, other: FitResult, margin: float, omega_max: float,
+                          omega_min: float) -> None:
+    """Mark the roles on which ``result`` and another fit of (nearly) the same residual disagree.
+
+    The other fit is read as the data see it (:func:`_readings`). Its values count as uncertain by
+    the limit of "determined", whatever its own error bars say: one whose arcs the data cannot split
+    lands anywhere along its valley, and if that is far from ``result``'s value, the data do not say
+    which is right.
+    """
+    if not other.success:
+        return
+    readings = _readings(other, omega_max, omega_min)
+    for role, b in readings.items():
+        if not result.has(role) or result.why(role) is not None:
             continue
-        a, b = result.estimate(role), other.estimate(role)
-        if abs(a - b) > 2 * np.hypot(result.error(role), other.error(role)):
-            result.model_dependent[role] = (f"{other.circuit.name} (BIC only {margin:.1f} worse) gives {b:.4g} ohm, "
-                                            f"not {a:.4g}")
+        a = result.estimate(role)
+        if abs(a - b) > 2 * np.hypot(result.error(role), result.max_relative_error * b):
+            result.model_dependent[role] = (f"{other.circuit.name} fits as well (log-likelihood {margin / 2:.1f} "
+                                            f"lower) with {b:.4g} ohm, not {a:.4g}")
+
+
+def _readings(fit: FitResult, omega_max: float, omega_min: float) -> dict[str, float]:
+    """Return a fit's resistances by role as the data see them.
+
+    Arcs whose apexes lie within ``COALESCE`` of each other (``BULK_COALESCE`` of the fastest) are
+    one arc in the data, whatever the circuit calls them; an arc under ``DEAD_SHARE`` of the arcs' resistance is noise; an arc far
+    below the sweep is a capacitance, its resistance unseen; and what is then left far above the
+    sweep is this reading's bulk, seen only as a constant.
+    """
+    if fit.circuit not in (BULK_INTERFACE, THREE_ARCS):
+        return {}
+    p = fit.params
+    arcs = sorted([[p[k], (p[k] * p[k + 1]) ** (1 / p[k + 2])] for k in range(1, p.size, 3)], key=lambda arc: arc[1])
+    merged = []
+    for r, tau in arcs:
+        if merged and tau < (BULK_COALESCE if len(merged) == 1 else COALESCE) * merged[-1][1]:
+            r0, tau0 = merged[-1]
+            merged[-1] = [r0 + r, float(np.exp((r0 * np.log(tau0) + r * np.log(tau)) / (r0 + r)))]
+        else:
+            merged.append([r, tau])
+    total = sum(r for r, _ in merged)
+    merged = [arc for arc in merged if arc[0] >= DEAD_SHARE * total and arc[1] * omega_min < 10]
+    hidden = 0.0  # far above the sweep: this reading's bulk arc, seen only as a constant
+    while merged and merged[0][1] * omega_max < 0.1:
+        hidden += merged.pop(0)[0]
+    out = {"series": p[0]}
+    if hidden > 0:
+        out.update(bulk=hidden, series_bulk=p[0] + hidden)
+    elif merged:
+        out.update(bulk=merged[0][0], series_bulk=p[0] + merged[0][0])
+    if len(merged) > (0 if hidden > 0 else 1):
+        out["interface"] = merged[-1][0]
+    return out
+
+
+def _split_starts(two: np.ndarray, seeds: list[np.ndarray]) -> list[np.ndarray]:
+    """Return three-arc starts that split an arc of the best two-arc fit ``two`` (fastest first), then
+    ``seeds``: a grain-boundary arc hides in the bulk arc or in the interface arc as often as the
+    DRT shows it, and only a start on each side finds both readings of such a spectrum."""
+    r0, r1, q1, a1, r2, q2, a2 = two
+    tau1, tau2 = (r1 * q1) ** (1 / a1), (r2 * q2) ** (1 / a2)
+
+    def arc(r, tau, alpha):
+        return [r, tau**alpha / r, alpha]
+
+    in_interface = [r0, *arc(r1, tau1, a1), *arc(r2 / 2, tau2 / 5, min(a2 + 0.1, 1.0)),
+                    *arc(r2 / 2, tau2 * 5, min(a2 + 0.1, 1.0))]
+    in_bulk = [r0, *arc(0.7 * r1, tau1 / 2, a1), *arc(0.3 * r1, tau1 * 30, ALPHA_INTERFACE), *arc(r2, tau2, a2)]
+    return [np.array(in_interface), np.array(in_bulk), *seeds]
 
 
 def _worth_three_arcs(two: list[dict], distribution: DRTResult, noise: float) -> bool:
@@ -396,6 +520,12 @@ class _Setup:
                 "rms_dof": float(np.sqrt(2 * result.cost / max(n - p, 1))), "evaluations": int(evaluations),
                 "at_bound": _at_bound(result.x, lower, upper)}
 
+    def best_params(self, fits: list[dict]) -> np.ndarray:
+        """Return the natural parameters of the lowest-cost fit, arcs fastest first."""
+        best = min(fits, key=lambda fit: fit["cost"])
+        params = best["circuit"].from_fit(best["theta"])
+        return params[_fastest_first(best["circuit"], params)]
+
     def finish(self, circuit: Circuit, fits: list[dict], selection: str, evaluations: int | None = None) -> FitResult:
         """Turn the best start's outcome into a FitResult: order arcs, propagate errors, judge."""
         best = min(fits, key=lambda fit: fit["cost"])
@@ -419,6 +549,8 @@ class _Setup:
                 undetermined[name] = "not finite"
             elif circuit.is_log[k] and errors[k] > self.limit * params[k]:
                 undetermined[name] = f"relative uncertainty {errors[k] / params[k]:.0%}"
+        if self.lead is None and "bulk" in circuit.roles and "R0" not in self.fixed:
+            self._hidden_arc(circuit, params, undetermined)
         reason = ""
         success = True  # judged by the residual: a start stopped at its evaluation cap may still fit
         if best["rms_dof"] > FAILURE_RATIO * self.noise:
@@ -434,6 +566,20 @@ class _Setup:
             noise=self.noise, undetermined=undetermined, drt=self.distribution, selection=selection,
             max_relative_error=self.limit,
         )
+
+
+    def _hidden_arc(self, circuit: Circuit, params: np.ndarray, undetermined: dict) -> None:
+        """Mark R0 and every arc but the slowest not determined when R0 is too large to be the leads."""
+        bulk = circuit.parameters.index(circuit.roles["bulk"])
+        if params[0] <= SERIES_SHARE * params[bulk]:
+            return
+        why = (f"R0 {params[0]:.4g} ohm is more than {SERIES_SHARE:.0%} of the fastest arc: an arc above the "
+               "sweep may hide in it (give the lead resistance to bound R0)")
+        slowest = circuit.parameters.index(circuit.roles.get("interface", circuit.roles["bulk"]))
+        for name in circuit.parameters[:slowest]:
+            if name.startswith("R") and name != "Rs":
+                undetermined.setdefault(name, why)
+        undetermined["series_bulk"] = why
 
 
 def _fastest_first(circuit: Circuit, params: np.ndarray) -> np.ndarray:

@@ -32,8 +32,11 @@ def test_fit_recovers_bulk_and_interface_within_one_percent_median(case, frequen
     circuit, params = CASES[case]
     roles = [role for role in ("bulk", "interface") if role in circuit.roles]
     errors = relative_errors(circuit, params, frequencies, noisy, roles)
-    assert np.all(np.median(errors, axis=0) < 0.01), dict(zip(roles, np.median(errors, axis=0)))
-    assert np.all(errors.max(axis=0) < 0.05)  # no fit lost: every one lands near the truth
+    # nan where an alternative reading fits as well (the fit says not determined): rarely, and what
+    # is reported lands near the truth
+    assert np.all(np.nanmedian(errors, axis=0) < 0.01), dict(zip(roles, np.nanmedian(errors, axis=0)))
+    assert np.all(np.nanmax(errors, axis=0) < 0.05)
+    assert np.all(np.mean(np.isfinite(errors), axis=0) >= 0.8), np.mean(np.isfinite(errors), axis=0)
 
 
 def test_fit_of_exact_data_is_exact(frequencies):
@@ -147,3 +150,42 @@ def test_initial_guess_finds_both_arcs_when_one_is_small(frequencies, noisy):
     guess = initial_guess(BULK_INTERFACE, frequencies, noisy(BULK_INTERFACE.impedance(params, frequencies), 0))
     assert guess[1] == pytest.approx(3100, rel=0.1)
     assert guess[4] == pytest.approx(160, rel=0.5)
+
+
+def test_fixed_and_bounded_parameters_and_the_covariance(frequencies, noisy):
+    params = CASES["plating, bulk apex 4.6 MHz (partly in the sweep)"][1]
+    z = noisy(BULK_INTERFACE.impedance(params, frequencies), 7)
+    bounded = fit_spectrum(frequencies, z, bounds={"R0": (4.0, 6.0)})
+    assert 4.0 <= bounded.estimate("R0") <= 6.0
+    held = fit_spectrum(frequencies, z, fixed={"R0": 5.0})
+    assert held.estimate("R0") == pytest.approx(5.0, rel=1e-12) and held.error("R0") == 0.0
+    c = held.covariance
+    assert c.shape == (len(held.circuit.parameters),) * 2 and np.allclose(c, c.T)
+    assert held.error("bulk") == pytest.approx(np.sqrt(c[1, 1]))
+    assert held.value("series_bulk") == pytest.approx(5.0 + held.value("bulk"))
+    assert abs(held.value("bulk") / 3100 - 1) < 0.05
+
+
+@pytest.mark.parametrize("kwargs", [{"fixed": {"R9": 1.0}}, {"bounds": {"R0": (6.0, 4.0)}}, {"fixed": {"R0": -1.0}},
+                                    {"fixed": {"a1": 1.5}}, {"fixed": {"R0": 5.0}, "bounds": {"R0": (4.0, 6.0)}}])
+def test_impossible_constraints_are_refused_by_name(frequencies, kwargs):
+    z = BULK_INTERFACE.impedance(CASES["plating, bulk apex 4.6 MHz (partly in the sweep)"][1], frequencies)
+    name = next(iter(next(iter(kwargs.values()))))
+    with pytest.raises(ValueError, match=name):
+        fit_spectrum(frequencies, z, **kwargs)
+
+
+def test_a_bulk_arc_above_the_sweep_is_not_taken_for_the_leads(frequencies, noisy):
+    """The bulk arc's apex at 280 MHz, 40 times above the sweep, a grain-boundary arc inside it: without
+    the lead resistance the spectrum looks like R0 ~ 590 ohm and one arc; the fitter must not call the
+    grain boundary the bulk. With the lead resistance, what it reports is right."""
+    bulk = [575.0, (1 / (2 * np.pi * 280e6)) ** 0.97 / 575.0, 0.97]
+    gb = [234.0, (1 / (2 * np.pi * 2e6)) ** 0.9 / 234.0, 0.9]
+    interface = [4743.0, (1 / (2 * np.pi * 300)) ** 0.8 / 4743.0, 0.8]
+    truth = {"series": 18.7, "bulk": 575.0, "series_bulk": 593.7, "interface": 4743.0}
+    z = noisy(THREE_ARCS.impedance([18.7, *bulk, *gb, *interface], frequencies), 3)
+    alone = fit_spectrum(frequencies, z)
+    assert all(np.isnan(alone.value(role)) for role in ("series", "bulk", "series_bulk")), alone.reason
+    leads = fit_spectrum(frequencies, z, lead_resistance=18.5)
+    for role, value in truth.items():
+        assert np.isnan(leads.value(role)) or abs(leads.value(role) / value - 1) < 0.05, (role, leads.value(role))

@@ -33,5 +33,7 @@ def test_what_is_reported_is_precise_and_its_error_bars_cover_the_truth():
     covered = [c for s in seen for c in s["covered"].values()]
     assert np.median(errors) <= 0.01
     assert np.mean(covered) >= 0.90
-    # and it does report things: the total R0 + R_bulk nearly always, the interface mostly
-    assert np.mean([s["determined"].get("series_bulk", False) for s in seen]) > 0.8
+    # and it does report things: the interface nearly always, the total R0 + R_bulk mostly (not where
+    # a grain-boundary arc may hide in the bulk arc, or the bulk arc above the sweep in R0)
+    assert np.mean([s["determined"].get("interface", False) for s in seen]) > 0.75
+    assert np.mean([s["determined"].get("series_bulk", False) for s in seen]) > 0.6
