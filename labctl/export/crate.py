@@ -2,7 +2,7 @@
 
 UID is any run of the sequence (one ``labctl run`` of an experiment file); the crate holds every
 run whose start document carries that ``sequence_id``, in step order, in a folder
-``<experiment>-<sequence8>.rocrate``:
+``<experiment>-<sequence8>.rocrate`` (replaced if it is there already):
 
 ====================================  ===============================================================
 ``ro-crate-metadata.json``            the RO-Crate metadata (1.3), written by the ``rocrate`` library
