@@ -9,7 +9,7 @@
     labctl runs [--json]                          # what is stored
     labctl show UID                               # summary and a PNG of one run
     labctl report UID                             # figures and an HTML summary of fits and stop reason
-    labctl export UID --format csv|netcdf         # every stream of a run to files
+    labctl export UID --format csv|netcdf|bdf|battinfo|rocrate   # a run (or its sequence) to files
     labctl recover                                # write runs the server missed in from the journal
     labctl dashboard [--data-dir data]            # a live web page of the lab and its runs
     labctl serve DATA_DIR [--port 8000]           # serve a data directory to other tools (one server; labctl writes through it)
@@ -178,11 +178,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("uid", help="run uid (a unique prefix of at least 5 characters is enough)")
     p.add_argument("--out", type=Path, default=None, metavar="DIR",
                    help="folder for the report (default: DATA_DIR/reports/UID8)")
-    p = command("export", cmd_export, "write every stream of a run to CSV files or one NetCDF file",
+    p = command("export", cmd_export, "write a run to CSV, NetCDF, Battery Data Format, BattINFO JSON-LD or an RO-Crate",
                 "labctl export 3f2a9c1e --format netcdf --out exports")
     p.add_argument("uid", help="run uid (a unique prefix of at least 5 characters is enough)")
-    p.add_argument("--format", choices=["csv", "netcdf"], default="csv",
-                   help="csv: one file per stream; netcdf: one file with every stream (default: csv)")
+    p.add_argument("--format", choices=["csv", "netcdf", "bdf", "battinfo", "rocrate"], default="csv",
+                   help="csv: one file per stream; netcdf: one file with every stream; bdf: the Battery Data Format "
+                        "(CSV and parquet) and the spectra beside it; battinfo: the cell as JSON-LD; rocrate: the "
+                        "run's whole sequence, exported and reported, as an RO-Crate (default: csv)")
     p.add_argument("--out", type=Path, default=None, metavar="DIR", help="folder for the files (default: DATA_DIR/exports)")
     command("recover", cmd_recover, "write runs the server missed (down, or a crash mid-run) in from the journal",
             "labctl recover --data-dir data")
@@ -557,11 +559,10 @@ def cmd_report(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from labctl.export import export_csv, export_netcdf
+    from labctl.export import export
 
     with stored_run(args) as (run, data_dir):
-        out = output_dir(args.out or data_dir / "exports")
-        paths = export_csv(run, out) if args.format == "csv" else [export_netcdf(run, out)]
+        paths = export(run, args.format, output_dir(args.out or data_dir / "exports"))
     for path in paths:
         print(f"wrote {path}")
     return 0

@@ -1,5 +1,10 @@
 """Export a stored run's streams (``labctl export``) and read EC-Lab ``.mpr`` files into the same shape.
 
+Formats (:func:`export`): ``csv`` and ``netcdf`` here, every stream as labctl stores it;
+``bdf``, the Battery Data Format with the spectra beside it (:mod:`labctl.export.bdf`);
+``battinfo``, the cell as BattINFO JSON-LD (:mod:`labctl.export.battinfo`); ``rocrate``, the
+run's whole sequence bundled as an RO-Crate (:mod:`labctl.export.crate`).
+
 Units come from the run's descriptors (each field's ``units``); every stream's ``time`` is seconds
 since the epoch on the session clock. The ``potentiostat`` stream's rows arrive as pages, which
 tiled indexes by row number; the exports give ``time`` as each row's measured time instead.
@@ -31,6 +36,30 @@ NETCDF_ENGINE = "h5netcdf"  # groups need netCDF4; h5netcdf writes it with the h
 TIME_UNITS = "s"  # seconds since the epoch (1970-01-01 UTC) on the session clock
 TIME_MEANING = "seconds since 1970-01-01 UTC, session clock"
 UNIT_SEPARATOR = " / "
+
+
+FORMATS = ("csv", "netcdf", "bdf", "battinfo", "rocrate")
+
+
+def export(run, format: str, out: Path) -> list[Path]:
+    """Write ``run`` in ``format`` (one of :data:`FORMATS`) into the folder ``out``; return the paths written."""
+    if format == "csv":
+        return export_csv(run, out)
+    if format == "netcdf":
+        return [export_netcdf(run, out)]
+    if format == "bdf":
+        from labctl.export.bdf import export_bdf
+
+        return export_bdf(run, out)
+    if format == "battinfo":
+        from labctl.export.battinfo import export_battinfo
+
+        return [export_battinfo(run, out)]
+    if format == "rocrate":
+        from labctl.export.crate import export_sequence_crate
+
+        return [export_sequence_crate(run, out)]
+    raise ValueError(f"format {format!r}: one of {', '.join(FORMATS)}")
 
 
 def run_datasets(run) -> dict[str, xr.Dataset]:
