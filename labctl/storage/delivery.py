@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 from labctl.storage.journal import Journal
+from labctl.storage.upload import new_writer
 
 logger = logging.getLogger(__name__)
 
@@ -82,8 +83,9 @@ class Delivery:
     any of this (it only appends to the journal and the queue).
     """
 
-    def __init__(self, connect, journal: Journal, batch_size: int) -> None:
+    def __init__(self, connect, journal: Journal, batch_size: int, *, upload: bool = False) -> None:
         self._connect = connect  # () -> tiled client of the runs node, include_data_sources
+        self._upload = upload  # the server cannot read this host's files: send the pages' rows
         self._journal = journal
         self._batch_size = batch_size
         self._client = None
@@ -169,11 +171,9 @@ class Delivery:
             self._finished(run_uid)
 
     def _new_writer(self):
-        from bluesky_tiled_plugins import TiledWriter
-
         if self._client is None:
             self._client = self._connect()
-        return TiledWriter(self._client, batch_size=self._batch_size)
+        return new_writer(self._client, self._batch_size, upload=self._upload)
 
     def _finished(self, run_uid: str) -> None:
         self._writers.pop(run_uid, None)

@@ -15,6 +15,7 @@ from labctl.storage.datadir import check_data_dir
 from labctl.storage.delivery import BULK_BATCH_SIZE, LIVE_BATCH_SIZE, Delivery
 from labctl.storage.journal import Journal
 from labctl.storage.runs import CATALOG_SPEC, RUNS_NODE, CheckedRun, summary
+from labctl.storage.upload import new_writer
 
 logger = logging.getLogger(__name__)
 
@@ -49,10 +50,15 @@ class Storage:
         directory already: ``labctl serve``, or a live ``labctl run``'s).
     read_only : bool
         True when the data directory cannot be written (an archive): only reading works.
+    upload : bool
+        True when the server is one given by URI (``storage.uri``): it may be on another host and
+        cannot read ``assets_dir``, so the rows of the HDF5 pages are written into its storage
+        (:mod:`labctl.storage.upload`). False for the embedded server or one serving this data
+        directory, which read the pages in place.
     """
 
     def __init__(self, data_dir: Path, uri: str, server=None, *, batch_size: int = LIVE_BATCH_SIZE,
-                 lock: Lock | None = None, read_only: bool = False) -> None:
+                 lock: Lock | None = None, read_only: bool = False, upload: bool = False) -> None:
         self.data_dir = Path(data_dir)
         self.assets_dir = self.data_dir / "assets"
         self.journal_dir = self.data_dir / "journal"
@@ -66,7 +72,8 @@ class Storage:
         self.journal = Journal(self.journal_dir, read_only=read_only)
         self._catalog = None
         self._catalog_lock = threading.Lock()
-        self._delivery = Delivery(self._connect_writer, self.journal, batch_size)
+        self.upload = upload
+        self._delivery = Delivery(self._connect_writer, self.journal, batch_size, upload=upload)
         self._closed = False
 
     @classmethod
@@ -80,7 +87,9 @@ class Storage:
             Journal, assets and (embedded) catalog directory; created if missing (writers).
         uri : str, optional
             A remote tiled server, e.g. ``http://host:8000/api/v1?api_key=secret``, pointing at
-            the root or at a catalog of bluesky runs. It is contacted only when needed, so an
+            the root or at a catalog of bluesky runs, with writable storage (see the README,
+            "Overnight reliability"); the pages' rows are uploaded to it, since it may share no
+            filesystem with this host. It is contacted only when needed, so an
             unreachable server does not prevent running experiments. Without it, a server
             already serving ``data_dir`` (``labctl serve``, or a live ``labctl run``; see
             ``data_dir/server.json``) is used, else an embedded one is started.
@@ -106,6 +115,7 @@ class Storage:
         can_write = check_data_dir(data_dir, write=writer is not None)
         lock = writer_lock(data_dir).acquire("labctl run", writer, runs=[]) if writer is not None else None
         server = storage = None
+        upload = uri is not None
         try:
             if uri is None:
                 served = live_holder(data_dir / SERVER_STATE, others_only=False)
@@ -115,7 +125,8 @@ class Storage:
 
                 server = DataServer(data_dir, read_only=not can_write)
                 uri = server.uri
-            storage = cls(data_dir, uri, server, batch_size=batch_size, lock=lock, read_only=not can_write)
+            storage = cls(data_dir, uri, server, batch_size=batch_size, lock=lock, read_only=not can_write,
+                          upload=upload)
             if server is not None and writer is not None:
                 storage._published = server_lock(data_dir).acquire("labctl run (embedded server)", writer,
                                                                   uri=server.uri)
@@ -281,8 +292,6 @@ class Storage:
         return any(name == "stop" for name, _ in self.journal.read(run_uid)[-1:])
 
     def _redeliver(self, run_uid: str) -> Recovered:
-        from bluesky_tiled_plugins import TiledWriter
-
         path = self.journal.path(run_uid)
         repair = repair_journal(path)
         if not repair.has_start:
@@ -299,7 +308,7 @@ class Storage:
         try:
             if run_uid in client:  # a partial copy from the interrupted delivery
                 client[run_uid].delete(recursive=True, external_only=False)
-            writer = TiledWriter(client, batch_size=BULK_BATCH_SIZE)
+            writer = new_writer(client, BULK_BATCH_SIZE, upload=self.upload)
             for name, doc in documents:
                 writer(name, doc)
         finally:
