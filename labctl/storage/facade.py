@@ -10,7 +10,7 @@ from urllib.parse import urlparse
 
 from labctl.errors import StorageError
 from labctl.locks import SERVER_STATE, Lock, live_holder, server_lock, writer_lock
-from labctl.recovery import append_to_journal, complete_run, repair_journal, set_aside_journal
+from labctl.recovery import append_to_journal, complete_run, repair_journal, set_aside_journal, unannounced_files
 from labctl.storage.datadir import check_data_dir
 from labctl.storage.delivery import BULK_BATCH_SIZE, LIVE_BATCH_SIZE, Delivery
 from labctl.storage.journal import Journal
@@ -245,7 +245,8 @@ class Storage:
         documents that do not fit set aside in ``<uid>.quarantine``); a journal without a start
         document (the process died as the step began) holds no run and is set aside whole. A run
         cut short gets its pages checked against their HDF5 files (rows written after the last
-        journalled page are announced too) and the stop document it never had (exit status
+        journalled page are announced too, and so is a file of the run that the journal never named: the
+        process died before the first page) and the stop document it never had (exit status
         ``fail``, reason ``interrupted``), both appended to its journal. Idempotent: a second
         call finds nothing to do. Runs this process is still writing, and the runs of another
         live ``labctl run`` on this data directory (its writer lock lists them), are left alone.
@@ -260,11 +261,11 @@ class Storage:
                                "copy the data directory to a writable disk and run `labctl recover` there")
         still_open = self.journal.open_runs() | self._live_writer()[1]
         outcomes = {}
-        for run_uid in self._needing_recovery():
-            if run_uid in still_open:
-                continue
+        needing = [uid for uid in self._needing_recovery() if uid not in still_open]
+        unannounced = unannounced_files(self.journal_dir, self.assets_dir) if needing else None
+        for run_uid in needing:
             try:
-                outcomes[run_uid] = self._redeliver(run_uid)
+                outcomes[run_uid] = self._redeliver(run_uid, unannounced)
             except Exception as error:  # keep going: other runs may still be recoverable
                 self.journal.mark_pending(run_uid, f"recovery failed: {error!r}")
                 outcomes[run_uid] = Recovered(False, f"still pending: {error!r}")
@@ -291,7 +292,7 @@ class Storage:
             return True
         return any(name == "stop" for name, _ in self.journal.read(run_uid)[-1:])
 
-    def _redeliver(self, run_uid: str) -> Recovered:
+    def _redeliver(self, run_uid: str, unannounced) -> Recovered:
         path = self.journal.path(run_uid)
         repair = repair_journal(path)
         if not repair.has_start:
@@ -300,7 +301,7 @@ class Storage:
             return Recovered(True, f"no start document (the process ended as the step began): nothing was "
                                    f"recorded; the journal is set aside in {quarantine}")
         documents = _relocated(repair.documents, self.assets_dir)
-        completion = complete_run(run_uid, documents)
+        completion = complete_run(run_uid, documents, unannounced)
         if completion.appended:
             append_to_journal(path, completion.appended)
             documents += completion.appended
