@@ -265,6 +265,7 @@ class Completion:
     appended: list[tuple[str, dict]] = field(default_factory=list)
     closed: bool = False
     adopted: list[str] = field(default_factory=list)  # files of rows written before the first page
+    collects: bool = False  # the run declared a collected stream (rows in files)
 
     seconds_lost: float | None = None  # see complete_run
 
@@ -280,6 +281,8 @@ class Completion:
         if self.seconds_lost is not None:
             parts.append(f"samples lost: {self.seconds_lost:.0f} s (from the last row on disk to the run's "
                          "last journalled reading)")
+        elif self.closed and self.collects:
+            parts.append("samples lost: not determined (no row of the run reached a file before the process ended)")
         return "; ".join(parts)
 
 
@@ -310,6 +313,8 @@ def complete_run(run_uid: str, documents: list[tuple[str, dict]],
     adopted = [] if has_stop or unannounced is None else _adopted_pages(documents, unannounced)
     documents = documents + adopted
     completion.appended.extend(adopted)
+    completion.collects = any(spec.get("external") == "STREAM:" for name, doc in documents if name == "descriptor"
+                              for spec in doc.get("data_keys", {}).values())
     completion.adopted = sorted({Path(urlparse(doc["uri"]).path).name for name, doc in adopted if name == "stream_resource"})
     for descriptor, resources in _resources_by_descriptor(documents).items():
         check, datums = _check_stream(descriptor, resources, documents)
