@@ -151,10 +151,13 @@ class DataServer:
             readable = [assets]
             writable_storage = [tiled_dir / "data", duckdb_uri(storage_dir / "storage.duckdb")]
         self._duckdb = writable_storage[1]
-        if catalog.exists():
+        exists = catalog.exists()
+        if exists:
             relocate_catalog(catalog, self.data_dir, storage_dir)
+        # tiled initialises a catalog in a subprocess (a fresh interpreter: seconds on a loaded
+        # machine); one that exists needs none, and the server's startup checks its schema.
         return from_uri(catalog, writable_storage=writable_storage, readable_storage=readable,
-                        init_if_not_exists=True, cache_config=StreamingCacheConfig(uri="memory").model_dump())
+                        init_if_not_exists=not exists, cache_config=StreamingCacheConfig(uri="memory").model_dump())
 
     def _start(self, host: str, port: int) -> None:
         import httpx

@@ -11,7 +11,9 @@ when the server goes away, delivery retries with backoff and catches each run up
 journal when the server is back.
 
 Devices with long time series write them as HDF5 pages under ``storage.assets_dir`` (see
-:mod:`labctl.assets`); the server reads those files in place.
+:mod:`labctl.assets`); the embedded server (or ``labctl serve``) reads those files in place; a
+server given by URI, which may be on another host, gets their rows written into its own storage
+(:mod:`labctl.storage.upload`).
 
 Reading a run back as xarray, in two lines::
 
@@ -27,19 +29,21 @@ Finding runs: ``storage.runs()`` (summaries, newest first), ``storage.search_cel
 
 
 The package, by role: :mod:`~labctl.storage.journal` (the local append-only copy),
-:mod:`~labctl.storage.delivery` (the thread feeding the server), :mod:`~labctl.storage.datadir`
+:mod:`~labctl.storage.delivery` (the thread feeding the server), :mod:`~labctl.storage.upload`
+(the pages' rows to a server on another host), :mod:`~labctl.storage.datadir`
 (checking a data directory), :mod:`~labctl.storage.runs` (reading runs back) and
 :mod:`~labctl.storage.facade` (:class:`Storage`, tying them together).
 """
 
 from labctl.storage.datadir import UNUSABLE_FIX, check_data_dir, disk_error
-from labctl.storage.delivery import BULK_BATCH_SIZE, LIVE_BATCH_SIZE, RETRY_AFTER, RETRY_MAX, coalesce_stream_datums
+from labctl.storage.delivery import BULK_BATCH_SIZE, LIVE_BATCH_SIZE, coalesce_stream_datums
 from labctl.storage.facade import Recovered, Storage
-from labctl.storage.journal import FSYNC_DOCUMENTS, FSYNC_EVERY_DOCS, FSYNC_EVERY_SECONDS, Journal
+from labctl.storage.journal import Journal
 from labctl.storage.runs import CATALOG_SPEC, RUNS_NODE, CheckedRun
 
+# Tunables (RETRY_AFTER, FSYNC_EVERY_SECONDS, ...) are not re-exported: they are read where they
+# are defined, so patch them there (``labctl.storage.delivery.RETRY_AFTER``).
 __all__ = [
-    "BULK_BATCH_SIZE", "CATALOG_SPEC", "FSYNC_DOCUMENTS", "FSYNC_EVERY_DOCS", "FSYNC_EVERY_SECONDS",
-    "LIVE_BATCH_SIZE", "RETRY_AFTER", "RETRY_MAX", "RUNS_NODE", "UNUSABLE_FIX", "CheckedRun", "Journal",
+    "BULK_BATCH_SIZE", "CATALOG_SPEC", "LIVE_BATCH_SIZE", "RUNS_NODE", "UNUSABLE_FIX", "CheckedRun", "Journal",
     "Recovered", "Storage", "check_data_dir", "coalesce_stream_datums", "disk_error",
 ]
