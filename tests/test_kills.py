@@ -71,8 +71,9 @@ sys.exit(main(sys.argv[1:]))
 
 
 def plating_rows(storage, uid) -> dict[str, np.ndarray]:
-    stream = storage.catalog[uid]["potentiostat"].read() if "potentiostat" in storage.catalog[uid] else None
-    if stream is None:
+    """The plating run's potentiostat rows (none if no row of it reached a file before the kill)."""
+    stream = storage.catalog[uid]["potentiostat"].read()
+    if "potentiostat_time" not in stream:
         return {"time": np.array([]), "Ewe": np.array([])}
     return {"time": stream["potentiostat_time"].values, "Ewe": stream["potentiostat_Ewe"].values}
 
