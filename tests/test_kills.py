@@ -122,7 +122,7 @@ def test_a_kill_at_seeded_random_moments_loses_seconds_not_a_page(tmp_path, refe
     experiment = tmp_path / "kill.yaml"
     experiment.write_text(EXPERIMENT)
     data_dir = tmp_path / "data"
-    delays = np.random.default_rng(SEED).uniform(0.0, 2.0, KILLS)  # wall seconds into plating: bounded
+    delays = np.random.default_rng(SEED).uniform(0.5, 3.0, KILLS)  # wall seconds into plating: bounded
     for after in delays:
         kill_run(experiment, data_dir, float(after))
 
@@ -144,7 +144,8 @@ def test_a_kill_at_seeded_random_moments_loses_seconds_not_a_page(tmp_path, refe
             np.testing.assert_array_equal(rows["Ewe"], reference["Ewe"][: len(recovered)])
             # ... and it reaches to within seconds of the kill.
             measured = reference["time"][reference["time"] <= last_reading]
-            lost = measured[-1] - (recovered[-1] if len(recovered) else 0.0) if len(measured) else 0.0
+            # (rows on disk may run past the last journalled document: nothing lost then)
+            lost = max(0.0, measured[-1] - (recovered[-1] if len(recovered) else 0.0)) if len(measured) else 0.0
             assert lost <= MOST_LOST, f"run {uid[:8]}: {lost:.0f} s of samples lost ({len(recovered)} rows recovered)"
             print(f"killed at {last_reading:.0f} s of plating: {len(recovered)} rows recovered, {lost:.1f} s lost")
             line = next(line for line in report.splitlines() if uid in line)
