@@ -235,7 +235,7 @@ def report(results: dict[str, dict[str, float]]) -> str:
             f"{'(b) StreamDatum pages of ' + str(PAGE_ROWS):<34}{b['rows']:>12,}{b['seconds']:>10.2f}{b['rows_per_s']:>12,.0f}{b['day_seconds']:>10.1f}",
             f"ratio (b)/(a): {b['rows_per_s'] / a['rows_per_s']:,.0f}x   target for (b): >= {TARGET_PAGED_ROWS_PER_S:,} rows/s",
         ]
-        + [f"{'(c) ' if mode.endswith('batched') else '(d) '}{'pages to a remote server, ' + mode.split()[1]:<30}"
+        + [f"{('(c) ' if mode.endswith('batched') else '(d) ') + 'remote server, ' + mode.split()[1]:<34}"
            f"{r['rows']:>12,}{r['seconds']:>10.2f}{r['rows_per_s']:>12,.0f}{r['day_seconds']:>10.1f}"
            for mode, r in results.items() if mode.startswith("remote")]
         + ([f"ratio (d)/(c) live/batched to the remote server: {results['remote live']['rows_per_s'] / results['remote batched']['rows_per_s']:.2f}; "
