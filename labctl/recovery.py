@@ -23,6 +23,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import h5py
+import numpy as np
 
 logger = logging.getLogger(__name__)
 
@@ -395,32 +396,29 @@ def closing_stop(run_uid: str, documents: list[tuple[str, dict]]) -> dict:
 # ---- pages the journal never heard of --------------------------------------------------------------
 @dataclass
 class UnannouncedFiles:
-    """HDF5 files in the assets directory that no journal's stream resource names, and when each run began.
+    """HDF5 files in the assets directory that no journal's stream resource names.
 
     A device opens its file when it is staged and announces it (a ``stream_resource``) with its
     first page; a process killed in between leaves rows in a file no journal names.
     """
 
     files: list[Path]
-    run_starts: list[float]  # start-document times (session clock) of every journalled run, sorted
 
 
 def unannounced_files(journal_dir: Path, assets_dir: Path) -> UnannouncedFiles:
     """Find the HDF5 files of ``assets_dir`` no journal in ``journal_dir`` names (by file name: directories move)."""
-    named, starts = set(), []
+    named = set()
     for journal in sorted(Path(journal_dir).glob("*.jsonl")):
         with open(journal, encoding="utf-8", errors="replace") as file:
-            for number, line in enumerate(file):
-                entry = _entry(line) if number == 0 or '"stream_resource"' in line else None
+            for line in file:
+                entry = _entry(line) if '"stream_resource"' in line else None
                 if entry is None:
                     continue
                 name, doc = entry
-                if name == "start" and isinstance(doc.get("time"), (int, float)):
-                    starts.append(float(doc["time"]))
-                elif name == "stream_resource":
+                if name == "stream_resource":
                     named.add(Path(urlparse(str(doc.get("uri", ""))).path).name)
     files = sorted(path for path in Path(assets_dir).glob("*.h5") if path.name not in named)
-    return UnannouncedFiles(files, sorted(starts))
+    return UnannouncedFiles(files)
 
 
 def _adopted_pages(documents, unannounced: UnannouncedFiles) -> list[tuple[str, dict]]:
@@ -428,12 +426,13 @@ def _adopted_pages(documents, unannounced: UnannouncedFiles) -> list[tuple[str, 
 
     A collected stream (its descriptor's data keys say ``external: "STREAM:"`` and ``source:
     "hdf5:<stream><dataset>"``) without a stream resource in the journal takes the unannounced
-    file of that stream whose first row was measured after the run began and before the next
-    run (of any journal) began.
+    file of that stream whose rows include the time of one of the run's readings: the plans read
+    the channel's latest row into ``primary`` between pages, stamped with that row's time. (The
+    session clocks of successive simulated sessions overlap, so a time window would not do.)
     """
     start = documents[0][1]
-    later = [t for t in unannounced.run_starts if t > start["time"]]
-    window = (start["time"], min(later, default=float("inf")))
+    readings = np.array(sorted({t for name, doc in documents if name == "event"
+                                for t in doc.get("timestamps", {}).values() if isinstance(t, (int, float))}))
     announced = {doc["data_key"] for name, doc in documents if name == "stream_resource"}
     adopted = []
     for name, descriptor in documents:
@@ -442,7 +441,7 @@ def _adopted_pages(documents, unannounced: UnannouncedFiles) -> list[tuple[str, 
         keys = {key: _dataset_of(spec) for key, spec in descriptor.get("data_keys", {}).items()
                 if spec.get("external") == "STREAM:" and _dataset_of(spec) and key not in announced}
         if keys:
-            adopted += _adopt(start["uid"], descriptor, keys, unannounced.files, window)
+            adopted += _adopt(start["uid"], descriptor, keys, unannounced.files, readings)
     return adopted
 
 
@@ -454,7 +453,8 @@ def _dataset_of(spec: dict) -> str | None:
     return source[source.index("/"):]
 
 
-def _adopt(run_uid: str, descriptor: dict, keys: dict[str, str], files: list[Path], window) -> list[tuple[str, dict]]:
+def _adopt(run_uid: str, descriptor: dict, keys: dict[str, str], files: list[Path],
+           readings: np.ndarray) -> list[tuple[str, dict]]:
     from labctl.assets import HDF5_MIMETYPE, _file_uri
 
     stream = descriptor["name"]
@@ -466,12 +466,12 @@ def _adopt(run_uid: str, descriptor: dict, keys: dict[str, str], files: list[Pat
             continue
         try:
             with h5py.File(path, "r", swmr=True) as file:
-                first = file[keys[time_key]][0] if len(file[keys[time_key]]) else None
                 rows = min(len(file[dataset]) for dataset in keys.values())
+                ours = bool(np.isin(file[keys[time_key]][:rows], readings).any())
                 chunks = {key: file[dataset].chunks[0] for key, dataset in keys.items()}
         except (OSError, KeyError):
             continue
-        if first is None or rows == 0 or not window[0] <= first < window[1]:
+        if rows == 0 or not ours:
             continue
         adopted = []
         for key, dataset in keys.items():

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import socket
-import time
 from types import SimpleNamespace
 
 import bluesky.plan_stubs as bps
@@ -86,11 +85,21 @@ class PageFlyer:
 
 
 class DurableOnlyFlyer(PageFlyer):
-    """A flyer killed before its first page: its rows reach the file (a durable write), no document announces them."""
+    """A flyer killed before its first page: its rows reach the file (a durable write), no document announces them.
+
+    As the real channel's are, the run's reading (``clock``, read just before) is stamped with the
+    time of the latest row: that is how recover tells the run's file from others.
+    """
+
+    def __init__(self, writer, pages, clock):
+        super().__init__(writer, pages)
+        self.clock = clock
 
     def collect_asset_docs(self, index=None):
         if self.pages:
-            self.writer.write(self.pages.pop(0))
+            page = self.pages.pop(0)
+            rows = len(page["time"])
+            self.writer.write({**page, "time": self.clock.timestamp - np.arange(rows)[::-1]})
         yield from ()
 
 
@@ -397,9 +406,9 @@ def test_recover_keeps_the_rows_of_a_run_killed_before_its_first_page(tmp_path, 
     crashed = Storage.open(tmp_path, live=False)
     try:
         rows = 6
-        began = time.time()
-        pages = [{**page, "time": page["time"] + began + 10.0} for page in make_pages(1, rows)]  # measured after the start
-        flyer = DurableOnlyFlyer(HDF5StreamWriter(crashed.assets_dir, "cycler", FIELDS, chunk_rows=8), pages)
+        pages = make_pages(1, rows)
+        flyer = DurableOnlyFlyer(HDF5StreamWriter(crashed.assets_dir, "cycler", FIELDS, chunk_rows=8), pages,
+                                 clock=signals[0])
         RE = RunEngine({})
         RE.subscribe(lambda name, doc: name == "stop" or crashed.callback(name, doc))  # killed before its stop
         (uid,) = RE(cycling_plan(flyer, signals, [298.15], md={"plan_name": "cycling", "cell": CELL}))
