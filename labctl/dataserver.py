@@ -154,8 +154,8 @@ class DataServer:
         exists = catalog.exists()
         if exists:
             relocate_catalog(catalog, self.data_dir, storage_dir)
-        # tiled initialises a catalog in a subprocess (`tiled catalog init`, seconds of imports):
-        # only for a new one.
+        # tiled initialises a catalog in a subprocess (a fresh interpreter: seconds on a loaded
+        # machine); one that exists needs none, and the server's startup checks its schema.
         return from_uri(catalog, writable_storage=writable_storage, readable_storage=readable,
                         init_if_not_exists=not exists, cache_config=StreamingCacheConfig(uri="memory").model_dump())
 
@@ -231,3 +231,72 @@ class DataServer:
         if self._storage is not None:
             self._storage.dispose()  # release DuckDB's file lock for the next process
         shutil.rmtree(self._scratch, ignore_errors=True)
+
+
+# ---- a data server on another host -----------------------------------------------------------------
+def standalone_command(directory: Path, *, api_key: str, host: str = "0.0.0.0", port: int = 8000) -> list[str]:
+    """The ``tiled serve catalog`` command of a data server on another host (see the README).
+
+    Its catalog and writable storage live in ``directory``, which need have nothing to do with
+    a lab's data directory: labctl (``storage.uri``) writes the potentiostat's rows into it
+    through the tiled client (:mod:`labctl.storage.upload`). No readable storage is given: the
+    server reads no file of the lab PC. ``--init`` creates the catalog the first time and is a
+    no-op afterwards, so the same command restarts it.
+    """
+    directory = Path(directory)
+    return ["tiled", "serve", "catalog", "--init", str(directory / "catalog.db"),
+            "-w", str(directory / "data"), "-w", duckdb_uri(directory / "storage.duckdb"),
+            "--api-key", api_key, "--host", host, "--port", str(port)]
+
+
+class StandaloneServer:
+    """:func:`standalone_command` run as a child process (tests, benchmarks): start, stop, start again.
+
+    Parameters
+    ----------
+    directory : Path
+        The server's own directory (created).
+    port : int
+        A free port on loopback.
+    """
+
+    def __init__(self, directory: Path, port: int, api_key: str | None = None):
+        import sys
+
+        self.directory, self.port = Path(directory), port
+        self.api_key = api_key or secrets.token_hex(32)  # tiled refuses weak keys
+        self.uri = f"http://127.0.0.1:{port}/api/v1?api_key={quote_plus(self.api_key)}"
+        command = standalone_command(self.directory, api_key=self.api_key, host="127.0.0.1", port=port)
+        self.command = [str(Path(sys.executable).with_name("tiled")), *command[1:]]
+        self.process = None
+
+    def start(self) -> None:
+        """Start the process and return once it answers (or raise with its log if it dies)."""
+        import subprocess
+
+        import httpx
+
+        (self.directory / "data").mkdir(parents=True, exist_ok=True)
+        with open(self.directory / "server.log", "ab") as log:
+            self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, cwd=self.directory)
+        deadline = time.monotonic() + 10 * STARTUP_TIMEOUT  # a loaded machine: imports alone take a while
+        while self.process.poll() is None and time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.port}/healthz", timeout=1.0, trust_env=False).status_code == 200:
+                    return
+            except httpx.RequestError:
+                time.sleep(0.2)
+        log = (self.directory / "server.log").read_text(errors="replace")[-2000:]
+        self.close()
+        raise RuntimeError(f"the tiled server in {self.directory} did not start: {log}")
+
+    def kill(self) -> None:
+        """SIGKILL it, as a crash or a pulled cable would."""
+        self.process.kill()
+        self.process.wait(timeout=60)
+
+    def close(self) -> None:
+        """Stop it (SIGTERM) if it runs. Safe to call twice."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=60)

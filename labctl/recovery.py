@@ -23,6 +23,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import h5py
+import numpy as np
 
 logger = logging.getLogger(__name__)
 
@@ -264,6 +265,8 @@ class Completion:
     streams: list[StreamCheck] = field(default_factory=list)
     appended: list[tuple[str, dict]] = field(default_factory=list)
     closed: bool = False
+    adopted: list[str] = field(default_factory=list)  # files of rows written before the first page
+    collects: bool = False  # the run declared a collected stream (rows in files)
 
     seconds_lost: float | None = None  # see complete_run
 
@@ -272,16 +275,20 @@ class Completion:
         return sum(check.lost for check in self.streams)
 
     def __str__(self) -> str:
-        parts = [str(check) for check in self.streams]
+        parts = [f"rows written before the first page recovered from {name}" for name in self.adopted]
+        parts += [str(check) for check in self.streams]
         if self.closed:
             parts.append(f"closed as failed ({INTERRUPTED}: the journal had no stop document)")
         if self.seconds_lost is not None:
             parts.append(f"samples lost: {self.seconds_lost:.0f} s (from the last row on disk to the run's "
                          "last journalled reading)")
+        elif self.closed and self.collects:
+            parts.append("samples lost: not determined (no row of the run reached a file before the process ended)")
         return "; ".join(parts)
 
 
-def complete_run(run_uid: str, documents: list[tuple[str, dict]]) -> Completion:
+def complete_run(run_uid: str, documents: list[tuple[str, dict]],
+                 unannounced: UnannouncedFiles | None = None) -> Completion:
     """Check a journalled run's pages against its files and return the documents it lacks.
 
     Parameters
@@ -290,23 +297,33 @@ def complete_run(run_uid: str, documents: list[tuple[str, dict]]) -> Completion:
         The run's start uid.
     documents : list of (name, doc)
         The run's journal.
+    unannounced : UnannouncedFiles, optional
+        The data directory's HDF5 files that no journal names (:func:`unannounced_files`): a
+        run cut short before its first page has its rows in one of them.
 
     Returns
     -------
     Completion
-        A check per stream with long data, and the documents to append: stream datums for rows
-        written after the last journalled page, then (if the journal has none) a stop document
-        with exit status ``fail`` and reason ``interrupted``.
+        A check per stream with long data, and the documents to append: the stream resources
+        and datum of a file of this run the journal never heard of (the process died before the
+        first page), stream datums for rows written after the last journalled page, then (if the
+        journal has none) a stop document with exit status ``fail`` and reason ``interrupted``.
     """
     completion = Completion()
     has_stop = any(name == "stop" for name, _ in documents)
+    adopted = [] if has_stop or unannounced is None else _adopted_pages(documents, unannounced)
+    documents = documents + adopted
+    completion.appended.extend(adopted)
+    completion.collects = any(spec.get("external") == "STREAM:" for name, doc in documents if name == "descriptor"
+                              for spec in doc.get("data_keys", {}).values())
+    completion.adopted = sorted({Path(urlparse(doc["uri"]).path).name for name, doc in adopted if name == "stream_resource"})
     for descriptor, resources in _resources_by_descriptor(documents).items():
         check, datums = _check_stream(descriptor, resources, documents)
         completion.streams.append(check)
         if not has_stop:  # a stopped run's pages are final; only a cut-short run gains rows
             completion.appended.extend(datums)
     if not has_stop:
-        stop = closing_stop(run_uid, documents + completion.appended)
+        stop = closing_stop(run_uid, documents + completion.appended[len(adopted):])
         completion.appended.append(("stop", stop))
         completion.closed = True
         completion.seconds_lost = _seconds_lost(documents)
@@ -374,6 +391,101 @@ def closing_stop(run_uid: str, documents: list[tuple[str, dict]]) -> dict:
         "reason": f"{INTERRUPTED}: the process ended before the run was closed (recovered from the journal)",
         "num_events": counts,
     }
+
+
+# ---- pages the journal never heard of --------------------------------------------------------------
+@dataclass
+class UnannouncedFiles:
+    """HDF5 files in the assets directory that no journal's stream resource names.
+
+    A device opens its file when it is staged and announces it (a ``stream_resource``) with its
+    first page; a process killed in between leaves rows in a file no journal names.
+    """
+
+    files: list[Path]
+
+
+def unannounced_files(journal_dir: Path, assets_dir: Path) -> UnannouncedFiles:
+    """Find the HDF5 files of ``assets_dir`` no journal in ``journal_dir`` names (by file name: directories move)."""
+    named = set()
+    for journal in sorted(Path(journal_dir).glob("*.jsonl")):
+        with open(journal, encoding="utf-8", errors="replace") as file:
+            for line in file:
+                entry = _entry(line) if '"stream_resource"' in line else None
+                if entry is None:
+                    continue
+                name, doc = entry
+                if name == "stream_resource":
+                    named.add(Path(urlparse(str(doc.get("uri", ""))).path).name)
+    files = sorted(path for path in Path(assets_dir).glob("*.h5") if path.name not in named)
+    return UnannouncedFiles(files)
+
+
+def _adopted_pages(documents, unannounced: UnannouncedFiles) -> list[tuple[str, dict]]:
+    """Stream resources and a datum for the rows of this run's streams that reached a file before any page.
+
+    A collected stream (its descriptor's data keys say ``external: "STREAM:"`` and ``source:
+    "hdf5:<stream><dataset>"``) without a stream resource in the journal takes the unannounced
+    file of that stream whose rows include the time of one of the run's readings: the plans read
+    the channel's latest row into ``primary`` between pages, stamped with that row's time. (The
+    session clocks of successive simulated sessions overlap, so a time window would not do.)
+    """
+    start = documents[0][1]
+    readings = np.array(sorted({t for name, doc in documents if name == "event"
+                                for t in doc.get("timestamps", {}).values() if isinstance(t, (int, float))}))
+    announced = {doc["data_key"] for name, doc in documents if name == "stream_resource"}
+    adopted = []
+    for name, descriptor in documents:
+        if name != "descriptor":
+            continue
+        keys = {key: _dataset_of(spec) for key, spec in descriptor.get("data_keys", {}).items()
+                if spec.get("external") == "STREAM:" and _dataset_of(spec) and key not in announced}
+        if keys:
+            adopted += _adopt(start["uid"], descriptor, keys, unannounced.files, readings)
+    return adopted
+
+
+def _dataset_of(spec: dict) -> str | None:
+    """``/data/Ewe`` of a data key whose source is ``hdf5:potentiostat/data/Ewe``, else None."""
+    source = str(spec.get("source", ""))
+    if not source.startswith("hdf5:") or "/" not in source:
+        return None
+    return source[source.index("/"):]
+
+
+def _adopt(run_uid: str, descriptor: dict, keys: dict[str, str], files: list[Path],
+           readings: np.ndarray) -> list[tuple[str, dict]]:
+    from labctl.assets import HDF5_MIMETYPE, _file_uri
+
+    stream = descriptor["name"]
+    time_key = next((key for key in keys if key.endswith("_time")), None)
+    if time_key is None:
+        return []  # no way to tell which run a file belongs to
+    for path in files:
+        if not path.stem.rsplit("-", 1)[0].endswith(f"-{stream}"):
+            continue
+        try:
+            with h5py.File(path, "r", swmr=True) as file:
+                rows = min(len(file[dataset]) for dataset in keys.values())
+                ours = bool(np.isin(file[keys[time_key]][:rows], readings).any())
+                chunks = {key: file[dataset].chunks[0] for key, dataset in keys.items()}
+        except (OSError, KeyError):
+            continue
+        if rows == 0 or not ours:
+            continue
+        adopted = []
+        for key, dataset in keys.items():
+            resource = {"uid": str(uuid.uuid4()), "data_key": key, "mimetype": HDF5_MIMETYPE, "uri": _file_uri(path),
+                        "parameters": {"dataset": dataset, "chunk_shape": [chunks[key]], "swmr": True},
+                        "run_start": run_uid}
+            adopted.append(("stream_resource", resource))
+            adopted.append(("stream_datum", {"uid": f"{resource['uid']}/0", "stream_resource": resource["uid"],
+                                             "descriptor": descriptor["uid"], "indices": {"start": 0, "stop": rows},
+                                             "seq_nums": {"start": 1, "stop": 1 + rows}}))
+        logger.info("run %s: %d rows of its %s stream found in %s, written before its first page", run_uid, rows,
+                    stream, path)
+        return adopted
+    return []
 
 
 # ---- helpers -------------------------------------------------------------------------------------

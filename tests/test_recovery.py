@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import shlex
 import shutil
 import socket
 import sqlite3
@@ -285,12 +286,17 @@ def test_an_archive_on_a_read_only_disk_is_listed_shown_and_exported(moved, tmp_
     archive = tmp_path / "archive"
     archive.mkdir()
     out = tmp_path / "out"
-    labctl = f"{sys.executable} -m labctl.cli"
-    # report and export go through the same reading path as show (cli.stored_run)
+    # The four commands run in one interpreter (each as `labctl ...` would, through cli.main), so
+    # the mount namespace costs one start of Python, not four. report and export go through the
+    # same reading path as show (cli.stored_run).
+    commands = [["runs", "--data-dir", str(archive)], ["show", uid, "--data-dir", str(archive), "--out", str(out)],
+                ["export", uid, "--data-dir", str(archive), "--out", str(out)], ["show", uid, "--data-dir", str(archive)]]
+    driver = ("from labctl.cli import main\n"
+              f"runs, shown, exported, default = [main(argv) for argv in {commands!r}]\n"
+              "print(f'exported={runs or shown or exported}', flush=True)  # runs && show && export\n"
+              "print(f'show-default={default}', flush=True)\n")
     script = (f"mount --bind -o ro {copy} {archive} && ! touch {archive}/x 2>/dev/null && "
-              f"{labctl} runs --data-dir {archive} && {labctl} show {uid} --data-dir {archive} --out {out} && "
-              f"{labctl} export {uid} --data-dir {archive} --out {out}; echo exported=$?; "
-              f"{labctl} show {uid} --data-dir {archive}; echo show-default=$?")
+              f"{sys.executable} -c {shlex.quote(driver)}")
     result = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True, timeout=380)
     if "exported=" not in result.stdout:
         pytest.skip(f"no read-only mount here: {result.stderr.strip()[-300:]}")

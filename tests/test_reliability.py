@@ -18,7 +18,7 @@ import pytest
 from bluesky.utils import RunEngineInterrupted
 from tiled.server import SimpleTiledServer
 
-import labctl.storage
+import labctl.storage.delivery
 from devices.sim.cell import CellParameters
 from labctl.cli import main
 from labctl.clock import VirtualClock
@@ -100,8 +100,8 @@ def test_a_server_outage_mid_run_costs_the_plan_no_time_and_loses_no_document(tm
                                                                              caplog):
     # Fail fast and retry often, so the outage outlasts tiled's own retries and the test is quick.
     monkeypatch.setattr("tiled.client.utils.TILED_RETRY_ATTEMPTS", 1)
-    monkeypatch.setattr(labctl.storage, "RETRY_AFTER", 0.1)
-    monkeypatch.setattr(labctl.storage, "RETRY_MAX", 0.5)
+    monkeypatch.setattr(labctl.storage.delivery, "RETRY_AFTER", 0.1)
+    monkeypatch.setattr(labctl.storage.delivery, "RETRY_MAX", 0.5)
     caplog.set_level(logging.INFO, logger="labctl.storage")
     with Storage.open(tmp_path, live=True) as storage:
         outage = Outage(storage, stop_at=2, restart_at=8)

@@ -84,6 +84,25 @@ class PageFlyer:
         return self.writer.get_index()
 
 
+class DurableOnlyFlyer(PageFlyer):
+    """A flyer killed before its first page: its rows reach the file (a durable write), no document announces them.
+
+    As the real channel's are, the run's reading (``clock``, read just before) is stamped with the
+    time of the latest row: that is how recover tells the run's file from others.
+    """
+
+    def __init__(self, writer, pages, clock):
+        super().__init__(writer, pages)
+        self.clock = clock
+
+    def collect_asset_docs(self, index=None):
+        if self.pages:
+            page = self.pages.pop(0)
+            rows = len(page["time"])
+            self.writer.write({**page, "time": self.clock.timestamp - np.arange(rows)[::-1]})
+        yield from ()
+
+
 def make_pages(n_pages: int, rows: int, seed: int = 0) -> list[dict[str, np.ndarray]]:
     rng = np.random.default_rng(seed)
     pages = []
@@ -379,6 +398,33 @@ def test_recover_keeps_rows_written_after_the_last_journalled_page(tmp_path, rec
         np.testing.assert_array_equal(run["cycler"].read()["cycler_Ewe"].values, concat(pages, "Ewe"))
         assert run.metadata["stop"]["num_events"]["cycler"] == 15
         assert storage.journal.read(uid)[-1][0] == "stop"  # the cut-short line was dropped, not glued to
+
+
+def test_recover_keeps_the_rows_of_a_run_killed_before_its_first_page(tmp_path, signals):
+    """Rows reach the file every few seconds, but the journal learns of the file only with the first
+    page: a run killed before it left rows in a file no journal names; recover finds them."""
+    crashed = Storage.open(tmp_path, live=False)
+    try:
+        rows = 6
+        pages = make_pages(1, rows)
+        flyer = DurableOnlyFlyer(HDF5StreamWriter(crashed.assets_dir, "cycler", FIELDS, chunk_rows=8), pages,
+                                 clock=signals[0])
+        RE = RunEngine({})
+        RE.subscribe(lambda name, doc: name == "stop" or crashed.callback(name, doc))  # killed before its stop
+        (uid,) = RE(cycling_plan(flyer, signals, [298.15], md={"plan_name": "cycling", "cell": CELL}))
+        crashed.flush(timeout=30)
+    finally:
+        crashed.close(timeout=30)
+    assert not any(name == "stream_resource" for name, _ in crashed.journal.read(uid))
+
+    with Storage.open(tmp_path) as storage:
+        outcome = storage.recover()[uid]
+        assert "rows written before the first page recovered from test-cycler-" in outcome.message, outcome.message
+        assert f"cycler: {rows} points in 1 journalled pages, 0 lost" in outcome.message
+        run = storage.catalog[uid]
+        np.testing.assert_array_equal(run["cycler"].read()["cycler_Ewe"].values, pages[0]["Ewe"])
+        assert run.metadata["stop"]["num_events"]["cycler"] == rows
+        assert storage.recover() == {}  # the file is named in the journal now
 
 
 def test_recover_writes_in_a_journalled_run_the_catalog_lacks(tmp_path, record):

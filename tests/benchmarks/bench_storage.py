@@ -10,6 +10,11 @@ Both use ``Storage.open(live=False)``: TiledWriter batches rows per stream, as i
     and the rate extrapolated to the day, because it is slow.
 (b) pages of ``PAGE_ROWS`` rows written by ``HDF5StreamWriter`` and collected from a flyer: a
     few StreamDatum documents per page, whatever the number of rows. Target: >= 50,000 rows/s.
+(c) the same pages to a data server on another host (``storage.uri``: a ``tiled serve catalog``
+    process with a directory of its own, :class:`labctl.dataserver.StandaloneServer`), which
+    cannot read the lab's files, so the rows are uploaded (labctl.storage.upload): batched (the
+    simulated lab: one upload per field at the stop) and (d) live (real hardware: one upload
+    per field per page, as each page is announced).
 
 Run it with ``python tests/benchmarks/bench_storage.py`` or
 ``python -m pytest -m benchmark -s tests/benchmarks/bench_storage.py``.
@@ -17,6 +22,7 @@ Run it with ``python tests/benchmarks/bench_storage.py`` or
 
 from __future__ import annotations
 
+import socket
 import sys
 import tempfile
 import time
@@ -29,6 +35,7 @@ import pytest
 from bluesky import RunEngine
 
 from labctl.assets import FieldSpec, HDF5StreamWriter
+from labctl.dataserver import StandaloneServer
 from labctl.storage import Storage
 
 DAY_ROWS = 86_400
@@ -182,6 +189,33 @@ def run_benchmark(data_dir: Path) -> dict[str, dict[str, float]]:
     }
 
 
+def run_remote_benchmark(folder: Path) -> dict[str, dict[str, float]]:
+    """Store the day as pages into a server on another host, batched and live; seconds and rows/s of each."""
+    rows = day_of_rows()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = StandaloneServer(folder / "server-host", port)
+    server.start()
+    results = {}
+    try:
+        for mode, live in (("remote batched", False), ("remote live", True)):
+            storage = Storage.open(folder / mode.replace(" ", "-"), server.uri, live=live, writer="benchmark")
+            try:
+                flyer = PagedPotentiostat(storage.assets_dir, rows, PAGE_ROWS)
+                uid, seconds = timed_run(storage, pages_plan(flyer, -(-DAY_ROWS // PAGE_ROWS)))
+                pages = storage.catalog[uid]["potentiostat"].read()
+                for field in FIELDS:
+                    np.testing.assert_array_equal(pages[f"potentiostat_{field}"].values, rows[field])
+            finally:
+                storage.close()
+            results[mode] = {"rows": DAY_ROWS, "seconds": seconds, "rows_per_s": DAY_ROWS / seconds,
+                             "day_seconds": seconds}
+    finally:
+        server.close()
+    return results
+
+
 def check_stored(storage: Storage, uid_a: str, uid_b: str, rows: dict[str, np.ndarray]) -> None:
     """Both runs are complete and exact in the server (not timed)."""
     events = storage.catalog[uid_a]["potentiostat"].read()
@@ -201,20 +235,26 @@ def report(results: dict[str, dict[str, float]]) -> str:
             f"{'(b) StreamDatum pages of ' + str(PAGE_ROWS):<34}{b['rows']:>12,}{b['seconds']:>10.2f}{b['rows_per_s']:>12,.0f}{b['day_seconds']:>10.1f}",
             f"ratio (b)/(a): {b['rows_per_s'] / a['rows_per_s']:,.0f}x   target for (b): >= {TARGET_PAGED_ROWS_PER_S:,} rows/s",
         ]
+        + [f"{('(c) ' if mode.endswith('batched') else '(d) ') + 'remote server, ' + mode.split()[1]:<34}"
+           f"{r['rows']:>12,}{r['seconds']:>10.2f}{r['rows_per_s']:>12,.0f}{r['day_seconds']:>10.1f}"
+           for mode, r in results.items() if mode.startswith("remote")]
+        + ([f"ratio (d)/(c) live/batched to the remote server: {results['remote live']['rows_per_s'] / results['remote batched']['rows_per_s']:.2f}; "
+            f"(c)/(b) remote/embedded batched: {results['remote batched']['rows_per_s'] / b['rows_per_s']:.2f}"]
+           if "remote live" in results else [])
     )
 
 
 @pytest.mark.benchmark
 @pytest.mark.timeout(900)  # minutes: the one-event-per-point baselines are slow on purpose
 def test_storage_benchmark(tmp_path):
-    results = run_benchmark(tmp_path)
+    results = {**run_benchmark(tmp_path / "embedded"), **run_remote_benchmark(tmp_path / "remote")}
     print("\n" + report(results))
     assert results["pages"]["rows_per_s"] >= TARGET_PAGED_ROWS_PER_S
 
 
 def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
-        results = run_benchmark(Path(tmp))
+        results = {**run_benchmark(Path(tmp) / "embedded"), **run_remote_benchmark(Path(tmp) / "remote")}
     print(report(results))
     return 0 if results["pages"]["rows_per_s"] >= TARGET_PAGED_ROWS_PER_S else 1
 
