@@ -269,7 +269,7 @@ def test_no_thread_of_labctl_outlives_the_last_close(tmp_path):
 
 
 def test_runs_read_from_the_catalog_file_are_what_the_server_lists(stored):
-    from labctl.cli import catalog_file_runs, pending_runs
+    from labctl.storage.catalogfile import catalog_file_runs, pending_runs
 
     data_dir, _ = stored
     with Storage.open(data_dir) as storage:

@@ -221,13 +221,9 @@ class Storage:
 
         A run a live ``labctl run`` is writing says so (it delivers its runs itself).
         """
-        if not self.journal_dir.exists():
-            return {}
-        found = self.journal.pending()
-        holder, owned = self._live_writer()
-        for uid in owned & set(found):
-            found[uid] = f"being written by {_holder_text(holder)} (it delivers it itself)"
-        return found
+        from labctl.storage.catalogfile import pending_runs
+
+        return pending_runs(self.data_dir)
 
     def _live_writer(self) -> tuple[dict | None, set[str]]:
         """The live process (not this one) writing into this data directory, and the runs it owns."""
@@ -402,10 +398,3 @@ def _relocated(documents: list[tuple[str, dict]], assets_dir: Path) -> list[tupl
                 doc = {**doc, "uri": _file_uri(here)}
         moved.append((name, doc))
     return moved
-
-
-def _holder_text(holder: dict | None) -> str:
-    from labctl.locks import describe_holder
-
-    return describe_holder(holder) if holder else "another process"
-
