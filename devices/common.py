@@ -10,7 +10,7 @@ from ophyd import Signal, SignalRO
 from ophyd.status import DeviceStatus as OphydDeviceStatus
 from ophyd.status import Status
 
-from labctl.clock import Clock
+from labctl.core.clock import Clock
 
 
 def session_clock(signal) -> Clock:

@@ -7,7 +7,7 @@ instrument, where, and what happened. No bluesky or ophyd here: the wire drivers
 
 from __future__ import annotations
 
-from labctl.errors import ExitCode, LabctlError
+from labctl.core.errors import ExitCode, LabctlError
 
 
 class InstrumentFault(LabctlError):

@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass
 from typing import Callable, Iterator, TypeVar
 
-from labctl.clock import Clock, Scheduled
+from labctl.core.clock import Clock, Scheduled
 
 log = logging.getLogger(__name__)
 

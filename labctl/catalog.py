@@ -11,7 +11,7 @@ import typing
 from typing import Callable
 
 from labctl.config import RUNNER_FILLED, build_step_model
-from labctl.units import Count, Unit, find_unit
+from labctl.core.units import Count, Unit, find_unit
 
 
 def argument_line(name: str, field) -> str:

@@ -27,7 +27,7 @@ import sys
 import threading
 from pathlib import Path
 
-from labctl.errors import DataDirectoryMissing, ExitCode, LabctlError, UsageError
+from labctl.core.errors import DataDirectoryMissing, ExitCode, LabctlError, UsageError
 
 DEFAULT_LAB = Path("configs/lab-sim.yaml")
 EXIT_DEADLINE = 30.0  # s from SIGTERM, SIGHUP or a second Ctrl-C to the process gone, cleanup or not
@@ -41,9 +41,9 @@ EXIT_CODES = """exit codes:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the ``labctl`` command line; return its exit code (an :class:`~labctl.errors.ExitCode`).
+    """Run the ``labctl`` command line; return its exit code (an :class:`~labctl.core.errors.ExitCode`).
 
-    Every error labctl raises on purpose (:class:`~labctl.errors.LabctlError`, each with its own
+    Every error labctl raises on purpose (:class:`~labctl.core.errors.LabctlError`, each with its own
     ``exit_code``) is printed as one ``error:`` line; a subcommand only raises.
     """
     from labctl.progress import survive_closed_pipes
@@ -481,7 +481,7 @@ def find_run(storage, uid: str, data_dir: Path):
     """The stored run ``uid`` (a unique prefix of at least 5 characters); :class:`UsageError` if there is none."""
     if len(uid) < 5:
         raise UsageError(f"run uid {uid!r}: give at least 5 characters of it (`labctl runs --data-dir {data_dir}` lists them)")
-    from labctl.errors import StorageError
+    from labctl.core.errors import StorageError
 
     try:
         return storage.find(uid)

@@ -17,8 +17,8 @@ from typing import Callable
 
 import numpy as np
 
-from labctl.clock import VirtualClock, WallClock
-from labctl.errors import LabctlError
+from labctl.core.clock import VirtualClock, WallClock
+from labctl.core.errors import LabctlError
 
 OK, WARN, UNREACHABLE = "ok", "warning", "UNREACHABLE"
 DOCTOR_ATTEMPTS = 2  # one retry: a doctor reports a flaky link, it does not ride it out

@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Callable
 
-from labctl.clock import VirtualClock
+from labctl.core.clock import VirtualClock
 from labctl.lab import Lab, build_simulated_lab, cell_parameters
 from labctl.runner import device_arguments, runner_arguments, step_metadata
 from labctl.session import make_run_engine

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from labctl.errors import LabctlError
+from labctl.core.errors import LabctlError
 
 COULOMB_PER_MAH = 3.6
 # EC-Lab writes a quantity under either name depending on the technique (averaged or sampled).

@@ -17,8 +17,8 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from labctl.clock import VirtualClock, WallClock
-from labctl.errors import LabctlError, LithiumWouldMelt
+from labctl.core.clock import VirtualClock, WallClock
+from labctl.core.errors import LabctlError, LithiumWouldMelt
 
 log = logging.getLogger(__name__)
 

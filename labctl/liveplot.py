@@ -34,7 +34,7 @@ import numpy as np
 from bluesky.callbacks.core import make_class_safe
 from bluesky.callbacks.mpl_plotting import QtAwareCallback
 
-from labctl.errors import LabctlError
+from labctl.core.errors import LabctlError
 from labctl.plots import FIT_PREFIX, IMPEDANCE, IMPEDANCE_FIT, circuit_of, mark_short, short_time, spectrum_field
 
 logger = logging.getLogger(__name__)

@@ -38,7 +38,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from labctl.errors import LabctlError
+from labctl.core.errors import LabctlError
 
 logger = logging.getLogger(__name__)
 

@@ -14,12 +14,12 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
-from labctl.analysis import BLOCKING, BULK_INTERFACE, CIRCUITS, SHORTED
+from labctl.core.analysis import BLOCKING, BULK_INTERFACE, CIRCUITS, SHORTED
 
 POTENTIOSTAT, IMPEDANCE, IMPEDANCE_FIT = "potentiostat", "impedance", "impedance_fit"
 FIT_PREFIX = IMPEDANCE_FIT + "_"
 VIRIDIS = matplotlib.colormaps["viridis"]
-# How labctl.analysis.ShortDetector words a short in the stop reason: "short circuit at <ISO time>..."
+# How labctl.core.analysis.ShortDetector words a short in the stop reason: "short circuit at <ISO time>..."
 SHORT_REASON = re.compile(r"short circuit at (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:[+-]\d\d:\d\d)?)")
 
 
@@ -191,7 +191,7 @@ def circuit_of(keys):
 def short_time(stop: dict) -> float | None:
     """Return when a run's cell short-circuited, s on the session clock, or None if it did not.
 
-    Read from the stop reason the plating plans record (:class:`labctl.analysis.ShortDetector`'s
+    Read from the stop reason the plating plans record (:class:`labctl.core.analysis.ShortDetector`'s
     ``"short circuit at 2024-01-17T03:12:45+00:00..."``, to the second): when the voltage
     collapsed, or the spectrum at which the impedance had dropped.
     """

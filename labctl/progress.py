@@ -8,7 +8,7 @@ import io
 import os
 import sys
 
-# rich and labctl.units (pint) are imported where the display is built: every command goes
+# rich and labctl.core.units (pint) are imported where the display is built: every command goes
 # through survive_closed_pipes below, and `labctl --help` must not pay for them.
 
 
@@ -25,7 +25,7 @@ class ExperimentProgress:
         from rich.console import Console
         from rich.progress import Progress, TextColumn, TimeElapsedColumn
 
-        from labctl.units import Unit
+        from labctl.core.units import Unit
 
         self.capacity_unit = Unit("mAh/cm^2")
         self.runner = runner

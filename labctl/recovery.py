@@ -455,7 +455,7 @@ def _dataset_of(spec: dict) -> str | None:
 
 def _adopt(run_uid: str, descriptor: dict, keys: dict[str, str], files: list[Path],
            readings: np.ndarray) -> list[tuple[str, dict]]:
-    from labctl.assets import HDF5_MIMETYPE, _file_uri
+    from labctl.core.assets import HDF5_MIMETYPE, _file_uri
 
     stream = descriptor["name"]
     time_key = next((key for key in keys if key.endswith("_time")), None)

@@ -17,7 +17,7 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
-from labctl.analysis import ArrheniusFit, arrhenius_fit, ionic_conductivity
+from labctl.core.analysis import ArrheniusFit, arrhenius_fit, ionic_conductivity
 from labctl.plots import (
     FIT_PREFIX, IMPEDANCE, IMPEDANCE_FIT, POTENTIOSTAT, fit_values, mark_short, nyquist_panel, read_stream, row_circuit,
     run_figure, short_time, spectrum_field, streams,

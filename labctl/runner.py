@@ -10,7 +10,7 @@ from typing import Callable
 
 from bluesky.utils import RunEngineInterrupted
 
-from labctl.clock import VirtualClock
+from labctl.core.clock import VirtualClock
 from labctl.config import experiment_roles
 from labctl.lab import Lab, build_lab, cell_parameters
 from labctl.session import make_run_engine, signals_held

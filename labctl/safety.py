@@ -3,7 +3,7 @@
 An experiment file's steps, the lab file's defaults (the chamber's ``safe_setpoint``), the
 experiment's guards, and a plan called by hand in the shell or taken from a queue are all checked
 by the functions below, against the lab's limits, the instrument each plan runs on, the cell (a
-cell with lithium in it never reaches 180.5 degC, :class:`labctl.errors.LithiumWouldMelt`) and the
+cell with lithium in it never reaches 180.5 degC, :class:`labctl.core.errors.LithiumWouldMelt`) and the
 budgets that keep a step's size finite. ``labctl.config`` calls them at load, with file, line and
 field; :func:`refuse_unsafe_call` raises on one plan call. Values are SI, as plans take them.
 
@@ -19,8 +19,8 @@ import typing
 from collections.abc import Callable
 from typing import Any
 
-from labctl.errors import LITHIUM_MELTING_POINT, LabctlError, LithiumWouldMelt
-from labctl.units import Count, Unit, lab_limits
+from labctl.core.errors import LITHIUM_MELTING_POINT, LabctlError, LithiumWouldMelt
+from labctl.core.units import Count, Unit, lab_limits
 
 Problem = tuple[tuple, str]
 

@@ -15,7 +15,7 @@ from bluesky.run_engine import TransitionError
 from bluesky.utils import RunEngineInterrupted
 from event_model import DocumentNames
 
-from labctl.clock import VirtualClock, WallClock
+from labctl.core.clock import VirtualClock, WallClock
 
 RESULT_STREAM = "result"  # plans.stubs.RESULT: the stream of a plan's outcome
 SECOND_INTERRUPT = "aborted: Ctrl-C pressed twice"

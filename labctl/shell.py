@@ -26,7 +26,7 @@ from bluesky.preprocessors import plan_mutator
 
 import plans
 from labctl import safety
-from labctl.errors import ExitCode, LabctlError
+from labctl.core.errors import ExitCode, LabctlError
 from labctl.lab import build_lab, cell_parameters
 from labctl.liveplot import display_available, live_plot_callback
 from labctl.session import ABORT_SIGNALS, make_run_engine, say, signals_held
@@ -74,7 +74,7 @@ def session_cell(experiment=None, cell: str | dict | None = None):
 
     from devices.sim.cell import CellParameters
     from labctl.config import Cell
-    from labctl.errors import UsageError
+    from labctl.core.errors import UsageError
 
     if experiment is not None:
         return experiment.cell

@@ -11,8 +11,8 @@ from bluesky.utils import MsgGenerator
 
 from devices.chamber.device import TemperatureChamber
 from devices.rig.device import StackPressureRig
-from labctl.errors import LithiumWouldMelt
-from labctl.units import LabLimit, Unit
+from labctl.core.errors import LithiumWouldMelt
+from labctl.core.units import LabLimit, Unit
 from plans.run import Outcome, run_plan
 from plans.stubs import ENVIRONMENT, wait_recording
 

@@ -13,8 +13,8 @@ from devices.biologic.channel import PotentiostatChannel
 from devices.biologic.techniques import CA, PEIS
 from devices.chamber.device import TemperatureChamber
 from devices.rig.device import StackPressureRig
-from labctl.analysis import BLOCKING, arrhenius_fit, electronic_conductivity, ionic_conductivity, steady_current
-from labctl.units import Count, LabLimit, Unit
+from labctl.core.analysis import BLOCKING, arrhenius_fit, electronic_conductivity, ionic_conductivity, steady_current
+from labctl.core.units import Count, LabLimit, Unit
 from plans.impedance import impedance_device
 from plans.potentiostat import POTENTIOSTAT, latest, timed_step
 from plans.run import Outcome, run_plan
@@ -107,8 +107,8 @@ def ionic_conductivity_arrhenius(
     recorder = FitRecorder(meter, electrode_area, circuit,
                            lead_resistance=lead_resistance_of(lead_resistances, impedance_analyser),
                            alternative=BLOCKING if circuit is not BLOCKING else None)
-    points = ComputedValues(CONDUCTIVITY, source="labctl.analysis.ionic_conductivity")
-    result = ComputedValues(ARRHENIUS, source="labctl.analysis.arrhenius_fit")
+    points = ComputedValues(CONDUCTIVITY, source="labctl.core.analysis.ionic_conductivity")
+    result = ComputedValues(ARRHENIUS, source="labctl.core.analysis.arrhenius_fit")
     if impedance_analyser is not None:
         yield from open_circuit(potentiostat)  # one instrument drives the cell at a time
     used, excluded = [], []
@@ -190,7 +190,7 @@ def electronic_conductivity_step(
     The ionic current decays as the blocking electrodes charge; what remains is carried by
     electrons, sigma_e = I L / (V A). The step ends when the current changed by less than
     ``steady_tolerance`` over the last ``steady_window``, or at ``max_duration``; the steady current
-    is the mean of the last fifth of the step (:func:`labctl.analysis.steady_current`), and the
+    is the mean of the last fifth of the step (:func:`labctl.core.analysis.steady_current`), and the
     result is one event of the ``conductivity`` stream and quoted in the stop reason.
 
     Parameters
@@ -220,7 +220,7 @@ def electronic_conductivity_step(
         Extra metadata for the start document.
     """
     environment = [d for d in (chamber, rig) if d is not None]
-    result = ComputedValues(CONDUCTIVITY, source="labctl.analysis.electronic_conductivity")
+    result = ComputedValues(CONDUCTIVITY, source="labctl.core.analysis.electronic_conductivity")
     times, currents = [], []
 
     def steady() -> MsgGenerator[str | None]:

@@ -12,8 +12,8 @@ from devices.biologic.channel import PotentiostatChannel
 from devices.biologic.techniques import CP, GEIS
 from devices.chamber.device import TemperatureChamber
 from devices.rig.device import StackPressureRig
-from labctl.analysis import CriticalCurrentDetector, ShortDetector
-from labctl.units import Count, LabLimit, Unit
+from labctl.core.analysis import CriticalCurrentDetector, ShortDetector
+from labctl.core.units import Count, LabLimit, Unit
 from plans.guards import Guards
 from plans.potentiostat import POTENTIOSTAT, Check, Ended, latest, timed_step
 from plans.run import Outcome, run_plan
@@ -63,7 +63,7 @@ def plate_strip(
     Each cycle plates on the working electrode for ``half_cycle`` then strips it for as long. A
     spectrum before the first half-cycle and after each one is fitted into ``impedance_fit``. The
     plan stops after ``cycles``, at the channel's voltage limit (voids at a stripping electrode) or
-    at a short circuit (the rules of :class:`labctl.analysis.ShortDetector`); the cell is left at
+    at a short circuit (the rules of :class:`labctl.core.analysis.ShortDetector`); the cell is left at
     open circuit.
 
     Parameters
@@ -166,7 +166,7 @@ def ccd_staircase(
 
     The critical current density is the step during which the cell short-circuited: its resistance
     V / j fell by ``short_drop`` from one check to the next and stayed down for ``short_hold``
-    (:class:`labctl.analysis.CriticalCurrentDetector`). Judged against the check before, not the
+    (:class:`labctl.core.analysis.CriticalCurrentDetector`). Judged against the check before, not the
     staircase's start, the rule holds on lithiophobic cells too, whose resistance falls several-fold
     but gradually as the first lithium wets the interface; the hold lets soft shorts pass. The
     result is stored as one event of the ``critical_current`` stream and quoted in the stop reason.
@@ -206,7 +206,7 @@ def ccd_staircase(
     guards = (guards or Guards()).for_step(check_interval)
     environment = [d for d in (chamber, rig) if d is not None]
     detector = CriticalCurrentDetector(drop=short_drop, hold=short_hold)
-    result = ComputedValues(CRITICAL_CURRENT, source="labctl.analysis.CriticalCurrentDetector")
+    result = ComputedValues(CRITICAL_CURRENT, source="labctl.core.analysis.CriticalCurrentDetector")
 
     def check(density: float) -> Check:
         def short() -> MsgGenerator[str | tuple | None]:

@@ -11,8 +11,8 @@ from devices.biologic.channel import PotentiostatChannel
 from devices.biologic.techniques import CP, GEIS, OCV
 from devices.chamber.device import TemperatureChamber
 from devices.rig.device import StackPressureRig
-from labctl.analysis import ShortDetector
-from labctl.units import Count, LabLimit, Unit
+from labctl.core.analysis import ShortDetector
+from labctl.core.units import Count, LabLimit, Unit
 from plans.guards import Guards
 from plans.potentiostat import POTENTIOSTAT, latest, timed_step
 from plans.run import Outcome, run_plan
@@ -114,7 +114,7 @@ def plate(
     max_duration : float
         Stop after this long, s.
     short_resistance, short_fall, short_hold, short_drop : float
-        Short-circuit detection (:class:`labctl.analysis.ShortDetector`), at every current density:
+        Short-circuit detection (:class:`labctl.core.analysis.ShortDetector`), at every current density:
         the voltage rule stops when, at a check, |Ewe| (from its open-circuit value) has fallen by
         ``short_fall`` (fraction; YAML ``30 %``) below its recent level and |Ewe| / |I| is at most
         ``short_resistance`` (ohm; the band a lithium filament puts the cell in, YAML ``600 ohm``),

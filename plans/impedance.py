@@ -16,7 +16,7 @@ from devices.biologic.channel import PotentiostatChannel
 from devices.biologic.techniques import PEIS
 from devices.chamber.device import TemperatureChamber
 from devices.rig.device import StackPressureRig
-from labctl.units import Count, Unit
+from labctl.core.units import Count, Unit
 from plans.run import Outcome, run_plan
 from plans.spectra import FitRecorder, circuit_for, impedance_meter, lead_resistance_of, measure_spectrum
 from plans.stubs import ENVIRONMENT, open_circuit

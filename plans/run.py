@@ -69,7 +69,7 @@ def run_plan(check: Callable[..., None] | None = None, metadata: Callable[..., d
 
     The start document has ``plan_name`` (the function's name), ``plan_args`` (every argument,
     defaults included, SI as passed; devices by name; ``md`` and objects that are not plain data,
-    such as guards, left out) and ``plan_args_units`` (from the :class:`~labctl.units.Unit` in the
+    such as guards, left out) and ``plan_args_units`` (from the :class:`~labctl.core.units.Unit` in the
     signature), then ``md``. A plan with a ``potentiostat`` stages it for the run and leaves it at
     open circuit however the run ends (see :func:`at_open_circuit`); with an ``impedance_analyser``
     the analyser's generator is switched off too. The plan returns the outcome's reason.

@@ -9,7 +9,7 @@ import bluesky.plan_stubs as bps
 from bluesky.utils import MsgGenerator
 
 from devices.biologic.techniques import sweep_duration
-from labctl.analysis import BLOCKING, BULK_INTERFACE, SHORTED, Circuit, FitResult, ShortDetector, fit_spectrum
+from labctl.core.analysis import BLOCKING, BULK_INTERFACE, SHORTED, Circuit, FitResult, ShortDetector, fit_spectrum
 from plans.stubs import FIT_HINTS, ComputedValues, fit_unit, wait_for
 
 IMPEDANCE = "impedance"
@@ -58,7 +58,7 @@ class FitRecorder:
         self.prefix = impedance_meter(meter).name
         self.area, self.circuit = electrode_area, circuit
         self.lead_resistance, self.alternative = lead_resistance, alternative
-        self.values = ComputedValues(IMPEDANCE_FIT, source="labctl.analysis.fit_spectrum", units=fit_unit,
+        self.values = ComputedValues(IMPEDANCE_FIT, source="labctl.core.analysis.fit_spectrum", units=fit_unit,
                                      hinted=FIT_HINTS)
         self.previous: FitResult | None = None
         self.before_short: FitResult | None = None  # the last fit of the cell's own circuit

@@ -11,8 +11,8 @@ import bluesky.plan_stubs as bps
 import numpy as np
 from bluesky.utils import Msg, MsgGenerator
 
-from labctl.errors import LabctlError
-from labctl.units import find_unit, si_unit_name
+from labctl.core.errors import LabctlError
+from labctl.core.units import find_unit, si_unit_name
 
 ENVIRONMENT = "environment"
 
@@ -112,7 +112,7 @@ FIT_HINTS = ("r_bulk", "r_interface", "r_blocking", "r_short")
 
 
 def fit_unit(key: str) -> str | None:
-    """The unit of one value of :meth:`labctl.analysis.FitResult.summary` (by its name), or None if unitless."""
+    """The unit of one value of :meth:`labctl.core.analysis.FitResult.summary` (by its name), or None if unitless."""
     name = key.removesuffix("_err")
     if name.startswith("asr_"):
         return "ohm cm^2"
@@ -166,7 +166,7 @@ def plan_metadata(plan: Callable, args: dict[str, Any], md: dict | None, **extra
 
 
 def argument_units(plan: Callable, args: dict[str, Any]) -> dict[str, str]:
-    """The SI unit of each of ``args`` whose parameter of ``plan`` declares a :class:`~labctl.units.Unit`."""
+    """The SI unit of each of ``args`` whose parameter of ``plan`` declares a :class:`~labctl.core.units.Unit`."""
     hints = typing.get_type_hints(plan, include_extras=True)
     units = {name: find_unit(hints[name]) for name in args if name in hints}
     return {name: si_unit_name(unit.display) for name, unit in units.items() if unit is not None}

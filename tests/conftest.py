@@ -138,7 +138,7 @@ def _test_lab_config():
 def lab(tmp_path, lab_config):
     """(simulated lab with the default cell, a RunEngine on its clock, the documents it emits)."""
     from devices.sim.cell import CellParameters
-    from labctl.clock import VirtualClock
+    from labctl.core.clock import VirtualClock
     from labctl.lab import build_simulated_lab
     from labctl.session import make_run_engine
 

@@ -11,7 +11,7 @@ from bluesky.callbacks import LivePlot, LiveTable
 from bluesky.callbacks.best_effort import BestEffortCallback
 
 from devices.sim.cell import CellParameters
-from labctl.clock import VirtualClock
+from labctl.core.clock import VirtualClock
 from labctl.lab import build_simulated_lab
 from labctl.session import make_run_engine
 from plans import peis, plate, set_pressure, set_temperature

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from labctl.cli import build_parser, main
-from labctl.errors import ConfigError, ExitCode, LabctlError, Unreachable
+from labctl.core.errors import ConfigError, ExitCode, LabctlError, Unreachable
 from labctl.storage import Storage
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -224,7 +224,7 @@ AFTER_CLOSE = """
 import sys, threading
 import bluesky.plans as bp
 from devices.sim.cell import CellParameters
-from labctl.clock import VirtualClock
+from labctl.core.clock import VirtualClock
 from labctl.config import load_lab
 from labctl.lab import build_simulated_lab
 from labctl.session import make_run_engine

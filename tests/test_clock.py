@@ -3,7 +3,7 @@
 import bluesky.plan_stubs as bps
 import pytest
 
-from labctl.clock import VirtualClock
+from labctl.core.clock import VirtualClock
 from labctl.session import make_run_engine
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from labctl.config import load_experiment, load_lab
 from labctl.dryrun import dry_run
-from labctl.errors import LITHIUM_MELTING_POINT, LithiumWouldMelt
+from labctl.core.errors import LITHIUM_MELTING_POINT, LithiumWouldMelt
 from plans import condition_cell, set_temperature
 
 LAB_FILE = Path(__file__).resolve().parents[1] / "configs" / "lab-sim.yaml"

@@ -26,7 +26,7 @@ from labctl.config import (
     load_lab,
     parameter_docs,
 )
-from labctl.errors import (
+from labctl.core.errors import (
     ConfigError,
     ConfigErrors,
     CurrentOutOfRange,
@@ -34,7 +34,7 @@ from labctl.errors import (
     PressureOutOfRange,
     TemperatureOutOfRange,
 )
-from labctl.units import LabLimit, Unit
+from labctl.core.units import LabLimit, Unit
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from labctl.analysis import CriticalCurrentDetector, critical_current_density
+from labctl.core.analysis import CriticalCurrentDetector, critical_current_density
 from labctl.config import load_experiment, load_lab
 from labctl.dryrun import dry_run
 

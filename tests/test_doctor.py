@@ -8,7 +8,7 @@ from devices.sim.eclib import SimEClib
 from devices.sim.rig import SimRig
 from devices.sim.wire import ChamberRegisters, ModbusChamberServer, RigLineServer
 from labctl.cli import main
-from labctl.clock import VirtualClock
+from labctl.core.clock import VirtualClock
 from labctl.config import load_lab
 from labctl.doctor import UNREACHABLE, diagnose
 

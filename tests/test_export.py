@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from labctl.analysis import BULK_INTERFACE, fit_spectrum
+from labctl.core.analysis import BULK_INTERFACE, fit_spectrum
 from labctl.cli import main
 from labctl.eclab import from_eclab, read_mpr
 from labctl.export import export_netcdf, read_csv, read_netcdf, stream_dataset

@@ -28,7 +28,7 @@ from devices.modbus import ModbusDeviceError
 from devices.rig.protocol import RigRefused
 from devices.sim.cell import CellParameters
 from devices.sim.wire import ModbusChamberServer, RigLineServer
-from labctl.clock import VirtualClock
+from labctl.core.clock import VirtualClock
 from labctl.config import load_lab
 from labctl.lab import build_simulated_lab
 from labctl.session import make_run_engine

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from devices.sim.cell import CellParameters
-from labctl.clock import VirtualClock
-from labctl.errors import LabctlError
+from labctl.core.clock import VirtualClock
+from labctl.core.errors import LabctlError
 from labctl.lab import build_simulated_lab
 from labctl.liveplot import LivePlatingFigure, display_available, live_plot_callback
 from labctl.session import make_run_engine

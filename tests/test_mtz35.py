@@ -14,10 +14,10 @@ from devices.biologic.mtz35 import MTZ35Backend
 from devices.biologic.techniques import PEIS
 from devices.sim.cell import CellParameters, SimCell
 from devices.sim.mtz35 import SimMTZ35
-from labctl.clock import VirtualClock
+from labctl.core.clock import VirtualClock
 from labctl.config import load_experiment, load_lab
 from labctl.dryrun import dry_run
-from labctl.errors import ConfigErrors, LimitError
+from labctl.core.errors import ConfigErrors, LimitError
 from labctl.report import write_report
 from labctl.session import make_run_engine
 

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from devices.biologic.techniques import CP
-from labctl.analysis import BULK_INTERFACE
-from labctl.clock import VirtualClock
+from labctl.core.analysis import BULK_INTERFACE
+from labctl.core.clock import VirtualClock
 from plans import ccd_staircase, electronic_conductivity_step, plate, plate_strip, rest
 from plans.guards import DECISIONS, Guard, Guards
 from plans.potentiostat import Ended, timed_step

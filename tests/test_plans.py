@@ -6,8 +6,8 @@ from bluesky.utils import RunEngineInterrupted
 import numpy as np
 import pytest
 
-from labctl.analysis import CIRCUITS, SHORTED
-from labctl.clock import VirtualClock
+from labctl.core.analysis import CIRCUITS, SHORTED
+from labctl.core.clock import VirtualClock
 from labctl.lab import build_simulated_lab
 from labctl.session import make_run_engine
 from plans import plate, rest, set_pressure, set_temperature

@@ -10,7 +10,7 @@ from ophyd import Signal
 from devices.sim.cell import CellParameters
 from labctl.cli import main
 from labctl.config import load_experiment, load_lab
-from labctl.errors import ConfigErrors
+from labctl.core.errors import ConfigErrors
 from plans import PLANS, condition_cell, electronic_conductivity_step, peis, pressure_program
 from plans.conditioning import _ramp
 from test_config import case_header  # the corpus's header, read where the corpus is tested

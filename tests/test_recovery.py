@@ -316,7 +316,7 @@ def test_rows_reach_the_file_every_few_seconds_whatever_the_page_interval(tmp_pa
 
     import devices.biologic.channel as channel
     from devices.sim.cell import CellParameters
-    from labctl.clock import VirtualClock
+    from labctl.core.clock import VirtualClock
     from labctl.lab import build_simulated_lab
     from labctl.session import make_run_engine
     from plans import plate

@@ -21,7 +21,7 @@ from tiled.server import SimpleTiledServer
 import labctl.storage.delivery
 from devices.sim.cell import CellParameters
 from labctl.cli import main
-from labctl.clock import VirtualClock
+from labctl.core.clock import VirtualClock
 from labctl.lab import build_simulated_lab
 from labctl.session import HUNG_UP, SECOND_INTERRUPT, TERMINATED, make_run_engine
 from labctl.storage import Storage

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from labctl.analysis import BULK_INTERFACE, ShortDetector, arrhenius_fit
-from labctl.analysis.conductivity import BOLTZMANN_EV
+from labctl.core.analysis import BULK_INTERFACE, ShortDetector, arrhenius_fit
+from labctl.core.analysis.conductivity import BOLTZMANN_EV
 from labctl.cli import main
 from matplotlib.figure import Figure
 

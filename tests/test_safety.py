@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from labctl import safety
-from labctl.clock import VirtualClock
+from labctl.core.clock import VirtualClock
 from labctl.config import Cell, load_experiment, load_lab
 from labctl.dryrun import dry_run
-from labctl.errors import ConfigErrors, LabctlError
+from labctl.core.errors import ConfigErrors, LabctlError
 from labctl.lab import build_simulated_lab, cell_parameters
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -241,7 +241,7 @@ SWEEP_CELL = {"electronic_conductivity_step": "blocking"}  # a blocking cell; th
 def _ends(annotation) -> list[str]:
     """The ends of an argument's allowed range as a file would write them (an open end just inside it)."""
     from labctl.catalog import find_unit
-    from labctl.units import Count
+    from labctl.core.units import Count
 
     unit = find_unit(annotation)
     count = next((m for m in getattr(annotation, "__metadata__", ()) if isinstance(m, Count)), None)

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from labctl.errors import LITHIUM_MELTING_POINT
+from labctl.core.errors import LITHIUM_MELTING_POINT
 from labctl.locks import WRITER_LOCK
 from labctl.safety import UnsafePlanCall
 from labctl.session import HUNG_UP, TERMINATED

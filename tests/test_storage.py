@@ -20,7 +20,7 @@ from bluesky.protocols import Collectable, Flyable, WritesStreamAssets
 from ophyd import Signal
 from ophyd.sim import SynSignal
 
-from labctl.assets import FieldSpec, HDF5StreamWriter
+from labctl.core.assets import FieldSpec, HDF5StreamWriter
 from labctl.storage import Storage
 
 FIELDS = {

@@ -6,7 +6,7 @@ from typing import Annotated
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from labctl.units import Count, Unit, UnitError, si
+from labctl.core.units import Count, Unit, UnitError, si
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ from ophyd.status import DeviceStatus, Status
 from devices.backends import ImpedanceBackend
 from devices.biologic.techniques import PEIS
 from devices.common import ClockSignal, finished_status, store_spectrum
-from labctl.clock import Clock
+from labctl.core.clock import Clock
 
 
 class ImpedanceAnalyser(Device):

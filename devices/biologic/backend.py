@@ -41,8 +41,8 @@ from devices.biologic.ecc import Hardware, load_sequence
 from devices.biologic.techniques import CA, CALIMIT, CP, CPLIMIT, GEIS, PEIS, Limit, sweep_duration
 from devices.errors import InstrumentFault, InstrumentLost
 from devices.retry import Poller, RetryPolicy, retry
-from labctl.clock import Clock
-from labctl.errors import CurrentOutOfRange
+from labctl.core.clock import Clock
+from labctl.core.errors import CurrentOutOfRange
 
 log = logging.getLogger(__name__)
 

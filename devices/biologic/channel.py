@@ -25,8 +25,8 @@ from ophyd.status import Status
 from devices.backends import PotentiostatBackend
 from devices.biologic.techniques import GEIS, PEIS
 from devices.common import ClockSignal, DeviceStatus, ReadbackSignal, finished_status, store_spectrum
-from labctl.assets import FieldSpec, HDF5StreamWriter
-from labctl.clock import Clock, VirtualClock
+from labctl.core.assets import FieldSpec, HDF5StreamWriter
+from labctl.core.clock import Clock, VirtualClock
 
 # Rows reach the HDF5 file (handed to the operating system, so they survive this process being
 # killed) at least every DURABLE_INTERVAL seconds of session time while a technique runs, whatever

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from devices.biologic import eclib
-from labctl.errors import LabctlError
+from labctl.core.errors import LabctlError
 
 VMP3, VMP300 = "VMP3", "VMP-300"
 # VMP-300 "P" boards are left out: their float words are not IEEE singles (guide 6.8 sends them

@@ -20,7 +20,7 @@ from functools import singledispatch
 
 from devices.biologic import eclib
 from devices.biologic.techniques import CA, CALIMIT, CP, CPLIMIT, GEIS, LOOP, OCV, PEIS, Limit
-from labctl.errors import LabctlError
+from labctl.core.errors import LabctlError
 
 # Current ranges (KBIO_IRANGE_*): code -> full scale, A.
 I_RANGES = {0: 100e-12, 1: 1e-9, 2: 10e-9, 3: 100e-9, 4: 1e-6, 5: 10e-6, 6: 100e-6, 7: 1e-3, 8: 10e-3,

@@ -23,8 +23,8 @@ import numpy as np
 
 from devices.biologic.techniques import PEIS, sweep_duration
 from devices.retry import Poller
-from labctl.clock import Clock
-from labctl.errors import LimitError
+from labctl.core.clock import Clock
+from labctl.core.errors import LimitError
 
 FREQUENCY_RANGE = (10e-6, 35e6)  # Hz, BioLogic's MTZ-35 specification
 # V: MT-Lab application note #01, "the dc component cannot exceed the internal generator level of
@@ -53,7 +53,7 @@ class MTZ35Link(Protocol):
 
 
 def check_sweep(technique: PEIS, max_amplitude: float, name: str) -> None:
-    """Raise :class:`~labctl.errors.LimitError` unless the MTZ-35 can run ``technique`` within the lab's cap.
+    """Raise :class:`~labctl.core.errors.LimitError` unless the MTZ-35 can run ``technique`` within the lab's cap.
 
     Parameters
     ----------

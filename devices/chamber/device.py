@@ -9,8 +9,8 @@ from ophyd.status import DeviceStatus
 
 from devices.backends import ChamberBackend
 from devices.common import ReadbackSignal, number, status_when
-from labctl.clock import Clock
-from labctl.errors import LithiumWouldMelt
+from labctl.core.clock import Clock
+from labctl.core.errors import LithiumWouldMelt
 
 
 class TemperatureChamber(Device):
@@ -29,7 +29,7 @@ class TemperatureChamber(Device):
         Stable means within ``band`` K of the setpoint for ``hold`` seconds.
     contains_lithium : bool
         Whether the cell in the chamber has lithium metal in it; while true, setpoints at or above
-        lithium's melting point are refused (:class:`labctl.errors.LithiumWouldMelt`). True unless
+        lithium's melting point are refused (:class:`labctl.core.errors.LithiumWouldMelt`). True unless
         told otherwise: the experiment runner sets it from the cell metadata.
     poll : float
         How often stability is checked, s.
@@ -92,7 +92,7 @@ class TemperatureChamber(Device):
         ------
         ValueError
             Outside the chamber's range, or a negative soak; nothing is sent to the controller.
-        labctl.errors.LithiumWouldMelt
+        labctl.core.errors.LithiumWouldMelt
             At or above lithium's melting point while ``contains_lithium``; nothing is sent.
         """
         low, high = self.temperature_range

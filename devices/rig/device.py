@@ -8,7 +8,7 @@ from ophyd.status import DeviceStatus
 
 from devices.backends import PressureRigBackend
 from devices.common import ClockSignal, ReadbackSignal, status_when
-from labctl.clock import Clock
+from labctl.core.clock import Clock
 
 
 class StackPressureRig(Device):

@@ -18,7 +18,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from devices.sim.lazy import LazySimulator
-from labctl.clock import Clock
+from labctl.core.clock import Clock
 
 CELSIUS_ZERO = 273.15  # K
 
@@ -80,7 +80,7 @@ class SimChamber(LazySimulator):
 
     Parameters
     ----------
-    clock : labctl.clock.Clock
+    clock : labctl.core.clock.Clock
         The session clock; queries default to ``clock.now()``.
     params : ChamberParameters
         Time constant, ramp limit, noise, rated range and initial temperature.

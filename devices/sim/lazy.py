@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from labctl.clock import Clock
+from labctl.core.clock import Clock
 
 
 class LazySimulator:

@@ -13,7 +13,7 @@ import numpy as np
 
 from devices.biologic.mtz35 import FREQUENCY_RANGE
 from devices.sim.cell import SimCell
-from labctl.clock import Clock
+from labctl.core.clock import Clock
 
 SETTLE = 0.1  # s per frequency, as the simulated SP-200's EIS
 

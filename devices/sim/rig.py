@@ -60,7 +60,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from devices.sim.lazy import LazySimulator
-from labctl.clock import Clock
+from labctl.core.clock import Clock
 
 GAS_CONSTANT = 8.314462618  # J/(mol K)
 MIN_CREEP_STRESS = 1.0  # Pa: below this creep is nil, and sigma**(1-n) would overflow
@@ -138,7 +138,7 @@ class SimRig(LazySimulator):
 
     Parameters
     ----------
-    clock : labctl.clock.Clock
+    clock : labctl.core.clock.Clock
         The session clock; queries default to ``clock.now()``.
     temperature : callable
         ``temperature(t)`` in K, usually the simulated chamber's; called at increasing ``t``.

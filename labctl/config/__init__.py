@@ -13,7 +13,7 @@ signatures), :mod:`~labctl.config.limits` (checks against the lab) and :mod:`~la
 
 Public API: :func:`load_lab`, :func:`load_experiment`, :func:`check_against_lab`,
 :func:`build_step_model`, and the models :class:`LabConfig`, :class:`Experiment`, :class:`Cell`,
-:class:`Step`. Both loaders raise :class:`~labctl.errors.ConfigErrors` with every problem found.
+:class:`Step`. Both loaders raise :class:`~labctl.core.errors.ConfigErrors` with every problem found.
 """
 
 from labctl.config.documents import (  # noqa: F401
@@ -93,4 +93,4 @@ from labctl.config.loading import (  # noqa: F401
     load_lab,
     load_experiment,
 )
-from labctl.errors import ConfigError, ConfigErrors  # noqa: F401  (imported from here today)
+from labctl.core.errors import ConfigError, ConfigErrors  # noqa: F401  (imported from here today)

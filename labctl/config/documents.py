@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from labctl.errors import ConfigError, ConfigErrors
+from labctl.core.errors import ConfigError, ConfigErrors
 
 Location = tuple  # a location in a document: keys and list indices, e.g. ("steps", 3, "current_density")
 

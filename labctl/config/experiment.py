@@ -11,8 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 from labctl.config.documents import Document, Location, dotted
 from labctl.config.lab import ConfigModel, Identifier
 from labctl.config.problems import raise_problems
-from labctl.errors import ConfigError
-from labctl.units import Count, Unit
+from labctl.core.errors import ConfigError
+from labctl.core.units import Count, Unit
 
 
 ELECTRODE_BY_KIND = {"symmetric": "Li", "tracer": "LiMg", "blocking": "Ni"}

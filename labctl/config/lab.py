@@ -13,7 +13,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, 
 from labctl import safety
 from labctl.config.documents import Document
 from labctl.config.problems import raise_problems
-from labctl.units import Unit
+from labctl.core.units import Unit
 
 
 class ConfigModel(BaseModel):

@@ -10,7 +10,7 @@ from labctl import safety
 from labctl.config.documents import dotted
 from labctl.config.experiment import Experiment
 from labctl.config.lab import ROLES, LabConfig
-from labctl.errors import ConfigError
+from labctl.core.errors import ConfigError
 
 
 def roles_needed(plan: Callable) -> list[str]:

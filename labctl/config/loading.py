@@ -11,7 +11,7 @@ from labctl.config.lab import LabConfig
 from labctl.config.limits import check_against_lab, check_roles
 from labctl.config.problems import validate
 from labctl.config.steps import check_steps
-from labctl.errors import ConfigError, ConfigErrors
+from labctl.core.errors import ConfigError, ConfigErrors
 
 
 def load_lab(path: str | Path) -> LabConfig:

@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from labctl.config.documents import Document, Location
-from labctl.errors import ConfigError
+from labctl.core.errors import ConfigError
 
 
 class FieldProblems(ValueError):

@@ -14,7 +14,7 @@ from labctl import safety
 from labctl.config.documents import Document, Location
 from labctl.config.experiment import STEP_KEYS
 from labctl.config.problems import translate
-from labctl.errors import ConfigError
+from labctl.core.errors import ConfigError
 
 
 # The runner passes these from the cell metadata and the guards section (labctl.runner.runner_arguments).

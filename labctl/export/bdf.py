@@ -45,7 +45,7 @@ each row of a spectrum), ``Frequency / Hz``, ``Real Impedance / ohm`` and ``Imag
 spectrum it fits), its ``Test Time / s`` and ``Unix Time / s``, then every scalar the fitter stored,
 headed ``name / unit`` without the ``impedance_fit_`` prefix, in name order (``r_bulk / ohm``,
 ``r_bulk_err / ohm``, ``asr_interface / ohm cm^2``, ``success``...; ``circuit`` is the fitted circuit's
-name, as :data:`labctl.analysis.CIRCUITS` names it); a value the fit did not determine is empty. The DRT
+name, as :data:`labctl.core.analysis.CIRCUITS` names it); a value the fit did not determine is empty. The DRT
 (an array per spectrum) stays in the CSV and NetCDF exports.
 """
 
@@ -56,7 +56,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from labctl.errors import UsageError
+from labctl.core.errors import UsageError
 
 # BDF labels (preferred labels of the BDF ontology 1.3.0) and their fixed units.
 TEST_TIME = "Test Time / s"
@@ -180,7 +180,7 @@ def fits_table(fits, spectra, t0: float) -> pd.DataFrame:
     """
     start = in_unit(spectra, "potentiostat_eis_sweep_start", "s")
     fitted = np.searchsorted(start, fits["time"].values.astype(float), side="right") - 1
-    from labctl.analysis import CIRCUITS
+    from labctl.core.analysis import CIRCUITS
 
     columns = {SPECTRUM_INDEX: fitted + 1, TEST_TIME: start[fitted] - t0, UNIX_TIME: start[fitted]}
     for key in sorted(fits.data_vars):
@@ -200,7 +200,7 @@ def _environment(environment, key: str, unit: str, times, tolerance: float) -> n
 
 def in_unit(ds, key: str, unit: str) -> np.ndarray:
     """The values of ``ds[key]`` in ``unit``, from the unit the run recorded."""
-    from labctl.units import ureg
+    from labctl.core.units import ureg
 
     recorded = ds[key].attrs.get("units")
     if not recorded:

@@ -11,7 +11,7 @@ when the server goes away, delivery retries with backoff and catches each run up
 journal when the server is back.
 
 Devices with long time series write them as HDF5 pages under ``storage.assets_dir`` (see
-:mod:`labctl.assets`); the embedded server (or ``labctl serve``) reads those files in place; a
+:mod:`labctl.core.assets`); the embedded server (or ``labctl serve``) reads those files in place; a
 server given by URI, which may be on another host, gets their rows written into its own storage
 (:mod:`labctl.storage.upload`).
 

@@ -6,7 +6,7 @@ import errno
 import tempfile
 from pathlib import Path
 
-from labctl.errors import StorageError
+from labctl.core.errors import StorageError
 
 UNUSABLE_FIX = "give --data-dir (or storage.data_dir in the lab file) a folder labctl can use"
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from labctl.errors import StorageError
+from labctl.core.errors import StorageError
 from labctl.locks import SERVER_STATE, Lock, live_holder, server_lock, writer_lock
 from labctl.recovery import append_to_journal, complete_run, repair_journal, set_aside_journal, unannounced_files
 from labctl.storage.datadir import check_data_dir
@@ -387,7 +387,7 @@ class Storage:
 
 def _relocated(documents: list[tuple[str, dict]], assets_dir: Path) -> list[tuple[str, dict]]:
     """Point stream resources at ``assets_dir`` when the data directory was moved since they were written."""
-    from labctl.assets import _file_uri
+    from labctl.core.assets import _file_uri
 
     moved = []
     for name, doc in documents:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import urlparse
 
-from labctl.errors import StorageError
+from labctl.core.errors import StorageError
 from labctl.storage.journal import local_iso
 
 #: Child node of the tiled root that holds the runs; it carries the spec that makes the tiled

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from labctl.analysis import BULK_INTERFACE, THREE_ARCS
+from labctl.core.analysis import BULK_INTERFACE, THREE_ARCS
 
 SWEEPS = {
     "SP-200": np.logspace(np.log10(7e6), np.log10(0.5), 73),

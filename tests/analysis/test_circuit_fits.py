@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from labctl.analysis import BLOCKING, BULK_INTERFACE, SHORTED, THREE_ARCS, fit_spectrum, initial_guess
+from labctl.core.analysis import BLOCKING, BULK_INTERFACE, SHORTED, THREE_ARCS, fit_spectrum, initial_guess
 
 AREA = np.pi * 1e-6  # m^2, a 2 mm electrode
 REPEATS = 15  # per case: enough for a median, and the suite stays quick

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from devices.sim.cell import BOLTZMANN_EV, CellParameters, SimCell
-from labctl.analysis import (
+from labctl.core.analysis import (
     BLOCKING, arrhenius_fit, critical_current_density, electronic_conductivity, fit_spectrum, ionic_conductivity,
     steady_current,
 )

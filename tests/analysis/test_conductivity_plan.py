@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from devices.sim.cell import CellParameters
-from labctl.analysis.conductivity import BOLTZMANN_EV
-from labctl.clock import VirtualClock
+from labctl.core.analysis.conductivity import BOLTZMANN_EV
+from labctl.core.clock import VirtualClock
 from labctl.lab import build_simulated_lab
 from labctl.session import make_run_engine
 from plans.conductivity import ionic_conductivity_arrhenius

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from labctl.analysis import drt
-from labctl.analysis.drt import POINTS
+from labctl.core.analysis import drt
+from labctl.core.analysis.drt import POINTS
 
 FREQUENCIES = np.logspace(np.log10(7e6), np.log10(0.5), 73)
 

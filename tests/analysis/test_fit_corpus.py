@@ -7,7 +7,7 @@ from fit_corpus import ROLES, score, spectrum
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from labctl.analysis import fit_spectrum
+from labctl.core.analysis import fit_spectrum
 
 SPECTRA = 40
 seen = []

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from labctl.analysis import BLOCKING, BULK_INTERFACE, linear_kk
+from labctl.core.analysis import BLOCKING, BULK_INTERFACE, linear_kk
 
 PLATING = [5, 3100, 11.2e-12, 1.0, 16000, 1.4e-7, 0.85]
 

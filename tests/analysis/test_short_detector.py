@@ -1,6 +1,6 @@
 """The short detector on the cell model, across current densities, cell kinds and seeds, and on its rules alone.
 
-The sweep drives :class:`devices.sim.cell.SimCell` and :class:`labctl.analysis.ShortDetector`
+The sweep drives :class:`devices.sim.cell.SimCell` and :class:`labctl.core.analysis.ShortDetector`
 directly, as ``plate`` does (a voltage check every minute, a spectrum every 15 min), and takes the
 true onset of the short from the simulator's state. Full ``plate`` runs are in tests/test_plans.py.
 """
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from devices.sim.cell import CellParameters, SimCell
-from labctl.analysis import ShortDetector
+from labctl.core.analysis import ShortDetector
 
 CHECK = 60.0  # s, plate's check_interval
 SPECTRUM = 900.0  # s, plate's geis_interval

@@ -49,7 +49,7 @@ CONFIGS = ROOT / "configs"
 RUNS = 1000
 TARGET_S = 1.0
 # The old paths, as scripts for a fresh interpreter (see the module docstring).
-OLD_HELP = "import rich.progress, labctl.units\nfrom labctl.cli import main\nmain(['--help'])"
+OLD_HELP = "import rich.progress, labctl.core.units\nfrom labctl.cli import main\nmain(['--help'])"
 OLD_INIT = ("import subprocess, sys\nfrom labctl.dataserver import catalog_path\n"
             "subprocess.run([sys.executable, '-m', 'tiled', 'catalog', 'init', '--if-not-exists',"
             " f'sqlite+aiosqlite:///{catalog_path(DATA)}'], check=True, capture_output=True)\n")

@@ -16,7 +16,7 @@ import types
 import numpy as np
 import pytest
 
-from labctl.analysis import drt
+from labctl.core.analysis import drt
 
 FREQUENCIES = np.logspace(np.log10(7e6), np.log10(0.5), 73)
 CIRCUITS = {  # (R ohm, tau s) of each RC element; R0 = 5 ohm

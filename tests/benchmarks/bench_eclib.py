@@ -25,7 +25,7 @@ from devices.biologic.eclib import EClib
 from devices.biologic.techniques import CP
 from devices.sim.cell import CellParameters, SimCell
 from devices.sim.eclib import SimEClib
-from labctl.clock import VirtualClock
+from labctl.core.clock import VirtualClock
 
 TARGET_POINTS_PER_S = 1_000_000
 REPEATS = 5_000

@@ -38,7 +38,7 @@ import pytest  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "analysis"))
 from fit_corpus import ROLES, corpus, score  # noqa: E402
 
-from labctl.analysis import BULK_INTERFACE, THREE_ARCS, fit_spectrum, initial_guess  # noqa: E402
+from labctl.core.analysis import BULK_INTERFACE, THREE_ARCS, fit_spectrum, initial_guess  # noqa: E402
 
 SPECTRA = 400
 TARGETS = {"ok": 1.0, "median": 0.01, "coverage": 0.90, "ms": 2.0}

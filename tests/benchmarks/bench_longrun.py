@@ -20,7 +20,7 @@ process so that neither inherits the other's heap, printed side by side:
 What grows, measured while writing this (tracemalloc and small probes, on a 2-core machine):
 
 - HDF5's chunk cache of the potentiostat's file: h5py opens it with HDF5's default 8 MiB per
-  dataset, and ``labctl.assets.HDF5StreamWriter`` only appends, so the cache fills with chunks
+  dataset, and ``labctl.core.assets.HDF5StreamWriter`` only appends, so the cache fills with chunks
   already written, 2.6 MiB per simulated day at 1 Hz, until 4 fields x 8 MiB = 32 MiB (day 12),
   then stays; it is freed when the run's file closes. Nearly all the unstored growth: with the
   file opened with ``rdcc_nbytes=256 KiB`` the unstored week grew 0.3 MiB from day 1 to day 7.

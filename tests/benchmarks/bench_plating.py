@@ -39,7 +39,7 @@ import numpy as np
 import pytest
 
 from devices.sim.cell import CellParameters
-from labctl.clock import VirtualClock
+from labctl.core.clock import VirtualClock
 from labctl.config import load_lab
 from labctl.lab import build_simulated_lab
 from labctl.session import make_run_engine

@@ -34,7 +34,7 @@ import numpy as np
 import pytest
 from bluesky import RunEngine
 
-from labctl.assets import FieldSpec, HDF5StreamWriter
+from labctl.core.assets import FieldSpec, HDF5StreamWriter
 from labctl.dataserver import StandaloneServer
 from labctl.storage import Storage
 

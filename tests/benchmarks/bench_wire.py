@@ -35,7 +35,7 @@ from devices.rig.protocol import RigBackend, close_port
 from devices.sim.chamber import SimChamber
 from devices.sim.rig import SimRig
 from devices.sim.wire import ModbusChamberServer, RigLineServer
-from labctl.clock import VirtualClock
+from labctl.core.clock import VirtualClock
 
 READS = 2000
 TARGET_MODBUS_DEVICE_MS = 0.2

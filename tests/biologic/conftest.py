@@ -6,7 +6,7 @@ import pytest
 from devices.biologic.eclib import EClib
 from devices.sim.cell import CellParameters, SimCell
 from devices.sim.eclib import SimEClib
-from labctl.clock import VirtualClock
+from labctl.core.clock import VirtualClock
 
 AREA = CellParameters().electrode_area
 

@@ -12,8 +12,8 @@ from devices.biologic.techniques import CA, CP, GEIS, OCV
 from devices.errors import InstrumentFault, InstrumentLost
 from devices.sim.cell import CellParameters
 from devices.sim.eclib import SimEClib
-from labctl.clock import VirtualClock
-from labctl.errors import CurrentOutOfRange
+from labctl.core.clock import VirtualClock
+from labctl.core.errors import CurrentOutOfRange
 from labctl.lab import build_simulated_lab
 from labctl.session import make_run_engine
 from plans import plate, rest, set_pressure, set_temperature

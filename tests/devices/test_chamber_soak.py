@@ -10,9 +10,9 @@ from devices.chamber.device import TemperatureChamber
 from devices.sim.cell import CellParameters
 from devices.sim.chamber import SimChamber
 from devices.sim.wire import ModbusChamberServer
-from labctl.clock import VirtualClock
+from labctl.core.clock import VirtualClock
 from labctl.config import load_lab
-from labctl.errors import LITHIUM_MELTING_POINT, LithiumWouldMelt
+from labctl.core.errors import LITHIUM_MELTING_POINT, LithiumWouldMelt
 from labctl.lab import build_simulated_lab
 
 LAB_FILE = Path(__file__).resolve().parents[2] / "configs" / "lab-sim.yaml"  # eurotherm-3200 and mark10-rig

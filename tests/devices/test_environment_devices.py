@@ -9,7 +9,7 @@ from devices.errors import InstrumentLost
 from devices.rig.device import StackPressureRig
 from devices.sim.chamber import SimChamber
 from devices.sim.rig import SimRig
-from labctl.clock import VirtualClock
+from labctl.core.clock import VirtualClock
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from devices.sim.cell import CellParameters
 from devices.sim.chamber import SimChamber
 from devices.sim.rig import SimRig
 from devices.sim.wire import ModbusChamberServer, RigLineServer
-from labctl.clock import VirtualClock
+from labctl.core.clock import VirtualClock
 from labctl.config import ConfigErrors, experiment_roles, load_experiment, load_lab
 from labctl.lab import assemble, build_lab
 from labctl.session import make_run_engine
@@ -164,7 +164,7 @@ def test_a_real_lab_without_the_dll_runs_every_step_that_needs_no_potentiostat(t
 
 
 def test_a_lab_with_any_real_instrument_runs_on_the_wall_clock(tmp_path, bench):
-    from labctl.clock import WallClock
+    from labctl.core.clock import WallClock
 
     config = lab_file(tmp_path, bench, POTENTIOSTAT_SIM, CHAMBER)
     lab = build_lab(config, CELL, tmp_path, VirtualClock(start=0.0))

@@ -11,7 +11,7 @@ from devices.sim.cell import CellParameters, SimCell
 from devices.biologic.backend import EClibBackend
 from devices.biologic.eclib import EClib
 from devices.sim.eclib import SimEClib
-from labctl.clock import VirtualClock
+from labctl.core.clock import VirtualClock
 from labctl.session import make_run_engine
 
 AREA = CellParameters().electrode_area

@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from devices.retry import LATE_POLL, Poller, RetryPolicy, retry, schedule_poll
-from labctl.clock import VirtualClock
+from labctl.core.clock import VirtualClock
 
 
 class Flaky:

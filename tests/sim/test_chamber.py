@@ -7,7 +7,7 @@ import pytest
 from pydantic import ValidationError
 
 from devices.sim.chamber import ChamberParameters, SimChamber
-from labctl.clock import VirtualClock
+from labctl.core.clock import VirtualClock
 
 START = 1.7e9  # a plausible epoch time, so float resolution is as in real runs
 TAU = 480.0

@@ -8,7 +8,7 @@ checks, and stops within one check interval of the simulator's true onset.
 import pytest
 
 from devices.sim.cell import CellParameters
-from labctl.clock import VirtualClock
+from labctl.core.clock import VirtualClock
 from labctl.lab import build_simulated_lab
 from labctl.session import make_run_engine
 from plans import plate, set_pressure, set_temperature

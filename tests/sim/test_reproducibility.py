@@ -49,10 +49,10 @@ def as_session_offsets(field: str, values: np.ndarray, start: float) -> np.ndarr
 def test_two_runs_with_the_same_seed_are_bit_identical(stored, short_experiment, tmp_path, monkeypatch):
     first_dir, first_printed = stored
     # Start the second run's session clock at another second (and its fractional part elsewhere).
-    import labctl.clock
+    import labctl.core.clock
 
-    wall = labctl.clock.time.time
-    monkeypatch.setattr(labctl.clock.time, "time", lambda: wall() + 12_345.678)
+    wall = labctl.core.clock.time.time
+    monkeypatch.setattr(labctl.core.clock.time, "time", lambda: wall() + 12_345.678)
     code, printed = run_experiment(short_experiment, tmp_path)
     assert code == 0, printed
     first, second = stored_runs(first_dir, first_printed), stored_runs(tmp_path / "data", printed)

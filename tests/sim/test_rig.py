@@ -6,7 +6,7 @@ from pydantic import ValidationError
 
 from devices.sim.chamber import ChamberParameters, SimChamber
 from devices.sim.rig import RigParameters, SimRig, creep_factor
-from labctl.clock import VirtualClock
+from labctl.core.clock import VirtualClock
 
 START = 1.7e9
 MPA = 1e6

@@ -8,7 +8,7 @@ import pytest
 from devices.sim.chamber import SimChamber
 from devices.sim.rig import SimRig
 from devices.sim.wire import ModbusChamberServer, RigLineServer
-from labctl.clock import VirtualClock
+from labctl.core.clock import VirtualClock
 
 SERVER_THREADS = ("modbus-", "rig-line-server", "link-fault-proxy")
 

@@ -11,7 +11,7 @@ from devices.rig.protocol import RigBackend
 from devices.sim.chamber import SimChamber
 from devices.sim.rig import SimRig
 from devices.sim.wire import ModbusChamberServer, RigLineServer
-from labctl.clock import VirtualClock
+from labctl.core.clock import VirtualClock
 
 
 def advance_until_done(clock, status, step=5.0, limit=48 * 3600):

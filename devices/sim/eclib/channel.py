@@ -18,7 +18,7 @@ from devices.biologic import eclib
 from devices.sim.cell import SimCell
 from devices.sim.eclib.records import Chunk, Memory, dc_records, sweep_records
 from devices.sim.eclib.techniques import LIMITED, SWEEPS, Loaded, Value
-from labctl.clock import Clock
+from labctl.core.clock import Clock
 
 E_RANGE_VOLTS = {0: 2.5, 1: 5.0, 2: 10.0, 3: 10.0}
 EIS_SETTLE = 0.1  # s per frequency besides the periods averaged, as techniques.sweep_duration

@@ -19,7 +19,7 @@ from devices.sim.cell import SimCell
 from devices.sim.eclib.channel import SimChannel
 from devices.sim.eclib.records import Chunk, bits_to_float, float_to_int32
 from devices.sim.eclib.techniques import HARDWARE, TECHNIQUES, B, I, Loaded, S, Value
-from labctl.clock import Clock
+from labctl.core.clock import Clock
 
 FAULTS = (None, "no_reply", "garbled", "exception")
 # An instrument failing inside (``exception``) still connects: it answers.

@@ -166,7 +166,7 @@ class LimitError(LabctlError, ValueError):
     def _show(self, value: float) -> str:
         if self.unit is None:
             return f"{value:g}"
-        from labctl.units import Unit  # lazily: only messages need pint
+        from labctl.core.units import Unit  # lazily: only messages need pint
 
         return f"{Unit(self.unit).from_si(value):g} {self.unit}"
 

@@ -5,8 +5,8 @@ A foundation package: numpy and scipy only, never devices or plans, so plans and
 it during a run and scripts can use it on stored data.
 """
 
-from labctl.analysis.circuits import BLOCKING, BULK_INTERFACE, SHORTED, THREE_ARCS, Circuit
-from labctl.analysis.conductivity import (
+from labctl.core.analysis.circuits import BLOCKING, BULK_INTERFACE, SHORTED, THREE_ARCS, Circuit
+from labctl.core.analysis.conductivity import (
     ArrheniusFit,
     CriticalCurrent,
     CriticalCurrentDetector,
@@ -16,10 +16,10 @@ from labctl.analysis.conductivity import (
     ionic_conductivity,
     steady_current,
 )
-from labctl.analysis.drt import DRTResult, drt
-from labctl.analysis.fitting import CIRCUITS, FitResult, fit_spectrum, initial_guess
-from labctl.analysis.kk import KKResult, linear_kk
-from labctl.analysis.shorts import ShortDetector
+from labctl.core.analysis.drt import DRTResult, drt
+from labctl.core.analysis.fitting import CIRCUITS, FitResult, fit_spectrum, initial_guess
+from labctl.core.analysis.kk import KKResult, linear_kk
+from labctl.core.analysis.shorts import ShortDetector
 
 __all__ = [
     "BLOCKING", "BULK_INTERFACE", "SHORTED", "THREE_ARCS", "Circuit", "DRTResult", "drt",

@@ -4,7 +4,7 @@ The fit is weighted least squares on (Z_model - Z) / |Z| (modulus weighting: eve
 its relative error, as the instrument's noise is a fraction of |Z|), in log-parameters, with the
 circuit's analytic Jacobian, through ``scipy.optimize.least_squares``.
 
-Starting values come from the spectrum's distribution of relaxation times (:mod:`labctl.analysis.drt`):
+Starting values come from the spectrum's distribution of relaxation times (:mod:`labctl.core.analysis.drt`):
 its peaks, fastest first, are grouped into the circuit's arcs in every order-keeping way, each
 grouping is one start, and the best fit wins, so a small bulk arc beside a large interface arc is
 neither missed nor swapped. Three-arc starts also split the best two-arc fit's bulk arc and its
@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import least_squares
 
-from labctl.analysis.circuits import BLOCKING, BULK_INTERFACE, SHORTED, THREE_ARCS, Circuit
-from labctl.analysis.drt import DRTResult, drt
+from labctl.core.analysis.circuits import BLOCKING, BULK_INTERFACE, SHORTED, THREE_ARCS, Circuit
+from labctl.core.analysis.drt import DRTResult, drt
 
 ALPHA_BULK, ALPHA_INTERFACE = 0.95, 0.85  # typical exponents: only starting points
 OHM_M2_TO_OHM_CM2 = 1e4
