@@ -186,6 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
     command("recover", cmd_recover, "write runs the server missed (down, or a crash mid-run) in from the journal",
             "labctl recover --data-dir data")
     add_serve_command(sub)
+    from labctl.queue.cli import add_commands as add_queue_commands  # labctl queue ..., labctl submit
+
+    add_queue_commands(sub, HELP, EXIT_CODES)
     p = command("shell", cmd_shell, "IPython with a RunEngine, the lab's devices, the plans and the catalog",
                 "labctl shell configs/plating-overnight.yaml")
     p.add_argument("experiment", type=Path, nargs="?", metavar="EXPERIMENT.yaml",

@@ -30,6 +30,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, 
 
 from labctl import safety
 from labctl.errors import ConfigError, ConfigErrors
+from labctl.lab_sections import AlertsSection, QueueSection  # a lab of many rigs
 from labctl.units import Count, Unit
 
 Location = tuple  # a location in a document: keys and list indices, e.g. ("steps", 3, "current_density")
@@ -594,6 +595,8 @@ class LabConfig(ConfigModel):
     seed: int = 0
     storage: StorageConfig = Field(default_factory=StorageConfig)
     instruments: Instruments
+    queue: QueueSection | None = None
+    alerts: AlertsSection | None = None
     _document: Document | None = PrivateAttr(None)  # for the lines of lab_default_problems
 
     _path: Path | None = PrivateAttr(None)  # the file it was read from, for messages
