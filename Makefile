@@ -8,7 +8,8 @@ BIN     = $(VENV)/bin
 $(BIN)/labctl: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,queue]'
+	command -v redis-server >/dev/null || (apt-get update -qq && apt-get install -y -qq redis-server)  # the queue tests' Redis
 	touch $@
 
 demo: $(BIN)/labctl  ## the paper's overnight plating experiment on the simulated lab

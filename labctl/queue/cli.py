@@ -83,22 +83,21 @@ def cmd_submit(args) -> int:
 
 
 def cmd_action(args) -> int:
-    from labctl.config import load_lab
-    from labctl.queue.manager import call, connect
-
     from labctl.cli import DEFAULT_LAB
+    from labctl.config import load_lab
+    from labctl.queue.manager import connect, disconnect
 
     api = connect(_address(args, load_lab(args.lab or DEFAULT_LAB)))
     try:
         return ACTION_CALLS[args.action](api, args) or 0
     finally:
-        api.close()
+        disconnect(api)
 
 
 def _status(api, args) -> None:
     from labctl.queue.manager import call
 
-    s = call(api, "status")
+    s = call(api, "status", reload=True)
     print(f"manager {s['manager_state']}, environment {'open' if s['worker_environment_exists'] else 'closed'}, "
           f"RunEngine {s['re_state']}, {s['items_in_queue']} queued, {s['items_in_history']} in history, "
           f"running {s['running_item_uid'] or 'nothing'}")
@@ -107,10 +106,10 @@ def _status(api, args) -> None:
 def _start(api, args) -> None:
     from labctl.queue.manager import call
 
-    if not call(api, "status")["worker_environment_exists"]:
+    if not call(api, "status", reload=True)["worker_environment_exists"]:
         call(api, "environment_open")
         call(api, "wait_for_idle", timeout=120)
-        if not call(api, "status")["worker_environment_exists"]:
+        if not call(api, "status", reload=True)["worker_environment_exists"]:
             from labctl.queue.manager import QueueError
 
             raise QueueError("queue: the worker environment failed to open (see the RE Manager's output)")
@@ -122,7 +121,7 @@ def _paused_then(method: str):
     def act(api, args) -> None:
         from labctl.queue.manager import call
 
-        if call(api, "status")["manager_state"] == "executing_queue":
+        if call(api, "status", reload=True)["manager_state"] == "executing_queue":
             call(api, "re_pause", "immediate")
         call(api, "wait_for_idle_or_paused", timeout=60)
         call(api, method)

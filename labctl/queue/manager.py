@@ -44,7 +44,9 @@ def section(lab_config):
 
 def permissions() -> dict:
     """The user group permissions: lab members run every plan and read the cell; ``readonly`` nothing."""
-    nothing = {"allowed_plans": [None], "allowed_devices": [None], "allowed_functions": [None]}
+    # In queueserver's lists None means "all": read-only is every name forbidden.
+    nothing = {"allowed_plans": [None], "forbidden_plans": [":.*"], "allowed_devices": [None],
+               "forbidden_devices": [":?.*"], "allowed_functions": [None], "forbidden_functions": [":.*"]}
     return {"user_groups": {
         "root": {"allowed_plans": [None], "forbidden_plans": [":^_"], "allowed_devices": [None],
                  "forbidden_devices": [":^_:?.*"], "allowed_functions": [None], "forbidden_functions": [":^_"]},
@@ -146,6 +148,24 @@ def connect(address: str, timeout: float = 5.0):
     return api
 
 
+def disconnect(api) -> None:
+    """Close a client of :func:`connect` and its three 0MQ contexts.
+
+    The API's ``close`` closes the control socket only; its console and system-info monitors each
+    open a subscriber with its own context at construction, left to the garbage collector.
+    """
+    api.close()
+    sockets = [getattr(getattr(monitor, "_rco", None), "_socket", None)
+               for monitor in (getattr(api, "_console_monitor", None), getattr(api, "_system_info_monitor", None))]
+    for socket in sockets:
+        if socket is not None:
+            socket.close()
+            socket.context.term()
+    context = getattr(getattr(api, "_client", None), "_ctx", None)
+    if context is not None:
+        context.term()
+
+
 def call(api, method: str, *args, **kwargs) -> Any:
     """Call ``api.method``; turn a refusal or no answer into a one-line :class:`QueueError`."""
     try:
@@ -182,5 +202,5 @@ def submit(experiment, lab_config, path: Path, address: str) -> tuple[str, list[
     try:
         response = call(api, "item_add_batch", experiment_items(experiment, lab_config, path, sequence_id))
     finally:
-        api.close()
+        disconnect(api)
     return sequence_id, response["items"]
