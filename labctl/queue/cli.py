@@ -133,10 +133,10 @@ def _paused_then(method: str):
 def _stop(api, args) -> None:
     from labctl.queue.manager import call
 
-    call(api, "queue_stop")
-    if args.now:
+    if args.now:  # the cell first: re_stop also stops the queue
         _paused_then("re_stop")(api, args)
     else:
+        call(api, "queue_stop")
         print("the queue stops after the running item")
 
 
