@@ -36,6 +36,12 @@ def add_commands(sub, formatter, epilog: str) -> None:
         if action == "stop":
             p.add_argument("--now", action="store_true", help="stop the running plan too (pause, then re_stop)")
         p.set_defaults(func=cmd_action)
+    what = "watch a rig's journal: alert (the lab file's alerts) when an open run has had no new data"
+    p = sub.add_parser("watchdog", help=what, description=what, formatter_class=formatter,
+                       epilog="example:\n  labctl watchdog configs/lab-sim.yaml\n\n" + epilog)
+    p.add_argument("lab_file", type=Path, metavar="LAB.yaml")
+    p.add_argument("--data-dir", type=Path, metavar="DIR", help="the rig's data directory (default: storage.data_dir)")
+    p.set_defaults(func=cmd_watchdog)
     what = "check an experiment file as labctl check does and add its steps to a queue, as one batch"
     p = sub.add_parser("submit", help=what, description=what, formatter_class=formatter,
                        epilog="example:\n  labctl submit configs/plating-overnight.yaml --queue tcp://127.0.0.1:60615\n\n"
@@ -68,6 +74,26 @@ def cmd_serve(args) -> int:
     argv, env = manager_command(lab, args.lab_file, data_dir, directory, args.pace)
     print(f"queue of {lab.name} at {_address(argparse.Namespace(queue=None), lab)}; files in {directory}", flush=True)
     os.execve(argv[0], argv, env)  # the RE Manager from here on: it handles Ctrl-C and SIGTERM
+
+
+def cmd_watchdog(args) -> int:
+    from labctl.alerts import Alerter, Watchdog
+    from labctl.config import load_lab
+    from labctl.errors import UsageError
+
+    lab = load_lab(args.lab_file)
+    if lab.alerts is None:
+        raise UsageError(f"{args.lab_file}: no alerts section: the watchdog has nowhere to send")
+    alerter = Alerter(lab.alerts, lab.name)
+    print(f"watching {(args.data_dir or lab.storage.data_path)} of {lab.name}: alert after "
+          f"{lab.alerts.no_data_after / 60:g} min without new data; Ctrl-C stops", flush=True)
+    try:
+        Watchdog(args.data_dir or lab.storage.data_path, alerter, lab.alerts.no_data_after).run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        alerter.close()
+    return 0
 
 
 def cmd_submit(args) -> int:

@@ -54,6 +54,10 @@ def build(lab_path: Path, data_dir: Path, pace: float | None) -> WorkerEnvironme
         RE.md.update({"lab": config.name, "simulated": bool(config.simulated),
                       "sim_seed": lab.seed if config.simulated else None})
         RE.subscribe(storage.callback)
+        if config.alerts is not None:  # a short, a guard's decisions, each run's end (labctl.alerts)
+            from labctl.alerts import AlertCallback, Alerter
+
+            RE.subscribe(AlertCallback(Alerter(config.alerts, config.name)))
     except BaseException:
         storage.close(timeout=5)
         raise
