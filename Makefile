@@ -6,7 +6,7 @@ BIN     = $(VENV)/bin
 .PHONY: demo test sweep bench clean system-packages
 
 # What the tests start besides Python: Debian packages, installed (as root) when missing.
-SYSTEM_PACKAGES = chromium
+SYSTEM_PACKAGES = chromium redis-server  # the dashboard's browser tests; the queue tests' Redis
 
 system-packages:
 	@for p in $(SYSTEM_PACKAGES); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
@@ -16,7 +16,7 @@ system-packages:
 $(BIN)/labctl: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,queue]'
 	touch $@
 
 demo: $(BIN)/labctl  ## the paper's overnight plating experiment on the simulated lab
@@ -30,7 +30,7 @@ sweep: $(BIN)/labctl  ## every plan at both ends of every allowed range, through
 	$(BIN)/python -m pytest -m sweep tests/test_safety.py
 
 bench: $(BIN)/labctl  ## performance figures, printed side by side
-	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[test,queue,bench]'
 	$(BIN)/python -m pytest -m benchmark -s tests/benchmarks
 
 clean:

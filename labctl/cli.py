@@ -190,6 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
             "labctl recover --data-dir data")
     add_serve_command(sub)
     add_dashboard_command(command)
+    from labctl.queue.cli import add_commands as add_queue_commands  # labctl queue ..., labctl submit
+
+    add_queue_commands(sub, HELP, EXIT_CODES)
     p = command("shell", cmd_shell, "IPython with a RunEngine, the lab's devices, the plans and the catalog",
                 "labctl shell configs/plating-overnight.yaml")
     p.add_argument("experiment", type=Path, nargs="?", metavar="EXPERIMENT.yaml",

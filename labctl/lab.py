@@ -120,10 +120,16 @@ class Lab:
                 "impedance_analyser": self.impedance_analyser}
 
 
-def cell_parameters(cell) -> "CellParameters":
-    """Turn an experiment's cell metadata (and its ``sim`` overrides) into simulator parameters."""
+def cell_parameters(cell=None) -> "CellParameters":
+    """Turn an experiment's cell metadata (and its ``sim`` overrides) into simulator parameters.
+
+    Without a cell (the shell or a queue with no experiment file) the simulator's default cell:
+    the lab builder is the one place outside the simulators that knows their parameters.
+    """
     from devices.sim.cell import CellParameters
 
+    if cell is None:
+        return CellParameters()
     values = {
         "kind": cell.kind,
         "surface": cell.surface,

@@ -72,14 +72,13 @@ def session_cell(experiment=None, cell: str | dict | None = None):
     """
     from pydantic import ValidationError
 
-    from devices.sim.cell import CellParameters
     from labctl.config import Cell
     from labctl.core.errors import UsageError
 
     if experiment is not None:
         return experiment.cell
     given = {"id": cell} if isinstance(cell, str) else dict(cell or {"id": "unknown"})
-    default = CellParameters()
+    default = cell_parameters()
     if "electrode_diameter" not in given and "electrode_area" not in given:
         given["electrode_area"] = f"{default.electrode_area * 1e4!r} cm^2"  # as a file would write it
     try:
@@ -128,11 +127,9 @@ def _raising(error: Exception):
 
 def namespace(lab_config, data_dir: Path, experiment=None, cell: str | dict | None = None) -> dict:
     """Return the interactive namespace for a lab (and optionally an experiment's cell, or a cell id)."""
-    from devices.sim.cell import CellParameters
-
     checked_cell = session_cell(experiment, cell)  # before anything opens: a bad cell dict is refused here
     storage = Storage.open(data_dir, lab_config.storage.uri, live=not lab_config.simulated, writer="labctl shell")
-    params = cell_parameters(experiment.cell) if experiment is not None else CellParameters()
+    params = cell_parameters(experiment.cell if experiment is not None else None)
     lab = build_lab(lab_config, params, Path(storage.assets_dir))
     if lab.chamber is not None:  # the chamber's melting-point interlock follows the cell, as in a run
         lab.chamber.contains_lithium.put(checked_cell.contains_lithium)

@@ -13,6 +13,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, 
 from labctl import safety
 from labctl.config.documents import Document
 from labctl.config.problems import raise_problems
+from labctl.config.rigs import AlertsSection, QueueSection
 from labctl.core.units import Unit
 
 
@@ -250,6 +251,8 @@ class LabConfig(ConfigModel):
     seed: int = 0
     storage: StorageConfig = Field(default_factory=StorageConfig)
     instruments: Instruments
+    queue: QueueSection | None = None  # a lab of many rigs: its queue and alerts (labctl.config.rigs)
+    alerts: AlertsSection | None = None
     _document: Document | None = PrivateAttr(None)  # for the lines of lab_default_problems
 
     _path: Path | None = PrivateAttr(None)  # the file it was read from, for messages

@@ -1,0 +1,64 @@
+"""What the RE Worker of one lab holds: the lab, a RunEngine on its clock, storage, the queue's plans."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WorkerEnvironment:
+    RE: Any
+    lab: Any
+    storage: Any
+    devices: dict[str, Any]
+    plans: dict[str, Callable]
+
+    def cell_state(self) -> dict:
+        """Return whether the potentiostat drives the cell (``circuit: closed``) or not (``open``), and the RE state."""
+        pot = self.lab.potentiostat
+        running = pot is not None and pot.backend.running
+        return {"circuit": "closed" if running else "open", "paused": bool(getattr(pot, "_paused", False)),
+                "re_state": str(self.RE.state)}
+
+    def close(self) -> None:
+        """Deliver stored runs, close the simulators and storage; each whatever the other does."""
+        try:
+            self.lab.close()
+        finally:
+            self.storage.close(timeout=30)
+
+
+def build(lab_path: Path, data_dir: Path, pace: float | None) -> WorkerEnvironment:
+    """Build the lab of ``lab_path`` (default cell), a RunEngine on its clock subscribed to storage, and the plans."""
+    from labctl.config import load_lab
+    from labctl.lab import build_lab, cell_parameters
+    from labctl.queue.adapter import queue_plans
+    from labctl.session import LabRunEngine, _virtual_sleep
+    from labctl.storage import Storage
+
+    config = load_lab(lab_path)
+    storage = Storage.open(data_dir, config.storage.uri, live=not config.simulated, writer=f"queue {config.name}")
+    try:
+        lab = build_lab(config, cell_parameters(), Path(storage.assets_dir))
+        # No Ctrl-C policy here: the queue pauses and stops the plan; results stay out of the
+        # queue's history (a RunEngineResult is not JSON).
+        RE = LabRunEngine({}, clock=lab.clock, context_managers=[])
+        if getattr(lab.clock, "is_virtual", False):
+            RE.register_command("sleep", _virtual_sleep(lab.clock, pace))
+        RE.md.update({"lab": config.name, "simulated": bool(config.simulated),
+                      "sim_seed": lab.seed if config.simulated else None})
+        RE.subscribe(storage.callback)
+        if config.alerts is not None:  # a short, a guard's decisions, each run's end (labctl.alerts)
+            from labctl.alerts import AlertCallback, Alerter
+
+            RE.subscribe(AlertCallback(Alerter(config.alerts, config.name)))
+    except BaseException:
+        storage.close(timeout=5)
+        raise
+    devices = {role: device for role, device in lab.devices().items() if device is not None}
+    return WorkerEnvironment(RE, lab, storage, devices, queue_plans(config, lab))
