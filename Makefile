@@ -22,8 +22,9 @@ $(BIN)/labctl: pyproject.toml
 demo: $(BIN)/labctl  ## the paper's overnight plating experiment on the simulated lab
 	$(BIN)/labctl run configs/plating-overnight.yaml
 
-test: $(BIN)/labctl system-packages  ## unit, device, plan and storage tests, and the layer contracts
+test: $(BIN)/labctl system-packages  ## the layer contracts, ruff, and the unit, device, plan, storage and browser tests
 	$(BIN)/lint-imports
+	$(BIN)/ruff check labctl devices plans tests
 	$(BIN)/python -m pytest
 
 sweep: $(BIN)/labctl  ## every plan at both ends of every allowed range, through check and the dry run

@@ -116,6 +116,7 @@ def positive_float(text: str) -> float:
 
 
 def version() -> str:
+    """labctl's version and the bluesky, ophyd and tiled it runs on."""
     from importlib.metadata import PackageNotFoundError
     from importlib.metadata import version as installed
 
@@ -133,6 +134,7 @@ def _seed(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command line: every command with its options, help and examples."""
     parser = Parser(prog="labctl", description=__doc__.splitlines()[0].replace("``", ""), formatter_class=HELP,
                     epilog="examples:\n" + "\n".join(__doc__.splitlines()[2:]).rstrip() + "\n\n" + EXIT_CODES)
     parser.add_argument("--version", action="version", version=version())
@@ -261,6 +263,7 @@ def open_storage(lab, data_dir: Path, writer: str | None = None, watched: bool =
 
 # ---- commands -----------------------------------------------------------------------------------
 def cmd_check(args) -> int:
+    """``labctl check``: validate an experiment file against its lab, then dry-run it."""
     experiment, lab, _ = load(args)
     print(f"{args.experiment}: valid: {len(experiment.steps)} steps for cell {experiment.cell.id} on lab {lab.name}")
     if args.no_dry_run:
@@ -284,6 +287,7 @@ def print_dry_run(experiment, lab) -> int:
 
 
 def cmd_plans(args) -> int:
+    """``labctl plans``: every plan with its arguments, units and defaults."""
     from labctl.catalog import describe_plans
     from plans import PLANS
 
@@ -292,6 +296,7 @@ def cmd_plans(args) -> int:
 
 
 def cmd_run(args) -> int:
+    """``labctl run``: run an experiment file's steps, store every document, leave the lab safe."""
     from labctl.liveplot import display_available, live_plot_callback
     from labctl.progress import ExperimentProgress
     from labctl.runner import ExperimentRunner
@@ -436,6 +441,7 @@ def ask_resume_or_abort() -> str:
 
 
 def cmd_runs(args) -> int:
+    """``labctl runs``: list the stored runs (from the catalog file when local: no server started)."""
     from labctl.storage.catalogfile import catalog_file_runs, pending_runs
 
     _, lab, data_dir = load(args, stored=True)
@@ -493,6 +499,7 @@ def find_run(storage, uid: str, data_dir: Path):
 
 
 def cmd_show(args) -> int:
+    """``labctl show``: summarise one run and write its figure."""
     from labctl.plots import run_figure, run_summary
 
     with stored_run(args) as (run, data_dir):
@@ -505,6 +512,7 @@ def cmd_show(args) -> int:
 
 
 def cmd_report(args) -> int:
+    """``labctl report``: one run's figures and an HTML summary."""
     from labctl.report import write_report
 
     with stored_run(args) as (run, data_dir):
@@ -514,6 +522,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_export(args) -> int:
+    """``labctl export``: one run (or its sequence) in a file format."""
     from labctl.export import export
 
     with stored_run(args) as (run, data_dir):
@@ -524,6 +533,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_recover(args) -> int:
+    """``labctl recover``: write runs the server missed in from the journal."""
     _, lab, data_dir = load(args, stored=True)
     storage = open_storage(lab, data_dir)
     try:
@@ -545,6 +555,7 @@ def cmd_recover(args) -> int:
 
 
 def cmd_doctor(args) -> int:
+    """``labctl doctor``: reach and read every instrument of a lab, writing nothing."""
     from labctl.config import load_lab
     from labctl.doctor import doctor
 
@@ -552,6 +563,7 @@ def cmd_doctor(args) -> int:
 
 
 def add_serve_command(sub) -> None:
+    """Add ``labctl serve`` to the command line."""
     what = "serve a data directory to other tools with tiled (labctl runs write through it)"
     p = sub.add_parser("serve", help=what, description=what, formatter_class=HELP,
                        epilog="example:\n  labctl serve data --port 8000 --api-key \"$(openssl rand -hex 32)\"\n\n" + EXIT_CODES)
@@ -598,6 +610,7 @@ def cmd_serve(args) -> int:
 
 
 def add_dashboard_command(command) -> None:
+    """Add ``labctl dashboard`` to the command line."""
     p = command("dashboard", cmd_dashboard, "serve a live web page of the lab and its runs (read-only without an API key)",
                 "labctl dashboard --data-dir data --queue rig-1=tcp://127.0.0.1:60615 --api-key-file key.txt")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
@@ -650,6 +663,7 @@ def read_api_key(path: Path) -> str:
 
 
 def cmd_shell(args) -> int:
+    """``labctl shell``: IPython with the lab, a RunEngine and the catalog."""
     from labctl.shell import interact, namespace
 
     experiment, lab, data_dir = load(args)

@@ -39,10 +39,12 @@ STARTUP_TIMEOUT = 30.0  # s
 
 
 def catalog_path(data_dir: Path) -> Path:
+    """The embedded server's SQLite catalog of a data directory."""
     return Path(data_dir) / "tiled" / "catalog.db"
 
 
 def duckdb_uri(path: Path) -> str:
+    """The writable-storage URI tiled wants for a DuckDB file."""
     from tiled.utils import ensure_uri
 
     return ensure_uri(f"duckdb:///{Path(path)}")

@@ -13,12 +13,15 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import numpy as np
 
 from labctl.core.clock import VirtualClock, WallClock
 from labctl.core.errors import LabctlError, LithiumWouldMelt
+
+if TYPE_CHECKING:
+    from devices.sim.cell import CellParameters
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +123,7 @@ class Lab:
                 "impedance_analyser": self.impedance_analyser}
 
 
-def cell_parameters(cell=None) -> "CellParameters":
+def cell_parameters(cell=None) -> CellParameters:
     """Turn an experiment's cell metadata (and its ``sim`` overrides) into simulator parameters.
 
     Without a cell (the shell or a queue with no experiment file) the simulator's default cell:

@@ -24,6 +24,7 @@ SHORT_REASON = re.compile(r"short circuit at (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\
 
 
 def streams(run) -> list[str]:
+    """The names of a run's streams."""
     return list(run)
 
 

@@ -62,6 +62,7 @@ def step_guards(experiment) -> Guards | None:
 
 
 def step_metadata(experiment, lab: Lab, sequence_id: str, index: int, step, repeat: int) -> dict:
+    """The start-document metadata of one step: sequence, experiment, step, cell and lab."""
     return {
         "sequence_id": sequence_id,
         "experiment": experiment.name,

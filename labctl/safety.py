@@ -58,6 +58,7 @@ def temperature_problems(value: float, cell, lab) -> list[str]:
 
 
 def lithium_message(value: float, cell) -> str:
+    """Why a temperature is refused for a cell with lithium in it."""
     return (f"{show(value, 'degC')} would melt the cell's lithium (Li melts at 180.5 degC): keep a cell with "
             f"{cell.electrode_material} electrodes below 180.5 degC")
 

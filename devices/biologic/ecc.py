@@ -98,14 +98,17 @@ def technique_id(technique) -> int:
 
 
 def single(label: str, value: float, index: int = 0) -> Param:
+    """A single-precision EccParam."""
     return Param(label, float(value), eclib.PARAM_SINGLE, index)
 
 
 def integer(label: str, value: int, index: int = 0) -> Param:
+    """An integer EccParam."""
     return Param(label, int(value), eclib.PARAM_INT32, index)
 
 
 def boolean(label: str, value: bool, index: int = 0) -> Param:
+    """A boolean EccParam."""
     return Param(label, bool(value), eclib.PARAM_BOOLEAN, index)
 
 

@@ -142,10 +142,12 @@ class Guard(ConfigModel):
 
 
 class TemperatureGuard(Guard):
+    """The chamber temperature's guard: ``band`` in K (a file writes e.g. ``2 K``)."""
     band: Annotated[float, Unit("K", gt=0, le=50)]  # a difference: "2 K", not "2 degC"
 
 
 class PressureGuard(Guard):
+    """The stack pressure's guard: ``band`` in Pa (a file writes e.g. ``0.5 MPa``)."""
     band: Annotated[float, Unit("MPa", gt=0)]
 
 

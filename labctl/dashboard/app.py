@@ -135,11 +135,13 @@ def queue_states(queues: dict) -> dict:
 
 
 def pause(manager) -> str:
+    """Pause the running plan at once: the channel opens the circuit."""
     manager.re_pause(option="immediate")
     return "paused: the cell is at open circuit until resumed"
 
 
 def resume(manager) -> str:
+    """Resume a paused plan, or start an idle queue."""
     if manager.status().get("manager_state") == "paused":
         manager.re_resume()
         return "resumed"

@@ -32,6 +32,7 @@ def finite(value: Any) -> float | None:
 
 
 def finite_list(values) -> list[float | None]:
+    """A flat list for JSON, None where not finite."""
     return [finite(v) for v in np.asarray(values, dtype=float).ravel()]
 
 
@@ -120,6 +121,7 @@ def run_row(run) -> dict:
 
 
 def last_event_time(run) -> float | None:
+    """The newest row's time of a run, on the session clock, or None before any."""
     for stream, field in (("potentiostat", "potentiostat_time"), ("primary", "time"), ("environment", "time")):
         times = column(run, stream, field)
         if len(times):
@@ -128,6 +130,7 @@ def last_event_time(run) -> float | None:
 
 
 def area_cm2(cell: dict) -> float | None:
+    """The cell's electrode area in cm^2, from its start document (m^2)."""
     area = finite(cell.get("electrode_area"))
     return None if not area else area * M2_TO_CM2
 
@@ -172,6 +175,7 @@ def short_of(run) -> dict | None:
 
 
 def voltage(run) -> dict:
+    """Ewe against time since the start (s), min/max downsampled."""
     t = column(run, "potentiostat", "potentiostat_time")
     ewe = column(run, "potentiostat", "potentiostat_Ewe")
     samples = min(len(t), len(ewe))  # a live run's columns may be a page apart
@@ -200,6 +204,7 @@ def spectra(run) -> list[dict]:
 
 
 def fitted(fits, i: int, f: np.ndarray, row_circuit) -> dict:
+    """One fit's curve (200 points over the spectrum's range) and its DRT."""
     circuit = row_circuit(fits, i)
     params = [float(fits[FIT + name][i]) for name in circuit.parameters]
     item: dict = {"fit_success": bool(fits[FIT + "success"][i]) if FIT + "success" in fits else None}
@@ -228,6 +233,7 @@ def resistances(run, cell: dict) -> dict:
 
 
 def capacity_at(run, cell: dict, times: np.ndarray) -> list[float | None]:
+    """The capacity plated (mAh/cm^2) by each of ``times``, from the cumulative charge."""
     area = area_cm2(cell)
     t = column(run, "potentiostat", "potentiostat_time")
     charge = np.abs(column(run, "potentiostat", "potentiostat_charge"))

@@ -64,6 +64,7 @@ def _address(args, lab_config) -> str:
 
 
 def cmd_serve(args) -> int:
+    """``labctl queue serve``: start the RE Manager for a lab."""
     from labctl.config import load_lab
     from labctl.queue.manager import manager_command, prepare, require_data_server
 
@@ -77,6 +78,7 @@ def cmd_serve(args) -> int:
 
 
 def cmd_watchdog(args) -> int:
+    """``labctl watchdog``: alert when a rig's open run stops gaining data."""
     from labctl.alerts import Alerter, Watchdog
     from labctl.config import load_lab
     from labctl.core.errors import UsageError
@@ -97,6 +99,7 @@ def cmd_watchdog(args) -> int:
 
 
 def cmd_submit(args) -> int:
+    """``labctl submit``: check an experiment file, then queue its steps as one batch."""
     from labctl.cli import load
     from labctl.queue.manager import submit
 
@@ -109,6 +112,7 @@ def cmd_submit(args) -> int:
 
 
 def cmd_action(args) -> int:
+    """``labctl queue status|start|stop|...``: one call to the RE Manager."""
     from labctl.cli import DEFAULT_LAB
     from labctl.config import load_lab
     from labctl.queue.manager import connect, disconnect

@@ -12,6 +12,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class WorkerEnvironment:
+    """What the queue's worker namespace holds: the lab, its RunEngine, storage and plans."""
     RE: Any
     lab: Any
     storage: Any

@@ -73,6 +73,7 @@ def missing_files(stream) -> list[str]:
 
 
 def summary(metadata: dict) -> dict:
+    """One run's summary (uid, plan, cell, start, exit status, reason, events, result)."""
     start, stop = metadata.get("start") or {}, metadata.get("stop") or {}
     cell = start.get("cell")
     return {

@@ -35,7 +35,6 @@ from pathlib import Path
 
 import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
-import numpy as np
 import pytest
 
 from devices.sim.cell import CellParameters
