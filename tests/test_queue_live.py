@@ -93,3 +93,22 @@ def test_the_cell_goes_to_open_circuit(rig, queue, action):
     else:
         history = queue.api.history_get()["items"]
         assert history[-1]["result"]["exit_status"] == {"stop": "stopped", "abort": "aborted", "halt": "halted"}[action]
+
+
+def test_the_dashboards_stop_button_ends_the_plan_with_the_cell_at_open_circuit(rig, queue):
+    """The dashboard's queue control against the real RE Manager: refused without the key, then stop."""
+    from starlette.testclient import TestClient
+
+    from labctl.dashboard import Dashboard, create_app
+
+    submit(rig, "plate-dashboard", [PLATE])
+    assert main(["queue", "start", "--queue", queue.address]) == 0
+    queue.wait_running_closed_circuit()
+    client = TestClient(create_app(Dashboard(None, {"rig-a": queue.api}, api_key="k3y")))  # control needs no catalog
+    assert client.post("/api/queues/rig-a/stop").status_code == 401
+    assert queue.cell_state()["circuit"] == "closed"
+    answer = client.post("/api/queues/rig-a/stop", headers={"X-API-Key": "k3y"})
+    assert answer.status_code == 200, answer.text
+    queue.api.wait_for_idle(timeout=60)
+    assert queue.cell_state()["circuit"] == "open"
+    assert queue.api.history_get()["items"][-1]["result"]["exit_status"] == "stopped"

@@ -150,13 +150,10 @@ def resume(manager) -> str:
 
 
 def stop(manager) -> str:
-    """Stop the queue and the running plan: the plan's cleanup opens the circuit."""
-    status = manager.status()
-    if status.get("queue_stop_pending") is False and status.get("manager_state") in ("executing_queue", "paused"):
-        manager.queue_stop()
-    if status.get("manager_state") == "executing_queue":
+    """Stop the running plan, the cell first (as ``labctl queue stop --now``): re_stop also stops the queue."""
+    if manager.status().get("manager_state") == "executing_queue":
         manager.re_pause(option="immediate")
-        manager.wait_for_idle_or_paused(timeout=60)
+    manager.wait_for_idle_or_paused(timeout=60)
     if manager.status().get("manager_state") == "paused":
         manager.re_stop()
     return "stopped: the running plan ended, the circuit is open"

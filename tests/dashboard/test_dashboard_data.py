@@ -87,7 +87,7 @@ def test_queue_control_needs_the_api_key_and_stop_ends_the_running_plan(catalog)
     assert client.post("/api/queues/rig-9/stop", headers={"X-API-Key": "s3cret"}).status_code == 404
     answer = client.post("/api/queues/rig-1/stop", headers={"X-API-Key": "s3cret"})
     assert answer.status_code == 200, answer.text
-    assert manager.calls == ["queue_stop", "re_pause", "wait_for_idle_or_paused", "re_stop"]
+    assert manager.calls == ["re_pause", "wait_for_idle_or_paused", "re_stop"]
     assert client.get("/api/runs/nosuchrun").status_code == 404
 
 
