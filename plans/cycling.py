@@ -21,7 +21,12 @@ from plans.spectra import FitRecorder, ShortWatch, lead_resistance_of, measure_s
 from plans.stubs import ComputedValues
 
 CRITICAL_CURRENT = "critical_current"
+CCD_STEP = "ccd_step"  # one event per step of the staircase: its current density and capacities
 MA_CM2 = Unit("mA/cm^2")
+MAH_CM2 = Unit("mAh/cm^2")
+#: Units of the staircase's figures (per step in ``ccd_step``; the outcome in ``critical_current``, ``result``).
+CCD_UNITS = {"density": "A/m^2", "half_cycle_capacity": "C/m^2", "cumulative_capacity": "C/m^2", "duration": "s",
+             "critical_density": "A/m^2", "last_stable": "A/m^2", "short_time": "s"}
 
 
 def _cycles_check(*, cycles: int, **_) -> None:
@@ -29,9 +34,13 @@ def _cycles_check(*, cycles: int, **_) -> None:
         raise ValueError(f"cycles must be at least 1, got {cycles}")
 
 
-def _staircase_check(*, start_density: float, max_density: float, **_) -> None:
+def _staircase_check(*, start_density: float, max_density: float, step_capacity: float | None = None,
+                     step_duration: float | None = None, **_) -> None:
     if max_density < start_density:
         raise ValueError("max_density must not be below start_density")
+    if (step_capacity is None) == (step_duration is None):
+        raise ValueError("give exactly one of step_capacity (fixed capacity per half-cycle) and step_duration "
+                         "(fixed time per half-cycle)")
 
 
 @run_plan(check=_cycles_check)
@@ -152,7 +161,8 @@ def ccd_staircase(
     start_density: Annotated[float, Unit("mA/cm^2", gt=0, le=100), LabLimit("current")],
     density_step: Annotated[float, Unit("mA/cm^2", gt=0, le=100)],
     max_density: Annotated[float, Unit("mA/cm^2", gt=0, le=100), LabLimit("current")],
-    step_capacity: Annotated[float, Unit("mAh/cm^2", gt=0)],
+    step_capacity: Annotated[float | None, Unit("mAh/cm^2", gt=0)] = None,
+    step_duration: Annotated[float | None, Unit("h", gt=0)] = None,
     electrode_area: Annotated[float, Unit("cm^2", gt=0)],
     sample_interval: Annotated[float, Unit("s", ge=0.001)] = 1.0,
     short_drop: Annotated[float, Unit("%", gt=0, lt=100)] = 0.5,
@@ -162,14 +172,25 @@ def ccd_staircase(
     guards: Guards | None = None,
     md: dict | None = None,
 ) -> MsgGenerator[Outcome]:
-    """Plate at increasing current densities, ``step_capacity`` per step, until the cell shorts or a limit.
+    """Plate at increasing current densities, one half-cycle per step, until the cell shorts or a limit.
+
+    Each step plates either a fixed areal capacity (``step_capacity``: the cumulative-capacity
+    protocol, the step lasting capacity / current density) or for a fixed time (``step_duration``:
+    the capacity per half-cycle grows with the current density); give exactly one. A critical current
+    density is only comparable beside the areal capacity per half-cycle and the cumulative areal
+    capacity ("Standardizing critical current density measurements in lithium garnets", Commun.
+    Chem. 2023), so each step's current density, the capacity it passed and the cumulative capacity
+    (both from the channel's charge, the integral of I dt over its rows) go into the ``ccd_step``
+    stream, one event per step, and the outcome carries the critical step's capacity per half-cycle
+    and the cumulative capacity at the end beside the critical current density.
 
     The critical current density is the step during which the cell short-circuited: its resistance
     V / j fell by ``short_drop`` from one check to the next and stayed down for ``short_hold``
     (:class:`labctl.core.analysis.CriticalCurrentDetector`). Judged against the check before, not the
     staircase's start, the rule holds on lithiophobic cells too, whose resistance falls several-fold
     but gradually as the first lithium wets the interface; the hold lets soft shorts pass. The
-    result is stored as one event of the ``critical_current`` stream and quoted in the stop reason.
+    result is stored as one event of the ``critical_current`` stream (and in ``result``) and quoted in
+    the stop reason with both capacities.
     Reaching the channel's voltage limit also ends the staircase (reported, with no critical value).
     The cell is left at open circuit.
 
@@ -181,8 +202,10 @@ def ccd_staircase(
         Read into the environment stream with every page.
     start_density, density_step, max_density : float
         The staircase: first step, increment and last step, A/m^2 (YAML: e.g. ``0.1 mA/cm^2``).
-    step_capacity : float
-        Charge plated per step, C/m^2 (YAML: e.g. ``0.1 mAh/cm^2``).
+    step_capacity : float, optional
+        Charge plated per step (areal capacity per half-cycle), C/m^2 (YAML: e.g. ``0.1 mAh/cm^2``).
+    step_duration : float, optional
+        Instead, the duration of each step, s (YAML: e.g. ``0.5 h``); its capacity is density x duration.
     electrode_area : float
         Electrode area, m^2; filled in from the cell metadata.
     sample_interval : float
@@ -206,7 +229,7 @@ def ccd_staircase(
     guards = (guards or Guards()).for_step(check_interval)
     environment = [d for d in (chamber, rig) if d is not None]
     detector = CriticalCurrentDetector(drop=short_drop, hold=short_hold)
-    result = ComputedValues(CRITICAL_CURRENT, source="labctl.core.analysis.CriticalCurrentDetector")
+    result = ComputedValues(CRITICAL_CURRENT, source="labctl.core.analysis.CriticalCurrentDetector", units=CCD_UNITS)
 
     def check(density: float) -> Check:
         def short() -> MsgGenerator[str | tuple | None]:
@@ -219,31 +242,48 @@ def ccd_staircase(
         return short
 
     yield from bps.declare_stream(potentiostat, name=POTENTIOSTAT, collect=True)
-    ended = Ended("completed", None, 0.0)
+    steps = ComputedValues(CCD_STEP, source="potentiostat charge", units=CCD_UNITS)
+    charge_before = yield from bps.rd(potentiostat.charge)
+    ended, cumulative = Ended("completed", None, 0.0), 0.0
     for density in _staircase(start_density, density_step, max_density):
+        duration = step_duration if step_capacity is None else step_capacity / density
         ended = yield from timed_step(
             potentiostat, lambda seconds: CP(-density * electrode_area, seconds, sample_interval),
-            step_capacity / density, environment, sample_interval=sample_interval, page_interval=page_interval,
+            duration, environment, sample_interval=sample_interval, page_interval=page_interval,
             check=check(density), check_interval=check_interval, guards=guards, chamber=chamber, rig=rig,
         )
+        # The step's capacity as measured: the charge its rows carry (the last page is collected).
+        charge = yield from bps.rd(potentiostat.charge)
+        passed, charge_before = abs(charge - charge_before) / electrode_area, charge
+        cumulative += passed
+        steps.update({"density": density, "half_cycle_capacity": passed, "cumulative_capacity": cumulative,
+                      "duration": ended.ran}, potentiostat.clock.now())
+        yield from bps.create(name=CCD_STEP)
+        yield from bps.read(steps)
+        yield from bps.save()
         if ended.stop or ended.end == "voltage limit":
             break
     found = detector.outcome()
-    reason = yield from _report(found, ended.end, result)
+    figures = _ccd_figures(found, cumulative, step_capacity, step_duration)
+    reason = yield from _report(found, figures, ended.end, result)
     guarded = bool(ended.stop and ended.stop.startswith("guard:"))
     if guarded:
         reason = f"{ended.stop}; {reason}"
     ended_by = ("short" if found.density is not None else "guard" if guarded
                 else "voltage_limit" if ended.end == "voltage limit" else "max_density")
-    return Outcome(ended_by, reason, potentiostat.clock.now(), *_ccd_figures(found))
+    return Outcome(ended_by, reason, potentiostat.clock.now(), figures,
+                   {k: CCD_UNITS[k] for k in figures})
 
 
-def _ccd_figures(found) -> tuple[dict, dict]:
-    """The staircase's result values (NaN where not determined) and their units."""
+def _ccd_figures(found, cumulative: float, step_capacity: float | None, step_duration: float | None) -> dict:
+    """The staircase's outcome (SI, NaN where not determined): the critical step's capacity per
+    half-cycle as the protocol set it, and the cumulative capacity passed until the staircase ended."""
     nan = float("nan")
-    values = {"critical_density": found.density, "last_stable": found.last_stable, "short_time": found.time}
-    return ({k: nan if v is None else v for k, v in values.items()},
-            {"critical_density": "A/m^2", "last_stable": "A/m^2", "short_time": "s"})
+    half_cycle = (None if found.density is None
+                  else step_capacity if step_capacity is not None else found.density * step_duration)
+    values = {"critical_density": found.density, "last_stable": found.last_stable, "short_time": found.time,
+              "half_cycle_capacity": half_cycle, "cumulative_capacity": cumulative}
+    return {k: nan if v is None else v for k, v in values.items()}
 
 
 def _staircase(start: float, step: float, stop: float) -> list[float]:
@@ -251,18 +291,18 @@ def _staircase(start: float, step: float, stop: float) -> list[float]:
     return [start + k * step for k in range(count)]
 
 
-def _report(found, end, result: ComputedValues) -> MsgGenerator[str]:
-    """Store the staircase's outcome and return the stop reason."""
-    nan = float("nan")
+def _report(found, figures: dict, end, result: ComputedValues) -> MsgGenerator[str]:
+    """Store the staircase's outcome and return the stop reason, the CCD quoted with its capacities."""
     held = "none" if found.last_stable is None else f"{MA_CM2.from_si(found.last_stable):g} mA/cm^2"
-    result.update({"critical_density": nan if found.density is None else found.density,
-                   "last_stable": nan if found.last_stable is None else found.last_stable,
-                   "short_time": nan if found.time is None else found.time}, found.time or 0.0)
+    result.update(figures, found.time or 0.0)
     yield from bps.create(name=CRITICAL_CURRENT)
     yield from bps.read(result)
     yield from bps.save()
+    cumulative = f"{MAH_CM2.from_si(figures['cumulative_capacity']):.4g} mAh/cm^2 cumulative"
     if found.density is not None:
-        return f"critical current density {MA_CM2.from_si(found.density):g} mA/cm^2 (last stable: {held})"
+        per_half_cycle = f"{MAH_CM2.from_si(figures['half_cycle_capacity']):.4g} mAh/cm^2 per half-cycle"
+        return (f"critical current density {MA_CM2.from_si(found.density):g} mA/cm^2 at {per_half_cycle}, "
+                f"{cumulative} (last stable: {held})")
     if end == "voltage limit":
-        return f"voltage limit of the potentiostat reached, no short (last stable: {held})"
-    return f"no short up to {held}"
+        return f"voltage limit of the potentiostat reached, no short (last stable: {held}; {cumulative})"
+    return f"no short up to {held} ({cumulative})"

@@ -1,6 +1,7 @@
 """The critical current density staircase decides on a real short, on lithiophobic and lithiophilic cells:
 the detector's rules on synthetic staircases, then configs/ccd-staircase.yaml on the simulated lab
-with each surface."""
+with each surface; and it records, as the standards ask, the areal capacity per half-cycle and the
+cumulative capacity of each step (checked against the integral of the channel's current) and of the CCD."""
 
 from pathlib import Path
 
@@ -10,6 +11,8 @@ import pytest
 from labctl.core.analysis import CriticalCurrentDetector, critical_current_density
 from labctl.config import load_experiment, load_lab
 from labctl.dryrun import dry_run
+from plans import ccd_staircase
+from tests.test_guards import CELL, lab  # noqa: F401  (the lab fixture: a lithiophilic cell at 30 degC, 5 MPa)
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 AREA = np.pi * 1e-6  # m^2, 2 mm electrodes
@@ -95,10 +98,15 @@ def staircase_on(tmp_path_factory):
     return run
 
 
+def stream_events(docs, name):
+    """The events of stream ``name`` (of the last run that has one), in order."""
+    descriptor = [d["uid"] for n, d in docs if n == "descriptor" and d["name"] == name][-1]
+    return [d for n, d in docs if n == "event" and d["descriptor"] == descriptor]
+
+
 def critical_stream(docs):
-    (descriptor,) = [d["uid"] for n, d in docs if n == "descriptor" and d["name"] == "critical_current"]
-    (event,) = [d["data"] for n, d in docs if n == "event" and d["descriptor"] == descriptor]
-    return event
+    (event,) = stream_events(docs, "critical_current")
+    return event["data"]
 
 
 def step_at(kwargs, start, when):
@@ -133,3 +141,82 @@ def test_a_lithiophobic_interface_shorts_at_a_lower_current_density(staircase_on
     """cell-model.md: a poor interface focuses the current on few contact points."""
     lithiophobic, lithiophilic = (critical_stream(staircase_on(s)[2]) for s in ("lithiophobic", "lithiophilic"))
     assert lithiophobic["critical_current_critical_density"] < lithiophilic["critical_current_critical_density"]
+
+
+MAH_CM2 = 36_000.0  # C/m^2 in 1 mAh/cm^2
+
+
+def charge_integrals(docs, rows_on_disk, area):
+    """Each step's areal capacity (C/m^2) from the channel's rows: the integral of |I| dt over the rows
+    at the step's current density, each row standing for the interval since the one before."""
+    time, current = rows_on_disk(docs, "_time"), rows_on_disk(docs, "_I")
+    dt = np.median(np.diff(time)) if time.size > 1 else 1.0
+    densities = np.array([e["data"]["ccd_step_density"] for e in stream_events(docs, "ccd_step")])
+    step = np.argmin(np.abs(np.abs(current)[:, None] / area - densities[None, :]), axis=1)
+    return np.array([np.sum(np.abs(current[step == k])) * dt / area for k in range(densities.size)])
+
+
+# (start, step, max) in mA/cm^2 and the protocol: a fixed capacity per half-cycle (mAh/cm^2) or a
+# fixed time per half-cycle (h); from a single step to eleven, below this cell's short.
+PROTOCOLS = [
+    ((0.05, 0.05, 0.05), {"step_capacity": 0.01}),
+    ((0.05, 0.05, 0.25), {"step_capacity": 0.02}),
+    ((0.1, 0.02, 0.3), {"step_capacity": 0.005}),
+    ((0.2, 0.1, 1.0), {"step_capacity": 0.05}),
+    ((0.05, 0.05, 0.2), {"step_duration": 0.25}),
+    ((0.1, 0.03, 0.4), {"step_duration": 0.1}),
+    ((0.5, 0.5, 1.0), {"step_duration": 0.05}),
+]
+
+
+@pytest.mark.parametrize("stairs, protocol", PROTOCOLS)
+def test_each_step_records_its_capacity_per_half_cycle_and_the_cumulative_capacity(lab, rows_on_disk, stairs,
+                                                                                  protocol):
+    lab, RE, docs = lab
+    area = CELL.electrode_area
+    start, step, stop = (10.0 * j for j in stairs)  # A/m^2
+    si = {k: v * (MAH_CM2 if k == "step_capacity" else 3600.0) for k, v in protocol.items()}
+    result = RE(ccd_staircase(lab.potentiostat, lab.chamber, lab.rig, start_density=start, density_step=step,
+                              max_density=stop, electrode_area=area, **si))
+    assert result.exit_status == "success" and result.plan_result.startswith("no short up to"), result.plan_result
+    events = [e["data"] for e in stream_events(docs, "ccd_step")]
+    densities = np.array([e["ccd_step_density"] for e in events])
+    capacities = np.array([e["ccd_step_half_cycle_capacity"] for e in events])
+    cumulative = np.array([e["ccd_step_cumulative_capacity"] for e in events])
+    assert densities == pytest.approx(start + step * np.arange(round((stop - start) / step) + 1))
+    one_sample = densities * 1.0  # C/m^2 of one 1 s sample at each step's current density
+    nominal = si["step_capacity"] if "step_capacity" in si else densities * si["step_duration"]
+    assert np.all(np.abs(capacities - nominal) <= one_sample), (capacities, nominal)
+    assert capacities == pytest.approx(charge_integrals(docs, rows_on_disk, area), rel=1e-4)  # stored rows
+    assert cumulative == pytest.approx(np.cumsum(capacities))
+    (outcome,) = stream_events(docs, "result")
+    assert outcome["data"]["result_cumulative_capacity"] == pytest.approx(cumulative[-1])
+    assert np.isnan(outcome["data"]["result_half_cycle_capacity"]), "no short: no critical step"
+    assert f"({cumulative[-1] / MAH_CM2:.4g} mAh/cm^2 cumulative)" in result.plan_result
+
+
+@pytest.mark.parametrize("protocol", [{}, {"step_capacity": 360.0, "step_duration": 3600.0}])
+def test_the_staircase_takes_exactly_one_protocol(lab, protocol):
+    lab, RE, docs = lab
+    with pytest.raises(ValueError, match="exactly one of step_capacity"):
+        next(ccd_staircase(lab.potentiostat, start_density=1.0, density_step=1.0, max_density=2.0,
+                           electrode_area=CELL.electrode_area, **protocol))
+
+
+@pytest.mark.parametrize("surface", ["lithiophobic", "lithiophilic"])
+def test_the_critical_current_density_carries_both_capacities(staircase_on, surface):
+    kwargs, outcomes, docs, cell = staircase_on(surface)
+    steps = [e["data"] for e in stream_events(docs, "ccd_step")]
+    found = critical_stream(docs)
+    (outcome,) = [e["data"] for e in stream_events(docs, "result")]
+    cumulative = steps[-1]["ccd_step_cumulative_capacity"]
+    assert steps[-1]["ccd_step_density"] == pytest.approx(found["critical_current_critical_density"])
+    # the critical step's capacity per half-cycle is the protocol's, the cumulative one what passed
+    for figures, prefix in ((found, "critical_current"), (outcome, "result")):
+        assert figures[f"{prefix}_half_cycle_capacity"] == pytest.approx(kwargs["step_capacity"])
+        assert figures[f"{prefix}_cumulative_capacity"] == pytest.approx(cumulative)
+    completed = [s["ccd_step_half_cycle_capacity"] for s in steps[:-1]]
+    assert completed == pytest.approx([kwargs["step_capacity"]] * len(completed), abs=steps[-1]["ccd_step_density"])
+    assert steps[-1]["ccd_step_half_cycle_capacity"] < kwargs["step_capacity"], "the short cut the step short"
+    assert (f"at {kwargs['step_capacity'] / MAH_CM2:.4g} mAh/cm^2 per half-cycle, "
+            f"{cumulative / MAH_CM2:.4g} mAh/cm^2 cumulative") in outcomes[-1].reason
