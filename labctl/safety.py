@@ -287,7 +287,10 @@ def geis_problems(plan: str, kwargs: dict, cell, lab) -> list[Problem]:
 
 
 def order_problems(plan: str, kwargs: dict) -> list[Problem]:
-    """Return arguments out of order: a staircase must ascend."""
+    """Return arguments out of order: a staircase must ascend, and take one protocol."""
+    if plan == "ccd_staircase" and (kwargs.get("step_capacity") is None) == (kwargs.get("step_duration") is None):
+        return [(("step_duration" if kwargs.get("step_duration") is not None else "step_capacity",),
+                 "give exactly one of step_capacity (a fixed capacity per step) and step_duration (a fixed time)")]
     if plan == "ccd_staircase":
         start, stop = kwargs.get("start_density"), kwargs.get("max_density")
         if isinstance(start, (int, float)) and isinstance(stop, (int, float)) and stop < start:

@@ -182,7 +182,8 @@ def ccd_staircase(
     Chem. 2023), so each step's current density, the capacity it passed and the cumulative capacity
     (both from the channel's charge, the integral of I dt over its rows) go into the ``ccd_step``
     stream, one event per step, and the outcome carries the critical step's capacity per half-cycle
-    and the cumulative capacity at the end beside the critical current density.
+    (the protocol's) and the cumulative capacity beside the critical current density: all that passed
+    until the circuit opened, so at a short including the ``short_hold`` it took to confirm it.
 
     The critical current density is the step during which the cell short-circuited: its resistance
     V / j fell by ``short_drop`` from one check to the next and stayed down for ``short_hold``
