@@ -287,10 +287,7 @@ def geis_problems(plan: str, kwargs: dict, cell, lab) -> list[Problem]:
 
 
 def order_problems(plan: str, kwargs: dict) -> list[Problem]:
-    """Return arguments out of order: a staircase must ascend, and take one protocol."""
-    if plan == "ccd_staircase" and (kwargs.get("step_capacity") is None) == (kwargs.get("step_duration") is None):
-        return [(("step_duration" if kwargs.get("step_duration") is not None else "step_capacity",),
-                 "give exactly one of step_capacity (a fixed capacity per step) and step_duration (a fixed time)")]
+    """Return arguments out of order: a staircase must ascend."""
     if plan == "ccd_staircase":
         start, stop = kwargs.get("start_density"), kwargs.get("max_density")
         if isinstance(start, (int, float)) and isinstance(stop, (int, float)) and stop < start:
@@ -365,6 +362,9 @@ def _plate_strip_size(kw: dict, lab) -> list[Problem]:
 
 
 def _staircase_size(kw: dict, lab) -> list[Problem]:
+    if (kw.get("step_capacity") is None) == (kw.get("step_duration") is None):  # the step's length is unknown
+        return [(("step_duration" if kw.get("step_duration") is not None else "step_capacity",),
+                 "give exactly one of step_capacity (a fixed capacity per step) and step_duration (a fixed time)")]
     start, step, stop = (_number(kw, n) for n in ("start_density", "density_step", "max_density"))
     if not (start > 0 and step > 0 and stop >= start):
         return []  # refused by the bounds or order_problems
