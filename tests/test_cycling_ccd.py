@@ -220,3 +220,20 @@ def test_the_critical_current_density_carries_both_capacities(staircase_on, surf
     assert steps[-1]["ccd_step_half_cycle_capacity"] < kwargs["step_capacity"], "the short cut the step short"
     assert (f"at {kwargs['step_capacity'] / MAH_CM2:.4g} mAh/cm^2 per half-cycle, "
             f"{cumulative / MAH_CM2:.4g} mAh/cm^2 cumulative") in outcomes[-1].reason
+
+
+@pytest.mark.parametrize("hours", [0.1, 0.25])
+def test_a_fixed_time_staircase_reports_its_critical_step_s_capacity_per_half_cycle(lab, rows_on_disk, hours):
+    lab, RE, docs = lab
+    area = CELL.electrode_area
+    result = RE(ccd_staircase(lab.potentiostat, lab.chamber, lab.rig, start_density=20.0, density_step=20.0,
+                              max_density=200.0, step_duration=hours * 3600.0, electrode_area=area))
+    assert result.plan_result.startswith("critical current density"), result.plan_result
+    (outcome,) = [e["data"] for e in stream_events(docs, "result")]
+    critical = outcome["result_critical_density"]
+    assert outcome["result_half_cycle_capacity"] == pytest.approx(critical * hours * 3600.0)
+    steps = [e["data"] for e in stream_events(docs, "ccd_step")]
+    measured = charge_integrals(docs, rows_on_disk, area)
+    assert outcome["result_cumulative_capacity"] == pytest.approx(measured.sum(), rel=1e-4)
+    assert steps[-1]["ccd_step_cumulative_capacity"] == pytest.approx(measured.sum(), rel=1e-4)
+    assert f"at {critical * hours * 3600.0 / MAH_CM2:.4g} mAh/cm^2 per half-cycle" in result.plan_result
