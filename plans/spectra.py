@@ -61,11 +61,13 @@ def measure_spectrum(meter, technique, chamber=None, rig=None) -> MsgGenerator[d
     start = clock.now()
     readings = [(yield from _read_surroundings(surroundings))]
     expected = sweep_duration(technique)
-    within = min(MAX_READINGS_WITHIN, math.floor(expected / CONDITIONS_SPACING))
+    within = min(MAX_READINGS_WITHIN, math.floor(expected / CONDITIONS_SPACING)) if surroundings else 0
     for _ in range(within):
         yield from bps.sleep(expected / (within + 1))
         readings.append((yield from _read_surroundings(surroundings)))
-    yield from wait_for(status, "eis", expected=expected / (within + 1))
+    # The rest of the expected time from the start, not one more part: rounding must not leave the
+    # sweep a hair short of done, which would cost a whole poll.
+    yield from wait_for(status, "eis", expected=max(0.0, start + expected - clock.now()))
     readings.append((yield from _read_surroundings(surroundings)))
     yield from bps.create(name=IMPEDANCE)
     reading = yield from bps.read(meter)
