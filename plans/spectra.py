@@ -68,12 +68,13 @@ def measure_spectrum(meter, technique, chamber=None, rig=None) -> MsgGenerator[d
     # The rest of the expected time from the start, not one more part: rounding must not leave the
     # sweep a hair short of done, which would cost a whole poll.
     yield from wait_for(status, "eis", expected=max(0.0, start + expected - clock.now()))
+    end = clock.now()
     readings.append((yield from _read_surroundings(surroundings)))
     yield from bps.create(name=IMPEDANCE)
     reading = yield from bps.read(meter)
     yield from bps.save()
     values = {**_statistics("temperature", chamber, readings), **_statistics("pressure", rig, readings),
-              "sweep_window_start": start, "sweep_window_end": clock.now()}
+              "sweep_window_start": start, "sweep_window_end": end}
     return {**reading, **{f"conditions_{k}": {"value": v, "timestamp": start} for k, v in values.items()}}
 
 
