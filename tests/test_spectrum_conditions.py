@@ -24,11 +24,13 @@ QUANTITIES = {"temperature": ("chamber_temperature", "K"), "pressure": ("rig_pre
 
 @pytest.fixture
 def lab(tmp_path, lab_config):
+    """Build a simulated lab (``rig=False``: one whose lab file has no rig), its RunEngine and documents."""
     labs = []
 
-    def build(**cell):
-        lab = build_simulated_lab(lab_config, CellParameters(**cell), tmp_path / str(len(labs)),
-                                  VirtualClock(start=1e9))
+    def build(rig=True, **cell):
+        config = lab_config if rig else lab_config.model_copy(
+            update={"instruments": lab_config.instruments.model_copy(update={"rig": None})})
+        lab = build_simulated_lab(config, CellParameters(**cell), tmp_path / str(len(labs)), VirtualClock(start=1e9))
         labs.append(lab)
         RE = make_run_engine(lab.clock)
         docs = []
@@ -123,14 +125,22 @@ def test_each_peis_sweep_is_read_at_its_ends_and_between_without_being_lengthene
     assert min(sweep_windows(docs)) >= expected - 1e-6
 
 
-def test_a_lab_without_rig_or_chamber_stores_not_measured(lab):
-    lab, RE, docs = lab()
-    RE(peis(lab.potentiostat, lab.chamber, f_max=1e5, f_min=1.0, electrode_area=AREA))
-    (fit, readings), = assert_conditions_match(docs, ["temperature"])
-    assert all(math.isnan(fit[FIT + f"pressure_{s}"]) for s in ("mean", "min", "max"))
-    assert [r.keys() for r in readings] and all("rig_pressure" not in r for r in readings)
+def test_plating_in_a_lab_without_rig_stores_pressure_not_measured(lab):
+    lab, RE, docs = lab(rig=False, surface="lithiophilic")
+    assert lab.rig is None
+    lab.simulators["chamber"].set_setpoint(318.15)
+    RE(plate(lab.potentiostat, lab.chamber, lab.rig, current_density=5.0, electrode_area=AREA,
+             geis_interval=600.0, geis_f_min=0.05, max_duration=0.5 * HOUR))
+    assert [d["exit_status"] for n, d in docs if n == "stop"] == ["success"]
+    for fit, readings in assert_conditions_match(docs, ["temperature"]):
+        assert all(math.isnan(fit[FIT + f"pressure_{s}"]) for s in ("mean", "min", "max"))
+        assert all("rig_pressure" not in r for r in readings)
+    units = descriptor(docs, "impedance_fit")["data_keys"][FIT + "pressure_mean"]["units"]
+    assert units == "Pa", "a value not measured keeps its unit"
 
-    docs.clear()
+
+def test_a_spectrum_without_chamber_or_rig_stores_not_measured_and_reads_nothing(lab):
+    lab, RE, docs = lab(rig=False)
     RE(peis(lab.potentiostat, f_max=1e5, f_min=1.0, electrode_area=AREA))
     assert not stream(docs, "environment"), "nothing to read, nothing read"
     fit = stream(docs, "impedance_fit")[0][1]
