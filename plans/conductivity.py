@@ -116,7 +116,7 @@ def ionic_conductivity_arrhenius(
         status = yield from bps.abs_set(chamber, setpoint, group="chamber")
         yield from wait_recording(status, environment, record_interval, "chamber")
         temperature = yield from bps.rd(chamber.temperature)
-        fit = yield from recorder.record((yield from measure_spectrum(meter, technique)))
+        fit = yield from recorder.record((yield from measure_spectrum(meter, technique, chamber, rig)))
         why = fit.why("bulk")
         r_bulk, r_err = fit.value("bulk"), fit.error("bulk") if why is None else float("nan")
         sigma = float(ionic_conductivity(r_bulk, thickness, electrode_area))

@@ -130,7 +130,7 @@ def plate_strip(
         )
 
     yield from bps.declare_stream(potentiostat, name=POTENTIOSTAT, collect=True)
-    yield from watch.record((yield from measure_spectrum(potentiostat.eis, geis)))
+    yield from watch.record((yield from measure_spectrum(potentiostat.eis, geis, chamber, rig)))
     detector.open_circuit_voltage = watch.last_ewe_dc
     reason = f"{cycles} cycles of {2 * half_cycle / 3600:g} h at {MA_CM2.from_si(current_density):g} mA/cm^2"
     ended_by, halves = "cycles", 2 * cycles
@@ -142,7 +142,8 @@ def plate_strip(
             check_interval=check_interval, guards=guards, chamber=chamber, rig=rig,
         )
         shorted = bool(stop) and not stop.startswith("guard:")
-        stop = stop or (yield from watch.record((yield from measure_spectrum(potentiostat.eis, geis)), shorted=shorted))
+        sweep = yield from measure_spectrum(potentiostat.eis, geis, chamber, rig)
+        stop = stop or (yield from watch.record(sweep, shorted=shorted))
         where = f"in half-cycle {half + 1} of {2 * cycles}"
         if stop or end == "voltage limit":
             reason = f"{stop or 'voltage limit of the potentiostat reached'} {where}"

@@ -94,7 +94,8 @@ def plate(
     potentiostat : PotentiostatChannel
         The channel the cell is on; lithium plates on its working electrode (negative current).
     chamber, rig : optional
-        Read into the environment stream with every page.
+        Read into the environment stream with every page and during every sweep; their temperature
+        and pressure over each sweep are stored beside its fit (NaN without them).
     current_density : float
         Plating current density, A/m^2 (YAML: e.g. ``0.5 mA/cm^2``).
     electrode_area : float
@@ -162,7 +163,7 @@ def plate(
         )
 
     yield from bps.declare_stream(potentiostat, name=POTENTIOSTAT, collect=True)
-    yield from watch.record((yield from measure_spectrum(potentiostat.eis, at_rest)))
+    yield from watch.record((yield from measure_spectrum(potentiostat.eis, at_rest, chamber, rig)))
     detector.open_circuit_voltage = watch.last_ewe_dc  # a tracer cell's LiMg adds a few mV
     elapsed, end, stop = 0.0, None, None
     while True:
@@ -180,8 +181,8 @@ def plate(
         elapsed += ran
         # A cell the voltage rule or a guard has put at open circuit is measured at zero bias.
         shorted = bool(stop) and not stop.startswith("guard:")
-        short = yield from watch.record((yield from measure_spectrum(potentiostat.eis, at_rest if stop else geis)),
-                                        shorted=shorted)
+        sweep = yield from measure_spectrum(potentiostat.eis, at_rest if stop else geis, chamber, rig)
+        short = yield from watch.record(sweep, shorted=shorted)
         stop = stop or short
         plated = yield from capacity()
         reason = _limit_reason(end, plated, max_capacity, elapsed, max_duration)

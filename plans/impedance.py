@@ -19,7 +19,7 @@ from devices.rig.device import StackPressureRig
 from labctl.core.units import Count, Unit
 from plans.run import Outcome, run_plan
 from plans.spectra import FitRecorder, circuit_for, impedance_meter, lead_resistance_of, measure_spectrum
-from plans.stubs import ENVIRONMENT, open_circuit
+from plans.stubs import open_circuit
 
 
 def impedance_device(*, potentiostat: PotentiostatChannel, impedance_analyser: ImpedanceAnalyser | None,
@@ -64,7 +64,8 @@ def peis(
     potentiostat : PotentiostatChannel
         The channel the cell is on; with an analyser it is only held at open circuit.
     chamber, rig : optional
-        Read into the environment stream with every spectrum.
+        Read into the environment stream during every sweep; their temperature and pressure over
+        the sweep are stored beside its fit (NaN without them).
     impedance_analyser : ImpedanceAnalyser, optional
         The lab's impedance analyser; when given, the spectra are measured on it.
     amplitude : float
@@ -86,7 +87,6 @@ def peis(
     md : dict, optional
         Extra metadata for the start document.
     """
-    environment = [d for d in (chamber, rig) if d is not None]
     technique = PEIS(amplitude=amplitude, f_max=f_max, f_min=f_min, points_per_decade=points_per_decade)
     meter = impedance_meter(potentiostat if impedance_analyser is None else impedance_analyser)
     recorder = FitRecorder(meter, electrode_area, circuit_for(cell_kind),
@@ -94,9 +94,7 @@ def peis(
     if impedance_analyser is not None:
         yield from open_circuit(potentiostat)  # one instrument drives the cell at a time
     for index in range(repeats):
-        if environment:
-            yield from bps.trigger_and_read(environment, name=ENVIRONMENT)
-        fit = yield from recorder.record((yield from measure_spectrum(meter, technique)))
+        fit = yield from recorder.record((yield from measure_spectrum(meter, technique, chamber, rig)))
         if index + 1 < repeats and interval > 0:
             yield from bps.sleep(interval)
     spectra = "1 spectrum" if repeats == 1 else f"{repeats} spectra"
