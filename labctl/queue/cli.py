@@ -24,9 +24,10 @@ def add_commands(sub, formatter, epilog: str) -> None:
     queue = sub.add_parser("queue", help=what, description=what, formatter_class=formatter,
                            epilog="examples:\n  labctl queue serve configs/lab-two-rigs/rig-a.yaml\n"
                                   "  labctl queue start --lab configs/lab-two-rigs/rig-a.yaml\n\n" + epilog)
-    actions = queue.add_subparsers(dest="action", required=True, parser_class=type(queue), metavar="ACTION")
+    actions = queue.add_subparsers(dest="action", required=True, parser_class=type(queue), metavar="ACTION",
+                                   help="what to do with the rig's queue")
     p = actions.add_parser("serve", help="start the RE Manager of a lab (foreground; Ctrl-C stops it)")
-    p.add_argument("lab_file", type=Path, metavar="LAB.yaml")
+    p.add_argument("lab_file", type=Path, metavar="LAB.yaml", help="the rig's lab file (with its queue section)")
     p.add_argument("--data-dir", type=Path, metavar="DIR", help="the rig's data directory (default: storage.data_dir)")
     p.add_argument("--pace", type=float, metavar="X", help="simulated labs: simulated seconds per wall second")
     p.set_defaults(func=cmd_serve)
@@ -39,14 +40,14 @@ def add_commands(sub, formatter, epilog: str) -> None:
     what = "watch a rig's journal: alert (the lab file's alerts) when an open run has had no new data"
     p = sub.add_parser("watchdog", help=what, description=what, formatter_class=formatter,
                        epilog="example:\n  labctl watchdog configs/lab-sim.yaml\n\n" + epilog)
-    p.add_argument("lab_file", type=Path, metavar="LAB.yaml")
+    p.add_argument("lab_file", type=Path, metavar="LAB.yaml", help="the rig's lab file (with its alerts section)")
     p.add_argument("--data-dir", type=Path, metavar="DIR", help="the rig's data directory (default: storage.data_dir)")
     p.set_defaults(func=cmd_watchdog)
     what = "check an experiment file as labctl check does and add its steps to a queue, as one batch"
     p = sub.add_parser("submit", help=what, description=what, formatter_class=formatter,
                        epilog="example:\n  labctl submit configs/plating-overnight.yaml --queue tcp://127.0.0.1:60615\n\n"
                               + epilog)
-    p.add_argument("experiment", type=Path, metavar="EXPERIMENT.yaml")
+    p.add_argument("experiment", type=Path, metavar="EXPERIMENT.yaml", help="the experiment file to queue")
     _address_arguments(p)
     p.set_defaults(func=cmd_submit, data_dir=None)
 
