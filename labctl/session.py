@@ -190,8 +190,7 @@ class PauseOnInterrupt:
         self.RE.interrupts += 1
         if self.RE.interrupts == 1:
             say("Ctrl-C: pausing (the cell goes to open circuit); Ctrl-C again aborts.")
-            # request_pause waits for the RunEngine's loop; never block inside a signal handler.
-            threading.Thread(target=self._pause, daemon=True).start()
+            self._pause()
         elif self.RE.interrupts == 2:
             say("Ctrl-C again: aborting (the cell stays at open circuit)")
             self.RE.abort_requested.set()
@@ -200,14 +199,21 @@ class PauseOnInterrupt:
         self.RE.interrupts, self.RE.abort_reason = 2, ABORT_SIGNALS[signum]
         say(f"{signal.Signals(signum).name}: aborting (the cell goes to open circuit)")
         self.RE.abort_requested.set()
-        threading.Thread(target=self._pause, daemon=True).start()
+        self._pause()
 
     def _pause(self):
-        try:
-            if self.RE.state.can_pause:
-                self.RE.request_pause(defer=False)
-        except Exception:  # the RunEngine moved on meanwhile (it finished, or is already pausing)
-            pass
+        """Schedule an immediate pause on the RunEngine's loop, before its next message; never wait here.
+
+        ``RE.request_pause`` blocks until the loop has run the request, which a signal handler must
+        not; scheduling it at once (rather than from a thread) also means a simulated run, whose
+        clock jumps, cannot run ahead of the press: the virtual sleep yields to the loop first.
+        """
+        if self.RE.state.can_pause:
+            asyncio.run_coroutine_threadsafe(self._pause_now(), self.RE.loop)
+
+    async def _pause_now(self):
+        if self.RE.state.can_pause:  # the RunEngine may have finished, or be pausing, meanwhile
+            await self.RE._request_pause_coro(defer=False)  # what request_pause runs on the loop
 
 
 @contextlib.contextmanager
@@ -251,8 +257,8 @@ def make_run_engine(clock: VirtualClock | WallClock, pace: float | None = None, 
 def _virtual_sleep(clock: VirtualClock, pace: float | None):
     async def sleep(msg):
         seconds = float(msg.args[0])
-        if pace:
-            await asyncio.sleep(seconds / pace)
+        # Yield to the loop first (a pause requested meanwhile cancels the sleep before the clock moves).
+        await asyncio.sleep(seconds / pace if pace else 0)
         clock.advance(seconds)
 
     return sleep

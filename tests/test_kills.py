@@ -39,6 +39,7 @@ lab: {CONFIGS / "lab-sim.yaml"}
 cell:
   id: LLZTO-KILL-1
   kind: symmetric
+  surface: lithiophilic          # plates the whole 4 h without a short: every kill lands mid-plating
   thickness: 1.2 mm
   electrode_diameter: 2 mm
 steps:

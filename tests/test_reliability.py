@@ -413,6 +413,8 @@ def test_abort_while_paused_keeps_every_row_and_the_paused_channel_reads_open_ci
             if not pressed_at and seen[-3:] == ["collect", "read", "read"] and seen.count("collect") == 3:
                 pressed_at.append(lab.clock.now())
                 os.kill(os.getpid(), signal.SIGINT)
+                while RE.interrupts == 0:  # the main thread's handler has scheduled the pause (a person
+                    pass                   # pressing Ctrl-C is far slower than this; the virtual clock is not)
 
         RE.msg_hook = press_ctrl_c_mid_page
         # The pause is handled between samples, not after a page
