@@ -9,6 +9,7 @@ load is a fixed number of appends and reads, not a duration.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import subprocess
 import sys
@@ -112,3 +113,65 @@ def test_concurrent_appends_and_reads_of_one_table(tmp_path, writers, readers):
     assert len(rows) == writers * appends
     for writer in range(writers):  # every writer's rows, each once, in its own order
         assert list(rows[rows["writer"] == writer]["seq"]) == list(range(appends))
+
+
+@pytest.mark.parametrize("present", [(), ("storage.sqlite",), ("storage.duckdb",), ("storage.sqlite", "storage.duckdb")])
+def test_the_table_file_is_sqlite_unless_only_duckdb_exists(tmp_path, present):
+    from labctl.dataserver import standalone_command, table_file
+
+    for name in present:
+        (tmp_path / name).touch()
+    expected = "storage.duckdb" if present == ("storage.duckdb",) else "storage.sqlite"
+    assert table_file(tmp_path) == tmp_path / expected
+    command = standalone_command(tmp_path, api_key=API_KEY)
+    scheme = "duckdb" if expected.endswith("duckdb") else "sqlite"
+    assert f"{scheme}://localhost/{tmp_path / expected}" in command
+
+
+def write_and_read(data_dir: Path, rows: int) -> list[int]:
+    """Append ``rows`` rows to table ``t`` (created if absent) through a DataServer; all its ``seq``."""
+    from tiled.client import from_uri
+
+    from labctl.dataserver import DataServer
+
+    server = DataServer(data_dir, api_key=API_KEY)
+    try:
+        root = from_uri(f"http://127.0.0.1:{server.port}", api_key=API_KEY)
+        existed = "t" in root
+        if not existed:
+            root.create_appendable_table(SCHEMA, key="t")
+        start = len(root["t"].read()) if existed else 0
+        for seq in range(start, start + rows):
+            root["t"].append_partition(0, pa.table({"writer": [0], "seq": [seq], "value": [0.0]}, schema=SCHEMA))
+        seqs = list(root["t"].read()["seq"])
+        root.context.close()
+        return seqs
+    finally:
+        server.close()
+
+
+def test_a_data_directory_with_duckdb_tables_stays_readable_and_writable_when_moved(tmp_path):
+    import duckdb
+
+    data_dir = tmp_path / "old"
+    (data_dir / "tiled").mkdir(parents=True)
+    duckdb.connect(str(data_dir / "tiled" / "storage.duckdb")).close()  # as labctl made them before
+    assert write_and_read(data_dir, 3) == [0, 1, 2]
+    moved = tmp_path / "moved"
+    data_dir.rename(moved)
+    assert write_and_read(moved, 2) == [0, 1, 2, 3, 4]  # relocated: the DuckDB URI now points here
+    assert not (moved / "tiled" / "storage.sqlite").exists()
+
+
+def test_a_new_data_directory_keeps_its_tables_in_sqlite_in_wal_mode(tmp_path):
+    import sqlite3
+
+    data_dir = tmp_path / "new"
+    data_dir.mkdir()
+    assert write_and_read(data_dir, 2) == [0, 1]
+    assert not (data_dir / "tiled" / "storage.duckdb").exists()
+    with contextlib.closing(sqlite3.connect(data_dir / "tiled" / "storage.sqlite")) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    moved = tmp_path / "moved"
+    data_dir.rename(moved)
+    assert write_and_read(moved, 1) == [0, 1, 2]
