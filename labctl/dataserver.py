@@ -294,7 +294,11 @@ def standalone_command(directory: Path, *, api_key: str, host: str = "0.0.0.0", 
     through the tiled client (:mod:`labctl.storage.upload`). No readable storage is given: the
     server reads no file of the lab PC. ``--init`` creates the catalog the first time and is a
     no-op afterwards, so the same command restarts it. The tables go to ``storage.sqlite``
-    (``storage.duckdb`` in a directory made before that holds one: see the module docstring).
+    (``storage.duckdb`` in a directory made before that holds one: see the module docstring);
+    put that file in WAL mode before the first start (:func:`prepare_sqlite_tables`,
+    ``sqlite3 storage.sqlite 'PRAGMA journal_mode=WAL'``), as :class:`StandaloneServer` does.
+    tiled's command line offers no busy timeout: two concurrent writers can see "database is
+    locked" (labctl's delivery retries).
     """
     directory = Path(directory)
     return ["tiled", "serve", "catalog", "--init", str(directory / "catalog.db"),
@@ -330,6 +334,8 @@ class StandaloneServer:
         import httpx
 
         (self.directory / "data").mkdir(parents=True, exist_ok=True)
+        if table_file(self.directory).name == TABLES:  # readers and writers lock each other out otherwise
+            prepare_sqlite_tables(table_file(self.directory))
         with open(self.directory / "server.log", "ab") as log:
             self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, cwd=self.directory)
         deadline = time.monotonic() + 10 * STARTUP_TIMEOUT  # a loaded machine: imports alone take a while
