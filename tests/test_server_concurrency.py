@@ -87,12 +87,17 @@ def hammer(uri: str, writers: int, appends: int, readers: int, reads: int) -> tu
     return errors, rows
 
 
-def stop(process: subprocess.Popen) -> int | None:
-    """SIGTERM the server if it still runs; its exit code if it had already died."""
+def stop(process: subprocess.Popen) -> int | str | None:
+    """SIGTERM the server if it still runs: its exit code if it had already died, "hung" if it ignores SIGTERM."""
     died = process.poll()
     if died is None:
         process.terminate()
-        process.wait(timeout=60)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:  # deadlocked (seen on DuckDB): SIGKILL it, and say so
+            process.kill()
+            process.wait(timeout=60)
+            died = "hung"
     process.stdout.close()
     return died
 
@@ -108,7 +113,7 @@ def test_concurrent_appends_and_reads_of_one_table(tmp_path, writers, readers):
             errors, rows = hammer(uri, writers, appends, readers, reads)
     finally:
         died = stop(process)
-    assert died is None, f"labctl serve died (exit {died}): {log.read_text(errors='replace')[-2000:]}"
+    assert died is None, f"labctl serve died or hung (exit {died}): {log.read_text(errors='replace')[-2000:]}"
     assert errors == [], f"{len(errors)} failed requests, first: {errors[:3]}"
     assert len(rows) == writers * appends
     for writer in range(writers):  # every writer's rows, each once, in its own order
