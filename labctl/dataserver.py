@@ -6,12 +6,17 @@ A data directory holds everything of its runs::
     DATA_DIR/assets/         the potentiostat's HDF5 pages (readable storage)
     DATA_DIR/tiled/catalog.db       tiled's catalog (SQLite)
     DATA_DIR/tiled/data/            arrays tiled writes (zarr; writable storage)
-    DATA_DIR/tiled/storage.duckdb   tables tiled writes (events; writable storage)
+    DATA_DIR/tiled/storage.sqlite   tables tiled writes (events; writable storage)
 
 :class:`DataServer` serves it with exactly those options, the equivalent of::
 
     tiled serve catalog DATA_DIR/tiled/catalog.db -r DATA_DIR/assets -w DATA_DIR/tiled/data \\
-        -w duckdb:///DATA_DIR/tiled/storage.duckdb --api-key KEY
+        -w sqlite:///DATA_DIR/tiled/storage.sqlite --api-key KEY
+
+The tables are in SQLite, not DuckDB: tiled gives DuckDB one connection shared by all the
+server's worker threads, and a run writing while a dashboard reads crashed it (heap corruption
+after ADBC "No active transaction" errors); SQLite gets a pool, a connection per thread. A data
+directory made before holds ``storage.duckdb`` instead and is served from it as it is.
 
 It differs from tiled's ``SimpleTiledServer`` in three ways a lab needs: its logs go to a
 temporary directory, not into the data directory (an archive on a read-only disk can be served);
@@ -22,6 +27,7 @@ temporary copy of its two databases (nothing is written into it).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import os
@@ -36,6 +42,7 @@ from urllib.parse import quote_plus, urlparse
 logger = logging.getLogger(__name__)
 
 STARTUP_TIMEOUT = 30.0  # s
+BUSY_TIMEOUT = 30_000  # ms a connection to the SQLite tables waits for another's write before failing
 
 
 def catalog_path(data_dir: Path) -> Path:
@@ -43,21 +50,62 @@ def catalog_path(data_dir: Path) -> Path:
     return Path(data_dir) / "tiled" / "catalog.db"
 
 
-def duckdb_uri(path: Path) -> str:
-    """The writable-storage URI tiled wants for a DuckDB file."""
+TABLES = "storage.sqlite"  # the tables of a new data directory
+OLD_TABLES = "storage.duckdb"  # those of one made before (DuckDB): kept as they are
+
+
+def table_file(directory: Path) -> Path:
+    """The file of the tables tiled writes in ``directory``: DuckDB's if only that exists, else SQLite's."""
+    directory = Path(directory)
+    if (directory / OLD_TABLES).exists() and not (directory / TABLES).exists():
+        return directory / OLD_TABLES
+    return directory / TABLES
+
+
+def table_uri(path: Path) -> str:
+    """The writable-storage URI tiled wants for a table file (sqlite: or duckdb:, from its name)."""
     from tiled.utils import ensure_uri
 
-    return ensure_uri(f"duckdb:///{Path(path)}")
+    scheme = "duckdb" if Path(path).name == OLD_TABLES else "sqlite"
+    return ensure_uri(f"{scheme}:///{Path(path)}")
 
 
-def _recorded_root(catalog: Path) -> Path | None:
-    """The data directory the catalog's paths were recorded under (from its DuckDB asset), or None."""
+def prepare_sqlite_tables(path: Path) -> None:
+    """Put the SQLite table file (created if absent) in WAL mode, once; it stays so.
+
+    In SQLite's default mode a reader and a writer lock each other out ("database is locked"):
+    a dashboard reading while a run writes would fail its requests. In WAL mode they do not.
+    """
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("PRAGMA journal_mode=WAL")
+
+
+def wait_for_writers(storage) -> None:
+    """Make each pooled connection of tiled's SQLite ``storage`` wait for another's write.
+
+    Two writers (two runs, or a run and ``labctl recover``) still take turns; SQLite's default
+    is to fail the second at once. tiled opens no hook for this: a listener on its pool sets
+    ``busy_timeout`` on every connection the pool opens (the pool is built here, before any request).
+    """
+    import sqlalchemy.event
+
+    def on_connect(connection, _record) -> None:
+        with connection.cursor() as cursor:
+            cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT}")
+            cursor.fetchall()
+
+    sqlalchemy.event.listen(storage._connection_pool, "connect", on_connect)
+
+
+def _recorded_tables(catalog: Path) -> Path | None:
+    """The table file the catalog's paths were recorded with (its SQLite or DuckDB asset), or None."""
     with sqlite3.connect(f"file:{catalog}?mode=ro", uri=True) as db:
-        row = db.execute("SELECT data_uri FROM assets WHERE data_uri LIKE 'duckdb:%' LIMIT 1").fetchone()
+        row = db.execute("SELECT data_uri FROM assets WHERE data_uri LIKE 'duckdb:%' OR data_uri LIKE 'sqlite:%' "
+                         "LIMIT 1").fetchone()
     if row is None:
         return None
-    # duckdb://localhost//abs/DATA_DIR/tiled/storage.duckdb
-    return Path("/" + urlparse(row[0]).path.lstrip("/")).parents[1]
+    # sqlite://localhost//abs/DATA_DIR/tiled/storage.sqlite (or duckdb:, storage.duckdb)
+    return Path("/" + urlparse(row[0]).path.lstrip("/"))
 
 
 def relocate_catalog(catalog: Path, data_dir: Path, storage_dir: Path | None = None) -> Path | None:
@@ -70,20 +118,22 @@ def relocate_catalog(catalog: Path, data_dir: Path, storage_dir: Path | None = N
     data_dir : Path
         Where the data directory is now.
     storage_dir : Path, optional
-        Where ``storage.duckdb`` is now, if not ``data_dir/tiled`` (a temporary copy).
+        Where the table file (``storage.sqlite`` or ``storage.duckdb``) is now, if not
+        ``data_dir/tiled`` (a temporary copy).
 
     Returns
     -------
     Path or None
         The directory the catalog pointed at before, if it was rewritten; None if it was right.
     """
-    old = _recorded_root(catalog)
+    tables = _recorded_tables(catalog)
+    old = None if tables is None else tables.parents[1]
     data_dir = Path(data_dir).resolve()
     storage_dir = Path(storage_dir or data_dir / "tiled")
     if old is None or (old == data_dir and storage_dir == data_dir / "tiled"):
         return None
     rewrites = [
-        (duckdb_uri(old / "tiled" / "storage.duckdb"), duckdb_uri(storage_dir / "storage.duckdb")),
+        (table_uri(tables), table_uri(storage_dir / tables.name)),
         (f"file://localhost{old.as_posix()}/", f"file://localhost{data_dir.as_posix()}/"),
     ]
     with sqlite3.connect(catalog) as db:
@@ -133,17 +183,18 @@ class DataServer:
     def _catalog(self):
         from tiled.catalog import from_uri
         from tiled.config import StreamingCacheConfig
+        from tiled.storage import get_storage
 
         tiled_dir = self.data_dir / "tiled"
         assets = self.data_dir / "assets"
         if self.read_only:
             storage_dir = self._scratch
             catalog = self._scratch / "catalog.db"
-            for name in ("catalog.db", "storage.duckdb"):
+            for name in ("catalog.db", TABLES, TABLES + "-wal", OLD_TABLES):  # -wal: writes not yet merged
                 if (tiled_dir / name).exists():
                     shutil.copy2(tiled_dir / name, self._scratch / name)
             readable = [assets, tiled_dir / "data"]
-            writable_storage = [self._scratch / "data", duckdb_uri(storage_dir / "storage.duckdb")]
+            writable_storage = [self._scratch / "data", table_uri(table_file(storage_dir))]
             (self._scratch / "data").mkdir()
         else:
             storage_dir = tiled_dir
@@ -151,15 +202,21 @@ class DataServer:
             (tiled_dir / "data").mkdir(parents=True, exist_ok=True)
             assets.mkdir(parents=True, exist_ok=True)
             readable = [assets]
-            writable_storage = [tiled_dir / "data", duckdb_uri(storage_dir / "storage.duckdb")]
-        self._duckdb = writable_storage[1]
+            writable_storage = [tiled_dir / "data", table_uri(table_file(storage_dir))]
+        self._tables = writable_storage[1]
         exists = catalog.exists()
         if exists:
             relocate_catalog(catalog, self.data_dir, storage_dir)
+        if self._tables.startswith("sqlite:"):
+            prepare_sqlite_tables(table_file(storage_dir))
         # tiled initialises a catalog in a subprocess (a fresh interpreter: seconds on a loaded
         # machine); one that exists needs none, and the server's startup checks its schema.
-        return from_uri(catalog, writable_storage=writable_storage, readable_storage=readable,
-                        init_if_not_exists=not exists, cache_config=StreamingCacheConfig(uri="memory").model_dump())
+        adapter = from_uri(catalog, writable_storage=writable_storage, readable_storage=readable,
+                           init_if_not_exists=not exists, cache_config=StreamingCacheConfig(uri="memory").model_dump())
+        self._storage = get_storage(self._tables)  # as SimpleTiledServer does, to dispose of it at close
+        if self._tables.startswith("sqlite:"):
+            wait_for_writers(self._storage)
+        return adapter
 
     def _start(self, host: str, port: int) -> None:
         import httpx
@@ -205,12 +262,6 @@ class DataServer:
         except BaseException:
             self._cm.__exit__(None, None, None)
             raise
-        from tiled.storage import get_storage
-
-        try:
-            self._storage = get_storage(self._duckdb)  # as SimpleTiledServer does, to dispose of it at close
-        except KeyError:
-            self._storage = None
         self.port = urlparse(base_url).port
         local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
         self.uri = f"http://{local}:{self.port}/api/v1?api_key={quote_plus(self.api_key)}"
@@ -230,8 +281,7 @@ class DataServer:
             return
         self._cm.__exit__(None, None, None)
         self._cm = None
-        if self._storage is not None:
-            self._storage.dispose()  # release DuckDB's file lock for the next process
+        self._storage.dispose()  # close its connections (and release DuckDB's file lock) for the next process
         shutil.rmtree(self._scratch, ignore_errors=True)
 
 
@@ -243,11 +293,16 @@ def standalone_command(directory: Path, *, api_key: str, host: str = "0.0.0.0", 
     a lab's data directory: labctl (``storage.uri``) writes the potentiostat's rows into it
     through the tiled client (:mod:`labctl.storage.upload`). No readable storage is given: the
     server reads no file of the lab PC. ``--init`` creates the catalog the first time and is a
-    no-op afterwards, so the same command restarts it.
+    no-op afterwards, so the same command restarts it. The tables go to ``storage.sqlite``
+    (``storage.duckdb`` in a directory made before that holds one: see the module docstring);
+    put that file in WAL mode before the first start (:func:`prepare_sqlite_tables`,
+    ``sqlite3 storage.sqlite 'PRAGMA journal_mode=WAL'``), as :class:`StandaloneServer` does.
+    tiled's command line offers no busy timeout: two concurrent writers can see "database is
+    locked" (labctl's delivery retries).
     """
     directory = Path(directory)
     return ["tiled", "serve", "catalog", "--init", str(directory / "catalog.db"),
-            "-w", str(directory / "data"), "-w", duckdb_uri(directory / "storage.duckdb"),
+            "-w", str(directory / "data"), "-w", table_uri(table_file(directory)),
             "--api-key", api_key, "--host", host, "--port", str(port)]
 
 
@@ -279,6 +334,8 @@ class StandaloneServer:
         import httpx
 
         (self.directory / "data").mkdir(parents=True, exist_ok=True)
+        if table_file(self.directory).name == TABLES:  # readers and writers lock each other out otherwise
+            prepare_sqlite_tables(table_file(self.directory))
         with open(self.directory / "server.log", "ab") as log:
             self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, cwd=self.directory)
         deadline = time.monotonic() + 10 * STARTUP_TIMEOUT  # a loaded machine: imports alone take a while
