@@ -14,7 +14,7 @@ import pytest
 from labctl.cli import main
 from labctl.storage import Storage
 
-CLOCK_FIELDS = ("time", "timestamp", "sweep_start")  # session-clock times: compared from the run's start
+CLOCK_FIELDS = ("time", "timestamp", "sweep_start", "window_start", "window_end")  # session-clock times: compared from the run's start
 
 
 def run_experiment(text: str, folder, *extra) -> tuple:
