@@ -11,7 +11,7 @@ import sys
 import threading
 
 from bluesky import RunEngine
-from bluesky.run_engine import TransitionError
+from bluesky.run_engine import DefaultDuringTask, TransitionError
 from bluesky.utils import RunEngineInterrupted
 from event_model import DocumentNames
 
@@ -63,6 +63,7 @@ class LabRunEngine(RunEngine):
 
     def __init__(self, *args, clock=None, **kwargs):
         kwargs.setdefault("context_managers", [PauseOnInterrupt])
+        kwargs.setdefault("during_task", SignalsHeardDuringTask())
         super().__init__(*args, **kwargs)
         self.clock = clock or WallClock()
         self._results: dict[str, dict] = {}  # run uid -> its result event's data (see emit_sync)
@@ -157,6 +158,31 @@ class LabRunEngine(RunEngine):
             if self.interrupts >= 2 and self.state == "paused":
                 return self.abort(reason=self.abort_reason)
             raise
+
+
+class SignalsHeardDuringTask(DefaultDuringTask):
+    """While a plan runs, wake the main thread often enough that a signal's handler runs at once.
+
+    The kernel may deliver SIGHUP, SIGTERM or SIGINT to any thread of the process (the RunEngine's
+    loop, the uploader), and Python runs the handler on the main thread only, when it next runs
+    bytecode. bluesky's default waits on the plan's Event without a timeout, so such a signal
+    waited for the plan's end: a simulated run plated on to its time limit past a SIGHUP. Waking
+    every ``poll`` seconds bounds that delay. With matplotlib's Qt backend bluesky's own Qt loop is
+    kept: it wakes on signals through ``signal.set_wakeup_fd``.
+    """
+
+    poll = 0.05  # seconds
+
+    def block(self, blocking_event):
+        if _qt_backend_in_use():
+            return super().block(blocking_event)
+        while not blocking_event.wait(self.poll):
+            pass
+
+
+def _qt_backend_in_use() -> bool:
+    matplotlib = sys.modules.get("matplotlib")
+    return matplotlib is not None and "qt" in matplotlib.get_backend().lower()
 
 
 class PauseOnInterrupt:

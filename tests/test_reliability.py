@@ -261,6 +261,34 @@ def test_ctrl_c_once_pauses_with_the_cell_at_open_circuit_twice_aborts(tmp_path,
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # our handler is gone again
 
 
+def test_a_sighup_delivered_to_another_thread_than_the_main_one_still_aborts_at_once(tmp_path, lab_config):
+    """The kernel may hand a process's signal to any of its threads; Python runs the handler on the main one.
+
+    The RunEngine's loop thread is sent SIGHUP directly; the plan (300 simulated minutes, paced to
+    take 30 s) must end on the signal, not run to its time limit with the handler waiting for it.
+    """
+    lab = build_simulated_lab(lab_config, CELL, tmp_path, VirtualClock(start=1e9))
+    RE = make_run_engine(lab.clock, pace=600)
+    stops, pages = [], []
+
+    def hang_up_on_the_loop_thread(name, doc):
+        if name == "stop":
+            stops.append(doc)
+        if name == "stream_datum":
+            pages.append(doc)
+            if len(pages) == 2:
+                signal.pthread_kill(threading.get_ident(), signal.SIGHUP)  # subscribers run on the loop's thread
+
+    RE.subscribe(hang_up_on_the_loop_thread)
+    assert threading.current_thread() is threading.main_thread()
+    plan = plate(lab.potentiostat, lab.chamber, lab.rig, current_density=0.1, electrode_area=CELL.electrode_area,
+                 page_interval=60.0, max_duration=300 * 60.0)
+    result = RE(plan)
+    assert (result.exit_status, stops[-1]["reason"]) == ("abort", HUNG_UP)
+    assert len(pages) < 300 * 60 / 60 / 2, "the plan ran on well past the signal"
+    assert not lab.simulators["potentiostat"].running
+
+
 def test_a_full_disk_stops_plating_with_the_cell_at_open_circuit(tmp_path, lab_config, monkeypatch):
     with Storage.open(tmp_path, live=False) as storage:
         lab = build_simulated_lab(lab_config, CELL, storage.assets_dir, VirtualClock(start=1e9))
