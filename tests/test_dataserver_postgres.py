@@ -45,8 +45,8 @@ def postgres_bin() -> Path | None:
 
 
 BIN = postgres_bin()
-pytestmark = pytest.mark.skipif(BIN is None, reason="PostgreSQL is not installed (no initdb under "
-                                "/usr/lib/postgresql/*/bin nor on the PATH): `make test` installs the Debian package postgresql")
+needs_postgres = pytest.mark.skipif(BIN is None, reason="PostgreSQL is not installed (no initdb under /usr/lib/"
+                                    "postgresql/*/bin nor on the PATH): `make test` installs the Debian package postgresql")
 
 
 def free_port() -> int:
@@ -150,14 +150,18 @@ class Serving:
             self.process = subprocess.Popen([sys.executable, "-m", "labctl.cli", "serve", "--postgres", address,
                                              "--storage", str(directory), "--port", str(port)],
                                             stdout=log, stderr=subprocess.STDOUT)
-        for _ in range(3000):  # bounded: each attempt waits on the socket or on the process
-            assert self.process.poll() is None, self.log.read_text()[-3000:]
-            with contextlib.suppress(httpx.RequestError):
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1.0, trust_env=False).status_code == 200:
-                    return
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(0.2)
-        raise AssertionError(f"labctl serve did not answer: {self.log.read_text()[-3000:]}")
+        try:
+            for _ in range(3000):  # bounded: each attempt waits on the socket or on the process
+                assert self.process.poll() is None, self.log.read_text()[-3000:]
+                with contextlib.suppress(httpx.RequestError):
+                    if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1.0, trust_env=False).status_code == 200:
+                        return
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.process.wait(0.2)
+            raise AssertionError(f"labctl serve did not answer: {self.log.read_text()[-3000:]}")
+        except BaseException:
+            self.stop()
+            raise
 
     def stop(self) -> int:
         if self.process.poll() is None:
@@ -171,6 +175,7 @@ class Serving:
         return self.process.returncode
 
 
+@needs_postgres
 @pytest.mark.timeout(900)  # PostgreSQL, tiled and a simulated experiment, on a loaded 2-core machine
 def test_a_rig_stores_an_experiment_into_the_labs_postgres_server_with_its_key_and_others_are_refused(
         tmp_path, postgres, short_experiment):
@@ -235,6 +240,10 @@ def test_a_rig_stores_an_experiment_into_the_labs_postgres_server_with_its_key_a
                                                  "WHERE table_schema = 'public'")
         assert tables, "no events' table in PostgreSQL"
         assert any((tmp_path / "server" / "data").rglob("*"))
+
+        code, out, _ = cli("serve", "--postgres", postgres.address, "--list-keys")
+        used = {line.split()[0]: "last used never" not in line for line in out.splitlines()}
+        assert used == {"rig-1": True, "rig-2": False, "viewers": True}, out
 
         # A wrong key is refused, in one line; so is a revoked one, from its next request. (tiled's
         # from_uri leaves its HTTP client open when it fails: collected here, its warning ignored.)
