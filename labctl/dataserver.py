@@ -451,6 +451,8 @@ class LabServer:
 
     def prepare(self) -> None:
         """Create the databases that are missing and the authentication database's tables; idempotent."""
+        from labctl.core.errors import Unreachable
+
         self._run(self._create_databases())
         if not self._run(self._auth_initialized()):
             import subprocess
@@ -459,7 +461,9 @@ class LabServer:
             done = subprocess.run([self.command[0], "admin", "initialize-database", self.auth_database],
                                   capture_output=True, text=True, env=self.env)
             if done.returncode != 0:
-                raise RuntimeError(f"tiled admin initialize-database failed: {done.stderr.strip()[-2000:]}")
+                why = " | ".join(done.stderr.strip().splitlines()[-3:])
+                raise Unreachable(f"PostgreSQL at {self.postgres.rpartition('@')[2]}: tiled admin initialize-database "
+                                  f"{DATABASES[2]} failed: {why}")
 
     async def _create_databases(self) -> None:
         import asyncpg
@@ -560,10 +564,15 @@ class LabServer:
 
     # ---- the process -----------------------------------------------------------------------------
     def start(self) -> None:
-        """Prepare the databases, start tiled, and return once it answers (or raise with its log if it dies)."""
+        """Prepare the databases, start tiled, and return once it answers.
+
+        Raises :class:`Unreachable` with the end of its log if it dies or does not answer.
+        """
         import subprocess
 
         import httpx
+
+        from labctl.core.errors import Unreachable
 
         self.prepare()
         (self.directory / "data").mkdir(parents=True, exist_ok=True)
@@ -578,10 +587,14 @@ class LabServer:
                     return
             except httpx.RequestError:
                 time.sleep(0.2)
-        log = self.log.read_text(errors="replace").strip().splitlines()
+        import re
+
+        log = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip()  # uvicorn colours its log
+               for line in self.log.read_text(errors="replace").strip().splitlines()]
+        errors = [line for line in log if "ERROR" in line or "Error" in line]
         self.close()
-        raise RuntimeError(f"the lab's data server did not start on {self.host}:{self.port}: "
-                           + " | ".join(log[-12:]) + f" (log: {self.log})")
+        raise Unreachable(f"the lab's data server did not start on {self.host}:{self.port}: "
+                          + " | ".join((errors or log)[-3:]) + f" (log: {self.log})")
 
     def wait(self) -> int:
         """Block until the server process ends; return its exit code."""
