@@ -6,10 +6,13 @@ BIN     = $(VENV)/bin
 .PHONY: demo test sweep bench clean system-packages
 
 # What the tests start besides Python: Debian packages, installed (as root) when missing.
-SYSTEM_PACKAGES = chromium redis-server  # the dashboard's browser tests; the queue tests' Redis
+# The dashboard's browser tests; the queue tests' Redis; the lab data server's PostgreSQL (its initdb
+# and pg_ctl are under /usr/lib/postgresql/VERSION/bin, not on the PATH).
+SYSTEM_PACKAGES = chromium redis-server postgresql
 
 system-packages:
-	@for p in $(SYSTEM_PACKAGES); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
+	@for p in $(SYSTEM_PACKAGES); do command -v $$p >/dev/null || { [ $$p = postgresql ] && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; } \
+	  || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; } \
 	  || echo "warning: could not install$$missing (run as root on Debian); the tests that need them are skipped"; fi
 

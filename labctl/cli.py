@@ -13,6 +13,7 @@
     labctl recover                                # write runs the server missed in from the journal
     labctl dashboard [--data-dir data]            # a live web page of the lab and its runs
     labctl serve DATA_DIR [--port 8000]           # serve a data directory to other tools (one server; labctl writes through it)
+    labctl serve --postgres U@H:P --storage DIR   # the lab's data server: PostgreSQL, an API key per rig (--add-key RIG)
     labctl shell                                  # IPython with a RunEngine, the lab and the catalog
 """
 
@@ -564,14 +565,28 @@ def cmd_doctor(args) -> int:
 
 def add_serve_command(sub) -> None:
     """Add ``labctl serve`` to the command line."""
-    what = "serve a data directory to other tools with tiled (labctl runs write through it)"
+    what = ("serve a data directory to other tools with tiled (labctl runs write through it), or, with --postgres, "
+            "the lab's data server (PostgreSQL, an API key per rig)")
     p = sub.add_parser("serve", help=what, description=what, formatter_class=HELP,
-                       epilog="example:\n  labctl serve data --port 8000 --api-key \"$(openssl rand -hex 32)\"\n\n" + EXIT_CODES)
+                       epilog="examples:\n  labctl serve data --port 8000 --api-key \"$(openssl rand -hex 32)\"\n"
+                              "  labctl serve --postgres labctl@db-host:5432 --storage /srv/labctl --add-key rig-1\n"
+                              "  labctl serve --postgres labctl@db-host:5432 --storage /srv/labctl --host 0.0.0.0\n\n"
+                              + EXIT_CODES)
     p.set_defaults(func=cmd_serve)
-    p.add_argument("data_dir", type=Path, metavar="DATA_DIR", help="the data directory (journal/, assets/, tiled/)")
+    p.add_argument("data_dir", type=Path, nargs="?", metavar="DATA_DIR",
+                   help="the data directory (journal/, assets/, tiled/); not with --postgres")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     p.add_argument("--port", type=int, default=8000, help="TCP port to listen on (default: 8000)")
     p.add_argument("--api-key", default=None, help="the single-user API key (default: $TILED_API_KEY, else random)")
+    lab = p.add_argument_group("the lab's data server (configs/dataserver.yml: PostgreSQL, an API key per rig)")
+    lab.add_argument("--postgres", metavar="USER@HOST:PORT",
+                     help="serve the lab's data server from this PostgreSQL cluster (password in $PGPASSWORD)")
+    lab.add_argument("--storage", type=Path, metavar="DIR", help="the server's directory: arrays and log (with --postgres)")
+    lab.add_argument("--config", type=Path, default=None, help="the tiled configuration (default: configs/dataserver.yml)")
+    lab.add_argument("--add-key", metavar="NAME", help="mint the API key of a rig (or of viewers), print it and exit")
+    lab.add_argument("--read-only", action="store_true", help="with --add-key: a key that can only read")
+    lab.add_argument("--list-keys", action="store_true", help="list the keys (name, first 8 characters) and exit")
+    lab.add_argument("--revoke-key", metavar="NAME", help="delete the keys of NAME and exit")
 
 
 def cmd_serve(args) -> int:
@@ -583,6 +598,11 @@ def cmd_serve(args) -> int:
     from labctl.locks import server_lock
     from labctl.storage import check_data_dir
 
+    if args.postgres or args.storage:
+        return cmd_serve_lab(args)
+    if args.data_dir is None or args.add_key or args.list_keys or args.revoke_key:
+        raise UsageError("labctl serve: give a DATA_DIR, or --postgres USER@HOST:PORT --storage DIR (the lab's server, "
+                         "where --add-key, --list-keys and --revoke-key apply)")
     data_dir = args.data_dir.expanduser().resolve()
     can_write = check_data_dir(data_dir, write=False)
     api_key = args.api_key or os.environ.get("TILED_API_KEY") or secrets.token_hex(16)
@@ -606,6 +626,50 @@ def cmd_serve(args) -> int:
         if server is not None:
             server.close()
         lock.release()
+    return 0
+
+
+def cmd_serve_lab(args) -> int:
+    """``labctl serve --postgres``: the lab's data server until Ctrl-C, or manage its API keys."""
+    from labctl.dataserver import LAB_CONFIG, LabServer
+
+    if not args.postgres or args.data_dir is not None:
+        raise UsageError("labctl serve: the lab's server takes --postgres USER@HOST:PORT (and --storage DIR), no DATA_DIR")
+    if args.read_only and not args.add_key:
+        raise UsageError("--read-only: applies to --add-key NAME")
+    config = args.config or LAB_CONFIG
+    if not config.is_file():
+        raise UsageError(f"--config {config}: no such file")
+    server = LabServer(args.postgres, (args.storage or Path.cwd()).expanduser(), host=args.host, port=args.port,
+                       config=config)
+    if args.add_key:
+        key = server.add_key(args.add_key, read_only=args.read_only)
+        print(f"API key of {args.add_key}{' (read-only)' if args.read_only else ''}, shown once: {key}\n"
+              f"  its lab file: storage.uri: {server.uri(key)}")
+        return 0
+    if args.list_keys:
+        for key in server.keys():
+            print(f"{key['name']:<20} {key['first_eight']}...  {'read-only' if key['read_only'] else 'read-write'}  "
+                  f"last used {key['latest_activity'] or 'never'}")
+        return 0
+    if args.revoke_key:
+        count = server.revoke_key(args.revoke_key)
+        print(f"revoked {count} key(s) of {args.revoke_key}")
+        return 0 if count else ExitCode.USAGE
+    if args.storage is None:
+        raise UsageError("labctl serve --postgres: give --storage DIR, the server's directory (arrays, log)")
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        server.start()
+        print(f"the lab's data server at {server.uri('KEY').partition('?')[0]} (catalog in PostgreSQL "
+              f"{args.postgres.rpartition('@')[2]}, arrays in {server.directory / 'data'}, log {server.log}); "
+              f"every request needs a key (--add-key RIG); Ctrl-C stops", flush=True)
+        server.wait()
+    except KeyboardInterrupt:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once is enough: let the cleanup finish
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    finally:
+        server.close()
     return 0
 
 

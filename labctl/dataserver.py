@@ -23,6 +23,9 @@ temporary directory, not into the data directory (an archive on a read-only disk
 a data directory that was moved or copied is served from where it is now (tiled records absolute
 paths: :func:`relocate_catalog` rewrites them); and a read-only data directory is served from a
 temporary copy of its two databases (nothing is written into it).
+
+A data server on another host is :func:`standalone_command` (one key, SQLite); the lab's data
+server, for many rigs, is :class:`LabServer` (``labctl serve --postgres``: PostgreSQL, a key per rig).
 """
 
 from __future__ import annotations
@@ -359,3 +362,252 @@ class StandaloneServer:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             self.process.wait(timeout=60)
+
+
+# ---- the lab's data server: tiled on PostgreSQL, an API key per rig ----------------------------------
+LAB_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "dataserver.yml"
+DATABASES = ("labctl_catalog", "labctl_tables", "labctl_auth")  # the catalog, the events' tables, the API keys
+READ_ONLY_SCOPES = ["read:metadata", "read:data"]  # a viewer's key; a rig's key has its principal's ("inherit")
+
+
+def postgres_address(text: str) -> str:
+    """Check ``USER@HOST:PORT`` (a password may follow the user, better given in ``$PGPASSWORD``); return it.
+
+    Raises :class:`UsageError` naming the expected form.
+    """
+    from labctl.core.errors import UsageError
+
+    user, at, place = text.rpartition("@")
+    host, colon, port = place.rpartition(":")
+    if not (user and at and host and colon and port.isdigit() and 1 <= int(port) <= 65535) or "/" in text:
+        raise UsageError(f"--postgres {text!r}: expected USER@HOST:PORT, e.g. labctl@127.0.0.1:5432 "
+                         f"(port 1-65535; the password in $PGPASSWORD)")
+    return text
+
+
+class LabServer:
+    """The lab's data server: ``tiled serve config`` of :data:`LAB_CONFIG` as a child process.
+
+    Its catalog, the tables of the events and the API keys are in three PostgreSQL databases
+    (:data:`DATABASES`); the arrays rigs write go to ``directory/data``. Every request needs an
+    API key of the authentication database: :meth:`add_key` mints one per rig, or a read-only one
+    for viewers. tiled supports several keys only in its multi-user mode, which it turns on
+    only with an identity provider: the configuration has one that knows no user (nobody logs in
+    with a password), and the keys are written straight into the database, as tiled's
+    ``POST /auth/principal/{uuid}/apikey`` does (that route needs an administrator logged in
+    through a provider, which this lab has not).
+
+    Parameters
+    ----------
+    postgres : str
+        ``USER[:PASSWORD]@HOST:PORT`` of the PostgreSQL cluster (the password better in ``$PGPASSWORD``).
+    directory : Path
+        The server's own directory (its arrays, its log); created.
+    host, port : str, int
+        Where to listen.
+    config : Path
+        The tiled configuration (default: configs/dataserver.yml).
+    """
+
+    def __init__(self, postgres: str, directory: Path, *, host: str = "127.0.0.1", port: int = 8000,
+                 config: Path = LAB_CONFIG):
+        import sys
+
+        self.postgres, self.directory = postgres_address(postgres), Path(directory).resolve()
+        self.host, self.port, self.config = host, port, Path(config)
+        self.auth_database = f"postgresql+asyncpg://{postgres}/{DATABASES[2]}"
+        self.command = [str(Path(sys.executable).with_name("tiled")), "serve", "config", str(self.config),
+                        "--host", host, "--port", str(port)]
+        self.env = {**os.environ, "LABCTL_POSTGRES": postgres, "LABCTL_DATA_SERVER_DIR": str(self.directory)}
+        self.process = None
+
+    @property
+    def log(self) -> Path:
+        """The server's log (its standard output and error)."""
+        return self.directory / "server.log"
+
+    def uri(self, api_key: str) -> str:
+        """The URI a rig's lab file gives as ``storage.uri`` (host: this machine's name if it listens on all)."""
+        import socket
+
+        host = socket.getfqdn() if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"http://{host}:{self.port}/api/v1?api_key={quote_plus(api_key)}"
+
+    # ---- the databases -------------------------------------------------------------------------
+    def _run(self, coroutine):
+        """Run one database coroutine; PostgreSQL unreachable or refusing becomes a one-line :class:`Unreachable`."""
+        import asyncio
+
+        import asyncpg
+
+        from labctl.core.errors import Unreachable
+
+        where = self.postgres.rpartition("@")[2]
+        try:
+            return asyncio.run(coroutine)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+            why = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise Unreachable(f"PostgreSQL at {where}: {why} (check --postgres USER@HOST:PORT and $PGPASSWORD)") from None
+
+    def prepare(self) -> None:
+        """Create the databases that are missing and the authentication database's tables; idempotent."""
+        from labctl.core.errors import Unreachable
+
+        self._run(self._create_databases())
+        if not self._run(self._auth_initialized()):
+            import subprocess
+
+            # tiled's own command: it creates the tables and stamps alembic's revision (the server checks it)
+            done = subprocess.run([self.command[0], "admin", "initialize-database", self.auth_database],
+                                  capture_output=True, text=True, env=self.env)
+            if done.returncode != 0:
+                why = " | ".join(done.stderr.strip().splitlines()[-3:])
+                raise Unreachable(f"PostgreSQL at {self.postgres.rpartition('@')[2]}: tiled admin initialize-database "
+                                  f"{DATABASES[2]} failed: {why}")
+
+    async def _create_databases(self) -> None:
+        import asyncpg
+
+        connection = await asyncpg.connect(f"postgresql://{self.postgres}/postgres")
+        try:
+            existing = {row["datname"] for row in await connection.fetch("SELECT datname FROM pg_database")}
+            for name in DATABASES:
+                if name not in existing:
+                    await connection.execute(f'CREATE DATABASE "{name}"')
+                    logger.info("created database %s", name)
+        finally:
+            await connection.close()
+
+    async def _auth_initialized(self) -> bool:
+        from sqlalchemy.ext.asyncio import create_async_engine
+        from tiled.alembic_utils import UninitializedDatabase, check_database
+        from tiled.authn_database.core import ALL_REVISIONS, REQUIRED_REVISION
+
+        engine = create_async_engine(self.auth_database)
+        try:
+            await check_database(engine, REQUIRED_REVISION, ALL_REVISIONS)
+            return True
+        except UninitializedDatabase:
+            return False
+        finally:
+            await engine.dispose()
+
+    # ---- the keys --------------------------------------------------------------------------------
+    def add_key(self, name: str, read_only: bool = False) -> str:
+        """Mint the API key of ``name`` (a rig, or viewers if ``read_only``); return its secret.
+
+        Each name gets a service principal of its own (role "user": read and write; a read-only
+        key is restricted to reading). Only the key's hash is stored: the secret is shown once.
+        Raises :class:`UsageError` if ``name`` has a key (revoke it first).
+        """
+        self.prepare()
+        return self._run(self._add_key(name, read_only))
+
+    async def _add_key(self, name: str, read_only: bool) -> str:
+        import hashlib
+
+        from sqlalchemy import select
+        from tiled.authn_database import orm
+        from tiled.authn_database.core import create_service
+
+        from labctl.core.errors import UsageError
+
+        async with self._session() as db:
+            if (await db.execute(select(orm.APIKey).filter(orm.APIKey.note == name))).unique().scalars().first():
+                raise UsageError(f"--add-key {name}: {name} has a key already (`--revoke-key {name}` first)")
+            principal = await create_service(db, "user")
+            secret = secrets.token_bytes(4 + 32)  # as tiled's generate_apikey: 32 bytes, plus the 4 shown
+            db.add(orm.APIKey(principal_id=principal.id, note=name, first_eight=secret.hex()[:8],
+                              hashed_secret=hashlib.sha256(secret).digest(),
+                              scopes=READ_ONLY_SCOPES if read_only else ["inherit"]))
+            await db.commit()
+        return secret.hex()
+
+    def keys(self) -> list[dict]:
+        """The keys: name, first eight characters, read-only or not, last used (None: never)."""
+        self.prepare()
+        return self._run(self._keys())
+
+    async def _keys(self) -> list[dict]:
+        from sqlalchemy import select
+        from tiled.authn_database import orm
+
+        async with self._session() as db:
+            rows = (await db.execute(select(orm.APIKey).order_by(orm.APIKey.note))).unique().scalars().all()
+            return [{"name": key.note, "first_eight": key.first_eight, "read_only": "inherit" not in key.scopes,
+                     "latest_activity": key.latest_activity} for key in rows]
+
+    def revoke_key(self, name: str) -> int:
+        """Delete ``name``'s keys (the server refuses them from the next request); return how many."""
+        self.prepare()
+        return self._run(self._revoke_key(name))
+
+    async def _revoke_key(self, name: str) -> int:
+        from sqlalchemy import delete
+        from tiled.authn_database import orm
+
+        async with self._session() as db:
+            result = await db.execute(delete(orm.APIKey).where(orm.APIKey.note == name))
+            await db.commit()
+            return result.rowcount
+
+    @contextlib.asynccontextmanager
+    async def _session(self):
+        from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+
+        engine = create_async_engine(self.auth_database)
+        try:
+            async with AsyncSession(engine, expire_on_commit=False) as db:
+                yield db
+        finally:
+            await engine.dispose()
+
+    # ---- the process -----------------------------------------------------------------------------
+    def start(self) -> None:
+        """Prepare the databases, start tiled, and return once it answers.
+
+        Raises :class:`Unreachable` with the end of its log if it dies or does not answer.
+        """
+        import subprocess
+
+        import httpx
+
+        from labctl.core.errors import Unreachable
+
+        self.prepare()
+        (self.directory / "data").mkdir(parents=True, exist_ok=True)
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, cwd=self.directory,
+                                            env=self.env)
+        local = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        deadline = time.monotonic() + 10 * STARTUP_TIMEOUT  # a loaded machine: imports alone take a while
+        while self.process.poll() is None and time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://{local}:{self.port}/healthz", timeout=1.0, trust_env=False).status_code == 200:
+                    return
+            except httpx.RequestError:
+                time.sleep(0.2)
+        import re
+
+        log = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip()  # uvicorn colours its log
+               for line in self.log.read_text(errors="replace").strip().splitlines()]
+        errors = [line for line in log if "ERROR" in line or "Error" in line]
+        self.close()
+        raise Unreachable(f"the lab's data server did not start on {self.host}:{self.port}: "
+                          + " | ".join((errors or log)[-3:]) + f" (log: {self.log})")
+
+    def wait(self) -> int:
+        """Block until the server process ends; return its exit code."""
+        return self.process.wait()
+
+    def close(self) -> None:
+        """Stop it (SIGTERM; SIGKILL after a minute) if it runs. Safe to call twice."""
+        import subprocess
+
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=60)

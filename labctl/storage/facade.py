@@ -182,6 +182,13 @@ class Storage:
                 try:
                     self._catalog = self._connect()
                 except Exception as error:
+                    from tiled.client.context import CannotPrompt  # a server with logins, and no usable key
+
+                    status = getattr(getattr(error, "response", None), "status_code", None)
+                    if status in (401, 403) or isinstance(error, CannotPrompt):  # a wrong or revoked key
+                        why = f"HTTP {status}" if status else "it asks for a login"
+                        raise StorageError(self.server_name, f"the tiled server refused the API key ({why})",
+                                           "check the api_key of storage.uri in the lab file") from None
                     raise StorageError(self.server_name, f"the tiled server cannot be reached ({type(error).__name__})",
                                        "start it (see `labctl serve`) or check storage.uri in the lab file") from error
             return self._catalog
