@@ -135,7 +135,7 @@ def _status(api, args) -> None:
 
 
 def _start(api, args) -> None:
-    from labctl.queue.manager import call
+    from labctl.queue.manager import call, queue_mode
 
     if not call(api, "status", reload=True)["worker_environment_exists"]:
         call(api, "environment_open")
@@ -144,6 +144,7 @@ def _start(api, args) -> None:
             from labctl.queue.manager import QueueError
 
             raise QueueError("queue: the worker environment failed to open (see the RE Manager's output)")
+    queue_mode(api)
     call(api, "queue_start")
     print("queue started")
 

@@ -174,6 +174,16 @@ def call(api, method: str, *args, **kwargs) -> Any:
         raise QueueError(f"queue: {method}: {'no answer from the RE Manager' if 'Timeout' in name else error}") from None
 
 
+def queue_mode(api) -> None:
+    """Run the queue past a failed item (queueserver's ``ignore_failures``): a failed step stops only its own file.
+
+    The worker skips the rest of a failed file (:mod:`labctl.queue.sequences`). The mode is kept
+    in Redis; ``labctl submit`` and ``labctl queue start`` set it each time, so a Redis that came
+    back empty gets it again.
+    """
+    call(api, "queue_mode_set", ignore_failures=True)
+
+
 def experiment_items(experiment, lab_config, path: Path, sequence_id: str) -> list[dict]:
     """One queue item per step (and per repeat) of a checked experiment, its metadata in ``meta``."""
     cell = experiment.to_metadata()
@@ -199,6 +209,7 @@ def submit(experiment, lab_config, path: Path, address: str) -> tuple[str, list[
     sequence_id = str(uuid.uuid4())
     api = connect(address)
     try:
+        queue_mode(api)
         response = call(api, "item_add_batch", experiment_items(experiment, lab_config, path, sequence_id))
     finally:
         disconnect(api)

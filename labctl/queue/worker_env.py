@@ -39,7 +39,8 @@ def build(lab_path: Path, data_dir: Path, pace: float | None) -> WorkerEnvironme
     from labctl.config import load_lab
     from labctl.lab import build_lab, cell_parameters
     from labctl.queue.adapter import queue_plans
-    from labctl.session import LabRunEngine, _virtual_sleep
+    from labctl.queue.sequences import FAILED_FILE, Sequences
+    from labctl.session import _virtual_sleep
     from labctl.storage import Storage
 
     config = load_lab(lab_path)
@@ -48,7 +49,7 @@ def build(lab_path: Path, data_dir: Path, pace: float | None) -> WorkerEnvironme
         lab = build_lab(config, cell_parameters(), Path(storage.assets_dir))
         # No Ctrl-C policy here: the queue pauses and stops the plan; results stay out of the
         # queue's history (a RunEngineResult is not JSON).
-        RE = LabRunEngine({}, clock=lab.clock, context_managers=[])
+        RE = queue_run_engine(clock=lab.clock)
         if getattr(lab.clock, "is_virtual", False):
             RE.register_command("sleep", _virtual_sleep(lab.clock, pace))
         RE.md.update({"lab": config.name, "simulated": bool(config.simulated),
@@ -62,4 +63,24 @@ def build(lab_path: Path, data_dir: Path, pace: float | None) -> WorkerEnvironme
         storage.close(timeout=5)
         raise
     devices = {role: device for role, device in lab.devices().items() if device is not None}
-    return WorkerEnvironment(RE, lab, storage, devices, queue_plans(config, lab))
+    sequences = Sequences(Path(data_dir) / "queue" / FAILED_FILE)
+    plans = queue_plans(config, lab, steps=lambda start: sequences.run(RE, start))
+    return WorkerEnvironment(RE, lab, storage, devices, plans)
+
+
+def queue_run_engine(clock):
+    """A :class:`labctl.session.LabRunEngine` that keeps the metadata of the item it runs in ``item_meta``.
+
+    queueserver runs an item as ``RE(plan, **item["meta"])``; the plans' wrapper reads it there
+    to know the item's sequence (:mod:`labctl.queue.sequences`).
+    """
+    from labctl.session import LabRunEngine
+
+    class QueueRunEngine(LabRunEngine):
+        item_meta: dict = {}
+
+        def __call__(self, *args, **metadata_kw):
+            self.item_meta = dict(metadata_kw)
+            return super().__call__(*args, **metadata_kw)
+
+    return QueueRunEngine({}, clock=clock, context_managers=[])
