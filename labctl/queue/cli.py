@@ -37,7 +37,8 @@ def add_commands(sub, formatter, epilog: str) -> None:
         if action == "stop":
             p.add_argument("--now", action="store_true", help="stop the running plan too (pause, then re_stop)")
         p.set_defaults(func=cmd_action)
-    what = "watch a rig's journal: alert (the lab file's alerts) when an open run has had no new data"
+    what = ("watch a rig's journal: alert (the lab file's alerts) when an open run has had no new data, "
+            "or ended runs are not yet on the data server")
     p = sub.add_parser("watchdog", help=what, description=what, formatter_class=formatter,
                        epilog="example:\n  labctl watchdog configs/lab-sim.yaml\n\n" + epilog)
     p.add_argument("lab_file", type=Path, metavar="LAB.yaml", help="the rig's lab file (with its alerts section)")
@@ -89,9 +90,11 @@ def cmd_watchdog(args) -> int:
         raise UsageError(f"{args.lab_file}: no alerts section: the watchdog has nowhere to send")
     alerter = Alerter(lab.alerts, lab.name)
     print(f"watching {(args.data_dir or lab.storage.data_path)} of {lab.name}: alert after "
-          f"{lab.alerts.no_data_after / 60:g} min without new data; Ctrl-C stops", flush=True)
+          f"{lab.alerts.no_data_after / 60:g} min without new data, and when ended runs are not on the data "
+          f"server after {lab.alerts.server_behind_after / 60:g} min; Ctrl-C stops", flush=True)
     try:
-        Watchdog(args.data_dir or lab.storage.data_path, alerter, lab.alerts.no_data_after).run()
+        Watchdog(args.data_dir or lab.storage.data_path, alerter, lab.alerts.no_data_after,
+                 behind_after=lab.alerts.server_behind_after).run()
     except KeyboardInterrupt:
         pass
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ class WorkerEnvironment:
     storage: Any
     devices: dict[str, Any]
     plans: dict[str, Callable]
+    alerter: Any = None
 
     def cell_state(self) -> dict:
         """Return whether the potentiostat drives the cell (``circuit: closed``) or not (``open``), and the RE state."""
@@ -27,11 +29,15 @@ class WorkerEnvironment:
                 "re_state": str(self.RE.state)}
 
     def close(self) -> None:
-        """Deliver stored runs, close the simulators and storage; each whatever the other does."""
+        """Deliver stored runs and queued alerts, close the simulators and storage; each whatever the others do."""
         try:
             self.lab.close()
         finally:
-            self.storage.close(timeout=30)
+            try:
+                self.storage.close(timeout=30)
+            finally:
+                if self.alerter is not None:
+                    self.alerter.close()
 
 
 def build(lab_path: Path, data_dir: Path, pace: float | None) -> WorkerEnvironment:
@@ -55,17 +61,27 @@ def build(lab_path: Path, data_dir: Path, pace: float | None) -> WorkerEnvironme
         RE.md.update({"lab": config.name, "simulated": bool(config.simulated),
                       "sim_seed": lab.seed if config.simulated else None})
         RE.subscribe(storage.callback)
+        alerter = None
         if config.alerts is not None:  # a short, a guard's decisions, each run's end (labctl.alerts)
             from labctl.alerts import AlertCallback, Alerter
 
-            RE.subscribe(AlertCallback(Alerter(config.alerts, config.name)))
+            alerter = Alerter(config.alerts, config.name)
+            RE.subscribe(AlertCallback(alerter))
     except BaseException:
         storage.close(timeout=5)
         raise
     devices = {role: device for role, device in lab.devices().items() if device is not None}
     sequences = Sequences(Path(data_dir) / "queue" / FAILED_FILE)
-    plans = queue_plans(config, lab, steps=lambda start: sequences.run(RE, start))
-    return WorkerEnvironment(RE, lab, storage, devices, plans)
+
+    def step(start):  # one item: skipped if its file failed before; an instrument fault alerts
+        if alerter is not None:
+            from labctl.alerts import alert_faults
+
+            start = functools.partial(alert_faults, alerter, start, lambda: RE.item_meta)
+        return sequences.run(RE, start)
+
+    plans = queue_plans(config, lab, steps=step)
+    return WorkerEnvironment(RE, lab, storage, devices, plans, alerter)
 
 
 def queue_run_engine(clock):
