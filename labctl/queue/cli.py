@@ -68,12 +68,13 @@ def _address(args, lab_config) -> str:
 def cmd_serve(args) -> int:
     """``labctl queue serve``: start the RE Manager for a lab."""
     from labctl.config import load_lab
-    from labctl.queue.manager import manager_command, prepare, require_data_server
+    from labctl.queue.manager import manager_command, mark_served, prepare, require_data_server
 
     lab = load_lab(args.lab_file)
     data_dir = (args.data_dir or lab.storage.data_path).resolve()
     require_data_server(lab, data_dir)
     directory = prepare(lab, data_dir)
+    mark_served(lab, args.lab_file)
     argv, env = manager_command(lab, args.lab_file, data_dir, directory, args.pace)
     print(f"queue of {lab.name} at {_address(argparse.Namespace(queue=None), lab)}; files in {directory}", flush=True)
     os.execve(argv[0], argv, env)  # the RE Manager from here on: it handles Ctrl-C and SIGTERM
@@ -121,25 +122,28 @@ def cmd_action(args) -> int:
     from labctl.config import load_lab
     from labctl.queue.manager import connect, disconnect
 
-    api = connect(_address(args, load_lab(args.lab or DEFAULT_LAB)))
+    lab = load_lab(args.lab or DEFAULT_LAB)
+    api = connect(_address(args, lab))
     try:
-        return ACTION_CALLS[args.action](api, args) or 0
+        return ACTION_CALLS[args.action](api, args, lab) or 0
     finally:
         disconnect(api)
 
 
-def _status(api, args) -> None:
-    from labctl.queue.manager import call
+def _status(api, args, lab) -> None:
+    from labctl.queue.manager import call, require_redis
 
     s = call(api, "status", reload=True)
     print(f"manager {s['manager_state']}, environment {'open' if s['worker_environment_exists'] else 'closed'}, "
           f"RunEngine {s['re_state']}, {s['items_in_queue']} queued, {s['items_in_history']} in history, "
           f"running {s['running_item_uid'] or 'nothing'}")
+    require_redis(lab)  # with --lab: whether those counts are still the queue's
 
 
-def _start(api, args) -> None:
-    from labctl.queue.manager import call, queue_mode
+def _start(api, args, lab) -> None:
+    from labctl.queue.manager import call, queue_mode, require_redis
 
+    require_redis(lab)
     if not call(api, "status", reload=True)["worker_environment_exists"]:
         call(api, "environment_open")
         call(api, "wait_for_idle", timeout=120)
@@ -153,7 +157,7 @@ def _start(api, args) -> None:
 
 
 def _paused_then(method: str):
-    def act(api, args) -> None:
+    def act(api, args, lab) -> None:
         from labctl.queue.manager import call
 
         if call(api, "status", reload=True)["manager_state"] == "executing_queue":
@@ -165,18 +169,18 @@ def _paused_then(method: str):
     return act
 
 
-def _stop(api, args) -> None:
+def _stop(api, args, lab) -> None:
     from labctl.queue.manager import call
 
     if args.now:  # the cell first: re_stop also stops the queue
-        _paused_then("re_stop")(api, args)
+        _paused_then("re_stop")(api, args, lab)
     else:
         call(api, "queue_stop")
         print("the queue stops after the running item")
 
 
 def _simple(method: str, *options):
-    def act(api, args) -> None:
+    def act(api, args, lab) -> None:
         from labctl.queue.manager import call
 
         call(api, method, *options)
@@ -185,7 +189,7 @@ def _simple(method: str, *options):
     return act
 
 
-def _history(api, args) -> None:
+def _history(api, args, lab) -> None:
     from labctl.queue.manager import call
 
     for item in call(api, "history_get")["items"]:
