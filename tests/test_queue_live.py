@@ -43,9 +43,9 @@ def queue(rig):
     queue.api.wait_for_idle(timeout=60)
 
 
-def submit(rig, name: str, steps: list[dict], cell_id: str = "CELL-1") -> None:
+def submit(rig, name: str, steps: list[dict]) -> None:
     queue, _, directory = rig
-    path = write_experiment(directory, queue.lab_path, name, steps, cell_id)
+    path = write_experiment(directory, queue.lab_path, name, steps)
     assert main(["submit", str(path), "--queue", queue.address]) == 0
 
 
@@ -112,43 +112,3 @@ def test_the_dashboards_stop_button_ends_the_plan_with_the_cell_at_open_circuit(
     queue.api.wait_for_idle(timeout=60)
     assert queue.cell_state()["circuit"] == "open"
     assert queue.api.history_get()["items"][-1]["result"]["exit_status"] == "stopped"
-
-
-# Plating at 100 mA/cm^2 through a 2 mm electrode reaches the potentiostat's voltage limit within
-# minutes: the run ends as failed without raising (as `labctl check`'s dry run predicts).
-FAILING = {"plan": "plate", "current_density": "100 mA/cm^2", "max_duration": "10 min", "geis_interval": "30 min"}
-REST = {"plan": "rest", "duration": "1 min"}
-
-
-def test_a_failed_step_stops_the_rest_of_its_file_not_the_files_behind(rig, queue):
-    from tests.test_remote_server import journal_of
-
-    _, _, directory = rig
-    before = len(queue.api.history_get()["items"])
-    files = {"fails-second": ([REST, FAILING, REST], "CELL-A"), "fails-first": ([FAILING, REST], "CELL-B"),
-             "behind": ([REST, REST], "CELL-C")}
-    for name, (steps, cell_id) in files.items():
-        submit(rig, name, steps, cell_id)
-    assert main(["queue", "start", "--queue", queue.address]) == 0
-    queue.api.wait_for_idle(timeout=300)
-    history = queue.api.history_get(reload=True)["items"][before:]
-    ended = [(item["meta"]["experiment"], item["meta"]["step_index"], item["result"]["exit_status"]) for item in history]
-    assert ended == [("fails-second", 0, "completed"), ("fails-second", 1, "failed"), ("fails-second", 2, "failed"),
-                     ("fails-first", 0, "failed"), ("fails-first", 1, "failed"),
-                     ("behind", 0, "completed"), ("behind", 1, "completed")]
-    assert "voltage limit" in history[1]["result"]["msg"]
-    assert "skipped: step 2 (plate) of" in history[2]["result"]["msg"] and history[2]["result"]["run_uids"] == []
-    assert queue.api.queue_get(reload=True)["items"] == []
-
-    # Each run's start document carries its item's sequence, file, step and cell, and names the rig.
-    journal = journal_of(directory / "rig-a")
-    for item in history:
-        for uid in item["result"]["run_uids"]:
-            start = journal[uid][0][1]
-            meta = item["meta"]
-            assert start["sequence_id"] == meta["sequence_id"] and start["experiment_file"] == meta["experiment_file"]
-            assert start["experiment_file"].endswith(f"{meta['experiment']}.yaml")
-            assert (start["step_index"], start["step_label"]) == (meta["step_index"], meta["step_label"])
-            assert start["cell"]["id"] == files[meta["experiment"]][1] and start["lab"] == "rig-a"
-    # Each step that ran opened its run; the skipped ones opened none.
-    assert [len(item["result"]["run_uids"]) for item in history] == [1, 1, 0, 1, 0, 1, 1]

@@ -75,3 +75,29 @@ def test_redis_restarted_empty_is_said_in_one_line_and_a_restarted_manager_start
     assert main(["submit", str(experiment)]) == 0
     assert [item["name"] for item in again.api.queue_get(reload=True)["items"]] == ["rest", "plate"]
     assert again.api.status(reload=True)["plan_queue_mode"]["ignore_failures"]  # set again by submit
+
+
+@pytest.mark.timeout(600)  # two RE Manager starts on a loaded machine
+def test_redis_lost_under_a_running_plan_still_stops_it_at_open_circuit(stack, capsys):
+    redis, lab, queues, directory = stack
+    queue = Queue(lab, PACE, directory / "rig-b.log").start()
+    queues.append(queue)
+    experiment = write_experiment(directory, lab, "running", [PLATE, {"plan": "rest", "duration": "10 min"}])
+    assert main(["submit", str(experiment)]) == 0
+    assert main(["queue", "start", "--lab", str(lab)]) == 0
+    queue.wait_running_closed_circuit()
+
+    redis.stop()
+    redis.start()
+    capsys.readouterr()
+    assert main(["queue", "status", "--lab", str(lab)]) == 4
+    assert "has lost this rig's queue" in capsys.readouterr().err
+    assert main(["queue", "stop", "--now", "--lab", str(lab)]) == 0  # stopping is never refused
+    queue.api.wait_for_condition(lambda status: status["re_state"] != "running", timeout=60)
+    assert queue.cell_state()["circuit"] == "open"
+
+    queue.stop()  # the way out: a restarted manager, with the empty queue Redis holds
+    again = Queue(lab, PACE, directory / "rig-b.log").start(open_environment=False)
+    queues.append(again)
+    assert main(["queue", "status", "--lab", str(lab)]) == 0
+    assert "0 queued, 0 in history" in capsys.readouterr().out

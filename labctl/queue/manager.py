@@ -7,6 +7,9 @@ nothing) and ``existing_plans_and_devices.yaml`` generated from the startup modu
 load refuses the start: a queue with no allowed plans would accept nothing), then runs
 ``start-re-manager`` in the foreground with the lab's Redis and 0MQ addresses (``queue:``
 section of the lab file). The manager regenerates the list each time the worker environment opens.
+Before it starts, ``SERVED_KEY`` goes into Redis beside the queue: if Redis comes back empty, the
+key is gone too, and the client calls here say so (:func:`redis_lost`) instead of acting on a
+manager whose counts are stale.
 """
 
 from __future__ import annotations
