@@ -1,4 +1,4 @@
-"""What bit other facilities: the RE Manager restarted (Redis keeps its queue)."""
+"""What bit other facilities: the RE Manager restarted (Redis keeps its queue), Redis restarted empty or down under it."""
 
 from __future__ import annotations
 

@@ -59,8 +59,9 @@ class Sequences:
         """Raise :class:`StepSkipped` if an earlier step of ``meta``'s sequence failed."""
         failed = self.failed.get(meta.get("sequence_id"))
         if failed is not None:
-            raise StepSkipped(f"skipped: step {failed['step_index'] + 1} ({failed['step_label']}) of "
-                              f"{failed['experiment_file']} failed: {failed['why']}")
+            index = failed.get("step_index")
+            step = f"step {index + 1} ({failed.get('step_label')})" if isinstance(index, int) else "an earlier step"
+            raise StepSkipped(f"skipped: {step} of {failed.get('experiment_file') or 'its file'} failed: {failed['why']}")
 
     def run(self, RE, start):
         """Run the plan ``start()`` returns as one step of the item ``RE`` runs (a generator, for ``yield from``).
