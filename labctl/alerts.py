@@ -4,9 +4,12 @@ The lab file's ``alerts`` section (:class:`labctl.config.rigs.AlertsSection`) na
 and routes events to them. :class:`Alerter` sends from its own thread: :meth:`Alerter.send` only
 puts the message on a queue, so a slow or failing server never blocks or fails a plan; a failed
 send is logged and retried with growing waits. :class:`AlertCallback` turns a run's documents into
-events (a short, a guard's pause, resume or end, a run's end); :class:`Watchdog`, run as its own
-process (``labctl watchdog LAB.yaml``), says when a rig's journal has had no new data for
-``no_data_after`` while a run is open, so a hung or dead run is noticed.
+events (a short, a guard's pause, resume or end, a run's end); :func:`alert_faults` wraps a plan
+so that an instrument fault ending it (a device error, a lost connection) is an alert naming the
+instrument and its address. :class:`Watchdog`, run as its own process (``labctl watchdog
+LAB.yaml``), reads only the rig's journal: it says when an open run has had no new data for
+``no_data_after`` (a hung or dead run), and when runs that ended ``server_behind_after`` ago or
+more are still not on the data server (uploads pending: the server is down or behind).
 """
 
 from __future__ import annotations
@@ -117,21 +120,65 @@ class AlertCallback:
         self.alerter.send("experiment_end", f"run ended on cell {cell}", what)
 
 
-class Watchdog:
-    """Alert once when a rig's journal has had no new data for ``after`` seconds while a run is open.
+def instrument_fault(error: BaseException):
+    """Return the :class:`devices.errors.InstrumentFault` behind ``error`` (its causes, a failure it wraps), or None."""
+    from devices.errors import InstrumentFault
 
-    Independent of the run: it reads only the journal's files (``data_dir/journal``), so it notices
-    a run that hung or died. :meth:`check` is one look (at ``now``); :meth:`run` looks every minute.
+    seen, todo = set(), [error]
+    while todo:
+        current = todo.pop(0)
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, InstrumentFault):
+            return current
+        todo += [getattr(current, "failure", None), current.__cause__, current.__context__]
+    return None
+
+
+def alert_faults(alerter: Alerter, start: Callable, context: Callable[[], dict] = dict):
+    """Run the plan ``start()`` returns (``yield from``); if an instrument fault ends it, alert ``instrument_fault``.
+
+    ``context()`` gives the item's metadata (plan step, file, cell) for the message. The error
+    goes on to the RunEngine as it was: the run ends as failed, as it would without alerts.
+    """
+    try:
+        return (yield from start())
+    except Exception as error:
+        fault = instrument_fault(error)
+        if fault is not None:
+            meta = context() or {}
+            where = ", ".join(f"{key} {meta[key]}" for key in ("experiment_file", "step_label") if meta.get(key))
+            cell = (meta.get("cell") or {}).get("id")
+            alerter.send("instrument_fault", f"{fault.instrument} at {fault.address}",
+                         f"{error}" + (f" ({where}{', cell ' + cell if cell else ''})" if where or cell else ""))
+        raise
+
+
+class Watchdog:
+    """Alert when a rig's open run has had no new data for ``after`` s, or ended runs wait for the server.
+
+    Independent of the run: it reads only the journal's files (``data_dir/journal``: a run's
+    ``.jsonl``, and its ``.pending`` marker until the data server has it), so it notices a run
+    that hung or died, and a data server that is down or behind. A run is open until its journal
+    ends with its stop document; an ended run still pending ``behind_after`` s after that (the
+    journal's last write) counts as behind. Each condition alerts once, and again only after it
+    has cleared. :meth:`check` is one look (at ``now``); :meth:`run` looks every minute.
     """
 
-    def __init__(self, data_dir: Path, alerter: Alerter, after: float, clock: Callable[[], float] = time.time):
+    def __init__(self, data_dir: Path, alerter: Alerter, after: float, clock: Callable[[], float] = time.time,
+                 behind_after: float | None = None):
         self.journal, self.alerter, self.after, self.clock = Path(data_dir) / "journal", alerter, after, clock
+        self.behind_after = behind_after
         self.alerted = False
+        self.alerted_behind = False
 
     def check(self, now: float | None = None) -> bool:
         """Look once; return whether the rig is silent (alerting on the first look that finds it so)."""
         now = self.clock() if now is None else now
-        open_runs = [p for p in self.journal.glob("*.jsonl") if p.with_suffix(".pending").exists()]
+        pending = [p for p in self.journal.glob("*.jsonl") if p.with_suffix(".pending").exists()]
+        ended = [p for p in pending if _ended(p)]
+        open_runs = [p for p in pending if p not in ended]
         newest = max((p.stat().st_mtime for p in open_runs), default=None)
         silent = newest is not None and now - newest > self.after
         if silent and not self.alerted:
@@ -139,9 +186,45 @@ class Watchdog:
                               f"no new data from rig {self.alerter.rig} for {(now - newest) / 60:.0f} min "
                               f"while a run is open ({len(open_runs)} in {self.journal})")
         self.alerted = silent
+        if self.behind_after is not None:
+            self._check_behind(ended, now)
         return silent
+
+    def _check_behind(self, ended: list[Path], now: float) -> None:
+        late = [p for p in ended if now - p.stat().st_mtime > self.behind_after]
+        if late and not self.alerted_behind:
+            oldest = min(p.stat().st_mtime for p in late)
+            reason = _pending_reason(late[0])
+            self.alerter.send("server_behind", f"{len(late)} runs not on the data server",
+                              f"rig {self.alerter.rig}: {len(late)} ended runs still only in {self.journal}, "
+                              f"the oldest ended {(now - oldest) / 60:.0f} min ago ({reason}); they are "
+                              f"delivered when the server takes them (or `labctl recover`)")
+        self.alerted_behind = bool(late)
 
     def run(self, interval: float = 60.0, stop: threading.Event | None = None) -> None:
         stop = stop or threading.Event()
         while not stop.wait(interval):
             self.check()
+
+
+def _ended(journal_file: Path) -> bool:
+    """Whether a run's journal ends with its stop document (read from the file's last bytes)."""
+    import json
+
+    with open(journal_file, "rb") as file:
+        file.seek(0, 2)
+        file.seek(max(0, file.tell() - 65536))
+        lines = file.read().splitlines()
+    try:
+        return bool(lines) and json.loads(lines[-1]).get("name") == "stop"
+    except ValueError:  # a last line cut short: the run did not end cleanly, it is not closed
+        return False
+
+
+def _pending_reason(journal_file: Path) -> str:
+    import json
+
+    try:
+        return json.loads(journal_file.with_suffix(".pending").read_text())["reason"]
+    except (OSError, ValueError, KeyError):
+        return "reason unreadable"

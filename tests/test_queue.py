@@ -117,3 +117,109 @@ def test_no_manager_is_one_error_line(capsys):
         port = s.getsockname()[1]
     assert main(["queue", "status", "--queue", f"tcp://127.0.0.1:{port}"]) == 4
     assert capsys.readouterr().err.strip() == "error: queue: status: no answer from the RE Manager"
+
+
+# ---- a failed step stops only its own file (labctl.queue.sequences), on a real RunEngine ---------
+OUTCOMES = ("ok", "raise", "fail")  # a step that ends well, raises (a device fault), or closes its run as failed
+
+
+def step(outcome: str):
+    import bluesky.plan_stubs as bps
+
+    yield from bps.open_run()
+    if outcome == "raise":
+        raise RuntimeError("chamber at tcp://10.0.0.5:502: connection lost")
+    yield from bps.close_run(exit_status="fail" if outcome == "fail" else "success",
+                             reason="voltage limit of the potentiostat reached" if outcome == "fail" else "")
+
+
+@pytest.fixture(scope="module")
+def run_engine():
+    from labctl.core.clock import VirtualClock
+    from labctl.queue.worker_env import queue_run_engine
+
+    return queue_run_engine(VirtualClock())
+
+
+def run_queue(RE, sequences, files: list[list[str]]) -> list[str]:
+    """Run every item of ``files`` in queue order as the worker would; return how each ended."""
+    from labctl.queue.sequences import StepFailed, StepSkipped
+
+    ended = []
+    for number, outcomes in enumerate(files):
+        for index, outcome in enumerate(outcomes):
+            meta = {"sequence_id": f"seq-{number}", "experiment_file": f"file-{number}.yaml", "step_index": index,
+                    "step_label": outcome}
+            try:
+                RE(sequences.run(RE, lambda: step(outcome)), **meta)
+                ended.append("completed")
+            except StepSkipped:
+                ended.append("skipped")
+            except (StepFailed, RuntimeError):
+                ended.append("failed")
+    return ended
+
+
+def expected(files: list[list[str]]) -> list[str]:
+    ended = []
+    for outcomes in files:
+        failed = False
+        for outcome in outcomes:
+            ended.append("skipped" if failed else "completed" if outcome == "ok" else "failed")
+            failed = failed or outcome != "ok"
+    return ended
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(OUTCOMES), min_size=1, max_size=4), min_size=1, max_size=4))
+def test_a_failed_step_skips_the_rest_of_its_file_only(run_engine, files):
+    import tempfile
+
+    from labctl.queue.sequences import Sequences
+
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "failed-sequences.jsonl"
+        assert run_queue(run_engine, Sequences(path), files) == expected(files)
+        # A restarted worker reads what failed: every later item of a failed file is still skipped.
+        again = run_queue(run_engine, Sequences(path), files)
+        failed = {number for number, outcomes in enumerate(files) if set(outcomes) != {"ok"}}
+        assert again == [("skipped" if number in failed else "completed")
+                         for number, outcomes in enumerate(files) for outcome in outcomes]
+
+
+def test_a_skipped_step_names_the_step_that_failed(run_engine, tmp_path):
+    from labctl.queue.sequences import Sequences, StepSkipped
+
+    sequences = Sequences(tmp_path / "failed.jsonl")
+    run_queue(run_engine, sequences, [["ok", "fail"]])
+    with pytest.raises(StepSkipped, match=r"skipped: step 2 \(fail\) of file-0.yaml failed: voltage limit"):
+        sequences.refuse_if_failed({"sequence_id": "seq-0"})
+
+
+def test_an_abort_asked_for_is_not_a_failed_file(run_engine, tmp_path):
+    import bluesky.plan_stubs as bps
+    from bluesky.utils import RunEngineInterrupted
+
+    from labctl.queue.sequences import Sequences
+
+    def pausing():
+        yield from bps.open_run()
+        yield from bps.checkpoint()
+        yield from bps.pause()
+        yield from bps.close_run()
+
+    sequences = Sequences(tmp_path / "failed.jsonl")
+    with pytest.raises(RunEngineInterrupted):
+        run_engine(sequences.run(run_engine, pausing), sequence_id="seq-a", step_index=0)
+    run_engine.abort(reason="asked for")
+    assert sequences.failed == {}
+    assert run_queue(run_engine, sequences, [["ok"]]) == ["completed"]
+
+
+def test_an_item_without_a_sequence_runs_as_it_is(run_engine, tmp_path):
+    from labctl.queue.sequences import Sequences
+
+    sequences = Sequences(tmp_path / "failed.jsonl")
+    with pytest.raises(RuntimeError):
+        run_engine(sequences.run(run_engine, lambda: step("raise")))
+    assert sequences.failed == {} and not (tmp_path / "failed.jsonl").exists()

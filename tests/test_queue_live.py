@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 pytest.importorskip("bluesky_queueserver")
+pytestmark = pytest.mark.timeout(300)  # the first test also waits for the RE Manager and its worker (slow on a loaded machine)
 
 from labctl.cli import main  # noqa: E402
 from tests.queue_servers import Queue, Redis, write_experiment, write_lab  # noqa: E402

@@ -11,6 +11,7 @@ imports, so the lab model only names them. Example (``configs/lab-two-rigs/rig-a
       urls: {lab-chat: "ntfy://ntfy.sh/our-lab", night: "mailto://user:pass@example.org"}
       routes: {short: [lab-chat, night], no_data: [night]}
       no_data_after: 20 min
+      server_behind_after: 10 min       # a run not yet on the data server this long after its end
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ class AlertsSection(_Section):
     routes: dict[Literal[EVENTS], list[str]] = Field(
         default_factory=dict, description="event -> names of urls; an event not listed goes to every URL")
     no_data_after: Annotated[float, Unit("min", gt=0, le=24 * 60)] = 1200.0
+    server_behind_after: Annotated[float, Unit("min", gt=0, le=24 * 60)] = 600.0  # runs not yet on the data server
     retries: int = Field(5, ge=0, le=100, description="attempts after a failed send, with growing waits")
 
     @model_validator(mode="after")

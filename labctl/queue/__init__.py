@@ -4,4 +4,5 @@
   their units and the lab's limits; devices and the cell's quantities filled in by the worker).
 - :mod:`labctl.queue.startup`: the RE Worker's startup module (devices, plans, RunEngine, storage).
 - :mod:`labctl.queue.manager`: the files the RE Manager reads, starting it, and the client calls.
+- :mod:`labctl.queue.sequences`: a failed step stops the rest of its own file, not the files behind it.
 """

@@ -73,8 +73,13 @@ def bounds(name: str, marker: Unit | Count | None, lab) -> dict[str, float]:
     return {key: value for key, value in (("min", low), ("max", high)) if value is not None}
 
 
-def queue_plan(name: str, plan: Callable, lab_config, lab, registry: dict[str, Callable]) -> Callable:
-    """Return ``plan`` restated for the queue: keyword arguments in SI plus ``cell`` and ``guards``."""
+def queue_plan(name: str, plan: Callable, lab_config, lab, registry: dict[str, Callable],
+               steps: Callable | None = None) -> Callable:
+    """Return ``plan`` restated for the queue: keyword arguments in SI plus ``cell`` and ``guards``.
+
+    ``steps(start)``, if given, runs the plan ``start()`` returns as one step of its file
+    (:meth:`labctl.queue.sequences.Sequences.run`: skipped when an earlier step of it failed).
+    """
     from bluesky_queueserver import parameter_annotation_decorator
 
     from labctl.config import RUNNER_FILLED, parameter_docs
@@ -96,7 +101,8 @@ def queue_plan(name: str, plan: Callable, lab_config, lab, registry: dict[str, C
 
     @functools.wraps(plan)
     def run(**kwargs):
-        return (yield from call_plan(name, plan, lab_config, lab, registry, kwargs))
+        start = functools.partial(call_plan, name, plan, lab_config, lab, registry, kwargs)
+        return (yield from (steps(start) if steps is not None else start()))
 
     run.__signature__ = inspect.Signature(parameters)
     run.__annotations__ = {p.name: p.annotation for p in parameters}
@@ -145,8 +151,9 @@ def cell_from_metadata(md: dict):
     return Cell.model_validate({**values, "thickness": written.get("thickness"), **size})
 
 
-def queue_plans(lab_config, lab, registry: dict[str, Callable] | None = None) -> dict[str, Callable]:
-    """Every plan of ``registry`` (default ``plans.PLANS``) restated for the queue, by name."""
+def queue_plans(lab_config, lab, registry: dict[str, Callable] | None = None,
+                steps: Callable | None = None) -> dict[str, Callable]:
+    """Every plan of ``registry`` (default ``plans.PLANS``) restated for the queue, by name (``steps``: see :func:`queue_plan`)."""
     if registry is None:
         from plans import PLANS as registry
-    return {name: queue_plan(name, plan, lab_config, lab, registry) for name, plan in registry.items()}
+    return {name: queue_plan(name, plan, lab_config, lab, registry, steps) for name, plan in registry.items()}

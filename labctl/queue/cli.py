@@ -37,7 +37,8 @@ def add_commands(sub, formatter, epilog: str) -> None:
         if action == "stop":
             p.add_argument("--now", action="store_true", help="stop the running plan too (pause, then re_stop)")
         p.set_defaults(func=cmd_action)
-    what = "watch a rig's journal: alert (the lab file's alerts) when an open run has had no new data"
+    what = ("watch a rig's journal: alert (the lab file's alerts) when an open run has had no new data, "
+            "or ended runs are not yet on the data server")
     p = sub.add_parser("watchdog", help=what, description=what, formatter_class=formatter,
                        epilog="example:\n  labctl watchdog configs/lab-sim.yaml\n\n" + epilog)
     p.add_argument("lab_file", type=Path, metavar="LAB.yaml", help="the rig's lab file (with its alerts section)")
@@ -67,12 +68,13 @@ def _address(args, lab_config) -> str:
 def cmd_serve(args) -> int:
     """``labctl queue serve``: start the RE Manager for a lab."""
     from labctl.config import load_lab
-    from labctl.queue.manager import manager_command, prepare, require_data_server
+    from labctl.queue.manager import manager_command, mark_served, prepare, require_data_server
 
     lab = load_lab(args.lab_file)
     data_dir = (args.data_dir or lab.storage.data_path).resolve()
     require_data_server(lab, data_dir)
     directory = prepare(lab, data_dir)
+    mark_served(lab, args.lab_file)
     argv, env = manager_command(lab, args.lab_file, data_dir, directory, args.pace)
     print(f"queue of {lab.name} at {_address(argparse.Namespace(queue=None), lab)}; files in {directory}", flush=True)
     os.execve(argv[0], argv, env)  # the RE Manager from here on: it handles Ctrl-C and SIGTERM
@@ -89,9 +91,11 @@ def cmd_watchdog(args) -> int:
         raise UsageError(f"{args.lab_file}: no alerts section: the watchdog has nowhere to send")
     alerter = Alerter(lab.alerts, lab.name)
     print(f"watching {(args.data_dir or lab.storage.data_path)} of {lab.name}: alert after "
-          f"{lab.alerts.no_data_after / 60:g} min without new data; Ctrl-C stops", flush=True)
+          f"{lab.alerts.no_data_after / 60:g} min without new data, and when ended runs are not on the data "
+          f"server after {lab.alerts.server_behind_after / 60:g} min; Ctrl-C stops", flush=True)
     try:
-        Watchdog(args.data_dir or lab.storage.data_path, alerter, lab.alerts.no_data_after).run()
+        Watchdog(args.data_dir or lab.storage.data_path, alerter, lab.alerts.no_data_after,
+                 behind_after=lab.alerts.server_behind_after).run()
     except KeyboardInterrupt:
         pass
     finally:
@@ -118,25 +122,28 @@ def cmd_action(args) -> int:
     from labctl.config import load_lab
     from labctl.queue.manager import connect, disconnect
 
-    api = connect(_address(args, load_lab(args.lab or DEFAULT_LAB)))
+    lab = load_lab(args.lab or DEFAULT_LAB)
+    api = connect(_address(args, lab))
     try:
-        return ACTION_CALLS[args.action](api, args) or 0
+        return ACTION_CALLS[args.action](api, args, lab) or 0
     finally:
         disconnect(api)
 
 
-def _status(api, args) -> None:
-    from labctl.queue.manager import call
+def _status(api, args, lab) -> None:
+    from labctl.queue.manager import call, require_redis
 
     s = call(api, "status", reload=True)
     print(f"manager {s['manager_state']}, environment {'open' if s['worker_environment_exists'] else 'closed'}, "
           f"RunEngine {s['re_state']}, {s['items_in_queue']} queued, {s['items_in_history']} in history, "
           f"running {s['running_item_uid'] or 'nothing'}")
+    require_redis(lab)  # with --lab: whether those counts are still the queue's
 
 
-def _start(api, args) -> None:
-    from labctl.queue.manager import call
+def _start(api, args, lab) -> None:
+    from labctl.queue.manager import call, queue_mode, require_redis
 
+    require_redis(lab)
     if not call(api, "status", reload=True)["worker_environment_exists"]:
         call(api, "environment_open")
         call(api, "wait_for_idle", timeout=120)
@@ -144,12 +151,13 @@ def _start(api, args) -> None:
             from labctl.queue.manager import QueueError
 
             raise QueueError("queue: the worker environment failed to open (see the RE Manager's output)")
+    queue_mode(api)
     call(api, "queue_start")
     print("queue started")
 
 
 def _paused_then(method: str):
-    def act(api, args) -> None:
+    def act(api, args, lab) -> None:
         from labctl.queue.manager import call
 
         if call(api, "status", reload=True)["manager_state"] == "executing_queue":
@@ -161,18 +169,18 @@ def _paused_then(method: str):
     return act
 
 
-def _stop(api, args) -> None:
+def _stop(api, args, lab) -> None:
     from labctl.queue.manager import call
 
     if args.now:  # the cell first: re_stop also stops the queue
-        _paused_then("re_stop")(api, args)
+        _paused_then("re_stop")(api, args, lab)
     else:
         call(api, "queue_stop")
         print("the queue stops after the running item")
 
 
 def _simple(method: str, *options):
-    def act(api, args) -> None:
+    def act(api, args, lab) -> None:
         from labctl.queue.manager import call
 
         call(api, method, *options)
@@ -181,7 +189,7 @@ def _simple(method: str, *options):
     return act
 
 
-def _history(api, args) -> None:
+def _history(api, args, lab) -> None:
     from labctl.queue.manager import call
 
     for item in call(api, "history_get")["items"]:

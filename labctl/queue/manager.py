@@ -7,11 +7,15 @@ nothing) and ``existing_plans_and_devices.yaml`` generated from the startup modu
 load refuses the start: a queue with no allowed plans would accept nothing), then runs
 ``start-re-manager`` in the foreground with the lab's Redis and 0MQ addresses (``queue:``
 section of the lab file). The manager regenerates the list each time the worker environment opens.
+Before it starts, ``SERVED_KEY`` goes into Redis beside the queue: if Redis comes back empty, the
+key is gone too, and the client calls here say so (:func:`redis_lost`) instead of acting on a
+manager whose counts are stale.
 """
 
 from __future__ import annotations
 
 import getpass
+import json
 import os
 import shutil
 import sys
@@ -27,6 +31,7 @@ PRIMARY, READONLY = "primary", "readonly"  # primary: queueserver's default grou
 LIST_FILE = "existing_plans_and_devices.yaml"
 PERMISSIONS_FILE = "user_group_permissions.yaml"
 STARTUP_MODULE = "labctl.queue.startup"
+SERVED_KEY = "labctl_served"  # under the rig's prefix: set by labctl queue serve, gone if Redis restarts empty
 
 
 class QueueError(LabctlError):
@@ -118,7 +123,7 @@ def manager_command(lab_config, lab_path: Path, data_dir: Path, directory: Path,
             "--existing-plans-devices", str(directory / LIST_FILE),
             "--update-existing-plans-devices", "ENVIRONMENT_OPEN",
             "--user-group-permissions", str(directory / PERMISSIONS_FILE),
-            "--redis-addr", queue.redis, "--redis-name-prefix", f"labctl_{lab_config.name}",
+            "--redis-addr", queue.redis, "--redis-name-prefix", redis_prefix(lab_config),
             "--zmq-control-addr", queue.address,
             "--zmq-info-addr", queue.info_address, "--zmq-publish-console", "ON"]
     env = {**os.environ, "LABCTL_QUEUE_LAB": str(Path(lab_path).resolve()),
@@ -126,6 +131,63 @@ def manager_command(lab_config, lab_path: Path, data_dir: Path, directory: Path,
     if pace is not None:
         env["LABCTL_QUEUE_PACE"] = str(pace)
     return argv, env
+
+
+def redis_prefix(lab_config) -> str:
+    """The prefix of this rig's keys in Redis: one Redis can hold every rig's queue."""
+    return f"labctl_{lab_config.name}"
+
+
+def _redis(lab_config):
+    import redis
+
+    host_port, _, db = section(lab_config).redis.partition("/")
+    host, _, port = host_port.partition(":")
+    return redis.Redis(host=host, port=int(port or 6379), db=int(db or 0), socket_connect_timeout=2, socket_timeout=2)
+
+
+def mark_served(lab_config, lab_path: Path) -> None:
+    """Put this rig's ``SERVED_KEY`` in Redis as its RE Manager starts (``labctl queue serve``).
+
+    A Redis restarted empty loses it with the queue, so :func:`redis_lost` can tell.
+    """
+    import redis
+
+    client = _redis(lab_config)
+    try:
+        client.set(redis_prefix(lab_config) + SERVED_KEY, json.dumps({"lab": str(Path(lab_path).resolve())}))
+    except redis.RedisError as error:
+        raise QueueError(f"queue: Redis at {section(lab_config).redis} ({lab_config.path}, queue.redis): {error}") from None
+    finally:
+        client.close()
+
+
+def redis_lost(lab_config) -> str | None:
+    """Why the rig's Redis no longer holds what its running RE Manager keeps there, or None if it does.
+
+    queueserver 0.0.25 keeps the queue and history in Redis and counts them in memory; after a
+    Redis restart without its data, the manager reports the old counts and fails on the next item.
+    """
+    import redis
+
+    address, client = section(lab_config).redis, _redis(lab_config)
+    try:
+        if client.get(redis_prefix(lab_config) + SERVED_KEY) is not None:
+            return None
+        return (f"queue: Redis at {address} has lost this rig's queue since `labctl queue serve` started "
+                f"(restarted empty?): the RE Manager's counts are stale and its queued items are gone; restart "
+                f"`labctl queue serve {lab_config.path}` and submit the files again")
+    except redis.RedisError as error:
+        return f"queue: Redis at {address} does not answer ({error}): the queue cannot be read or changed"
+    finally:
+        client.close()
+
+
+def require_redis(lab_config) -> None:
+    """Raise :class:`QueueError` if the rig's Redis lost its queue (:func:`redis_lost`); labs without a queue section pass."""
+    problem = redis_lost(lab_config) if lab_config.queue is not None else None
+    if problem:
+        raise QueueError(problem)
 
 
 def require_data_server(lab_config, data_dir: Path) -> None:
@@ -174,6 +236,16 @@ def call(api, method: str, *args, **kwargs) -> Any:
         raise QueueError(f"queue: {method}: {'no answer from the RE Manager' if 'Timeout' in name else error}") from None
 
 
+def queue_mode(api) -> None:
+    """Run the queue past a failed item (queueserver's ``ignore_failures``): a failed step stops only its own file.
+
+    The worker skips the rest of a failed file (:mod:`labctl.queue.sequences`). The mode is kept
+    in Redis; ``labctl submit`` and ``labctl queue start`` set it each time, so a Redis that came
+    back empty gets it again.
+    """
+    call(api, "queue_mode_set", ignore_failures=True)
+
+
 def experiment_items(experiment, lab_config, path: Path, sequence_id: str) -> list[dict]:
     """One queue item per step (and per repeat) of a checked experiment, its metadata in ``meta``."""
     cell = experiment.to_metadata()
@@ -193,12 +265,14 @@ def submit(experiment, lab_config, path: Path, address: str) -> tuple[str, list[
     """Add the experiment's steps to the queue at ``address`` as one batch (all or none); return (sequence id, items)."""
     import uuid
 
+    require_redis(lab_config)
     members = section(lab_config).members
     if members and getpass.getuser() not in members:
         raise UsageError(f"{getpass.getuser()} is not among the lab members of {lab_config.path} (queue.members)")
     sequence_id = str(uuid.uuid4())
     api = connect(address)
     try:
+        queue_mode(api)
         response = call(api, "item_add_batch", experiment_items(experiment, lab_config, path, sequence_id))
     finally:
         disconnect(api)
