@@ -80,7 +80,7 @@ ROLES = ("series", "bulk", "grain_boundary", "interface", "short", "series_bulk"
 # per arc, ln tau kept where exp(alpha ln(w tau)) neither overflows nor leaves the Q bounds' range.
 PROJECTED_ARCS = {BULK_INTERFACE: 2, THREE_ARCS: 3}
 ALPHA_BOUNDS_FIT = ALPHA_BOUNDS
-SETTLED = 1e-3  # a step lowering chi^2 by less than this (in noise variances) has converged
+SETTLED = 1e-2  # a step lowering chi^2 by less than this (in noise variances) has converged
 ETA_LOWER = np.tile([-60.0, ALPHA_BOUNDS[0]], 3)
 ETA_UPPER = np.tile([40.0, ALPHA_BOUNDS[1]], 3)
 
@@ -771,19 +771,20 @@ def _levenberg_marquardt(solve, eta, lower, upper, settled: float, max_evaluatio
     eta = np.clip(eta, lower, upper)
     r, jac, coef = solve(eta)
     cost = r @ r
-    damping, grow, evaluations = None, 2.0, 1
+    damping, grow, evaluations, moved = 1e-3, 2.0, 1, True
     while evaluations < max_evaluations:
-        gradient = jac.T @ r
-        movable = ~(((eta <= lower) & (gradient > 0)) | ((eta >= upper) & (gradient < 0)))
-        if not np.any(movable):
-            return eta, coef, evaluations, True
-        jm, gm = jac[:, movable], gradient[movable]
-        gram = jm.T @ jm
-        scale = np.maximum(np.diag(gram), 1e-12 * max(np.diag(gram).max(), 1e-300))
-        if damping is None:
-            damping = 1e-3
+        if moved:  # the normal equations at a new point (a rejected step only raises the damping)
+            gradient = jac.T @ r
+            movable = ~(((eta <= lower) & (gradient > 0)) | ((eta >= upper) & (gradient < 0)))
+            if not movable.any():
+                return eta, coef, evaluations, True
+            jm, gm = jac[:, movable], gradient[movable]
+            gram = jm.T @ jm
+            diagonal = gram.diagonal()
+            scale = np.diag(np.maximum(diagonal, 1e-12 * max(diagonal.max(), 1e-300)))
+            moved = False
         try:
-            step_m = -np.linalg.solve(gram + damping * np.diag(scale), gm)
+            step_m = -np.linalg.solve(gram + damping * scale, gm)
         except np.linalg.LinAlgError:
             damping *= grow
             grow *= 2
@@ -801,7 +802,7 @@ def _levenberg_marquardt(solve, eta, lower, upper, settled: float, max_evaluatio
         if np.isfinite(cost_new) and cost_new < cost:
             gain = cost - cost_new
             rho = gain / predicted if predicted > 0 else 0.0
-            eta, r, jac, coef, cost = trial, r_new, jac_new, coef_new, cost_new
+            eta, r, jac, coef, cost, moved = trial, r_new, jac_new, coef_new, cost_new, True
             damping *= max(1 / 3, 1 - (2 * rho - 1) ** 3)
             grow = 2.0
             if gain <= max(TOLERANCE * (cost + gain), settled) and predicted <= max(TOLERANCE * (cost + gain), 2 * settled):
