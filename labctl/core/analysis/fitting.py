@@ -1,8 +1,14 @@
 """Fit an equivalent circuit to one impedance spectrum, and say what the spectrum cannot determine.
 
 The fit is weighted least squares on (Z_model - Z) / |Z| (modulus weighting: every point counts by
-its relative error, as the instrument's noise is a fraction of |Z|), in log-parameters, with the
-circuit's analytic Jacobian, through ``scipy.optimize.least_squares``.
+its relative error, as the instrument's noise is a fraction of |Z|). The arc circuits (two or
+three R-CPE arcs) are fitted by variable projection: given each arc's time constant and exponent the
+resistances enter linearly, so they are a non-negative linear least-squares solve inside a small
+Levenberg-Marquardt loop on (ln tau, alpha) per arc, with the projected residual's exact Jacobian.
+A start that ends with an arc at zero resistance, and the other circuits (blocking, shorted, any
+bounds or fixed parameters but R0), are fitted in all coordinates (log-parameters) with the
+circuit's analytic Jacobian through ``scipy.optimize.least_squares``. Uncertainties are always
+taken from the full Jacobian at the minimum.
 
 Starting values come from the spectrum's distribution of relaxation times (:mod:`labctl.core.analysis.drt`):
 its peaks, fastest first, are grouped into the circuit's arcs in every order-keeping way, each
@@ -61,7 +67,7 @@ MAX_PEAKS = 4  # DRT peaks grouped into starts; more would multiply the starts f
 # a bulk of hundreds of ohms and more): an arc above the sweep hides in it, and the fastest arc in
 # the sweep may be a grain boundary's, so neither R0 nor the bulk is what it seems.
 SERIES_SHARE = 0.25
-DECISIVE_BIC = 10.0  # a BIC this much lower decides between circuits, or fits ("very strong", Kass & Raftery)
+DECISIVE_BIC = 10.0  # a BIC this much lower decides between circuits ("very strong", Kass & Raftery)
 # Reading an alternative fit as the data see it: arcs whose apexes lie within this factor are one
 # arc the optimiser split (a wider factor would also merge a grain-boundary arc into an interface
 # arc two and a half times slower, which the corpus has), and an arc holding less than this share
@@ -330,9 +336,7 @@ def fit_spectrum(frequencies, z, circuit: Circuit = BULK_INTERFACE, *, previous:
     result = setup.finish(chosen, results[chosen], selection, evaluations=evaluations)
     best = min(results[chosen], key=lambda fit: fit["cost"])
     for fit in (fit for fits in results.values() for fit in fits):
-        # BIC above the chosen fit's (never below: that fit has the lowest), the parameters counted,
-        # so a third arc that only fits the noise a little better is not "as good"
-        margin = _bic(fit) - _bic(best)
+        margin = fit["residuals"].size * np.log(max(fit["cost"], 1e-300) / max(best["cost"], 1e-300))
         if fit is not best and margin < DECISIVE_BIC:  # fits (nearly) as well: can the data tell them apart?
             _mark_model_dependent(result, setup.finish(fit["circuit"], [fit], selection), margin,
                                   setup.omega.max(), setup.omega.min())
@@ -375,8 +379,8 @@ def _mark_model_dependent(result: FitResult, other: FitResult, margin: float, om
             continue
         a = result.estimate(role)
         if abs(a - b) > 2 * np.hypot(result.error(role), result.max_relative_error * b):
-            result.model_dependent[role] = (f"{other.circuit.name} fits nearly as well (BIC {margin:.1f} higher) "
-                                            f"with {b:.4g} ohm, not {a:.4g}")
+            result.model_dependent[role] = (f"{other.circuit.name} fits as well (log-likelihood {margin / 2:.1f} "
+                                            f"lower) with {b:.4g} ohm, not {a:.4g}")
 
 
 def _readings(fit: FitResult, omega_max: float, omega_min: float) -> dict[str, float]:
@@ -384,18 +388,20 @@ def _readings(fit: FitResult, omega_max: float, omega_min: float) -> dict[str, f
 
     Arcs whose apexes lie within ``COALESCE`` of each other (``BULK_COALESCE`` of the fastest) are
     one arc in the data, whatever the circuit calls them; an arc under ``DEAD_SHARE`` of the arcs'
-    resistance, or one alone whose resistance the fit does not tell from zero, is noise; an arc far
+    resistance, or the only one whose resistance the fit does not tell from zero, is noise; an arc far
     below the sweep is a capacitance, its resistance unseen; and what is then left far above the
     sweep is this reading's bulk, seen only as a constant.
     """
     if fit.circuit not in (BULK_INTERFACE, THREE_ARCS):
         return {}
     p = fit.params
-    # (R, tau, seen): an arc alone in the sweep whose resistance its fit does not tell from zero (one
+    # (R, tau, seen): the one arc in the sweep whose resistance its fit does not tell from zero (one
     # sigma) is not seen, noise a third arc fitted
     arcs = sorted([[p[k], (p[k] * p[k + 1]) ** (1 / p[k + 2]), fit.errors[k] < p[k] or
                     (p[k] * p[k + 1]) ** (1 / p[k + 2]) * omega_max < 0.1] for k in range(1, p.size, 3)],
                   key=lambda arc: arc[1])
+    if sum(not seen for _, _, seen in arcs) > 1:  # several: a split the fit leaves open, not noise
+        arcs = [[r, tau, True] for r, tau, _ in arcs]
     merged = []
     for r, tau, seen in arcs:
         if merged and tau < (BULK_COALESCE if len(merged) == 1 else COALESCE) * merged[-1][1]:
@@ -493,9 +499,10 @@ class _Setup:
         """Fit by variable projection (Golub & Pereyra 1973): given each arc's time constant and
         exponent, Z = R0 + sum R_k / (1 + (j w tau_k)^a_k) is linear in the resistances, which are
         then a small non-negative least-squares solve; only the 2 per arc (ln tau_k, a_k) are
-        iterated, with Kaufman's Jacobian of the projected residual. The minimum is the full
-        problem's (Q_k = tau_k^a_k / R_k); its outcome is evaluated there in all coordinates, as
-        :meth:`_full` reports it. None when the minimum is not physical (then :meth:`_full` fits)."""
+        iterated (:func:`_levenberg_marquardt`), with Golub and Pereyra's Jacobian of the projected
+        residual. The minimum is the full problem's (Q_k = tau_k^a_k / R_k); its outcome is
+        evaluated there in all coordinates, as :meth:`_full` reports it. None when the minimum is
+        not finite or holds an arc at zero resistance (then :meth:`_full` fits)."""
         arcs = PROJECTED_ARCS[circuit]
         p = np.asarray(start, dtype=float)
         r, q, a = np.abs(p[1::3]), np.abs(p[2::3]), np.clip(p[3::3], *ALPHA_BOUNDS_FIT)
@@ -581,6 +588,10 @@ class _Setup:
         if np.any(eta >= upper + slack - 1e-9) and np.any(slack[eta >= upper + slack - 1e-9] > 0):
             eta, coef, more, converged = _levenberg_marquardt(solve, eta, lower, upper, SETTLED * self.noise**2)
             evaluations += more
+        if not np.all(coef[1:] > 0):
+            # An arc held at zero resistance has no gradient left to come back by (and a split the
+            # data allow may be missed so): this start is fitted in all coordinates instead.
+            return None
         ln_tau, alpha = eta[0::2], eta[1::2]
         resistance = np.maximum(coef[1:], np.exp(LOG_BOUNDS[0]))
         params = np.empty(1 + 3 * arcs)
