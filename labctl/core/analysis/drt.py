@@ -21,7 +21,6 @@ from functools import lru_cache
 
 import numpy as np
 from scipy.optimize import nnls
-from scipy.signal import find_peaks
 
 POINTS = 64  # grid size: fixed, so the DRT arrays stored with each fit have one shape
 LAMBDAS = np.logspace(-9, 0, 46)  # candidate strengths, relative to the largest RC column's norm squared
@@ -65,6 +64,8 @@ class DRTResult:
         peaks; each part's R is its sum and its tau the R-weighted mean of ln tau. Parts holding less
         than ``min_share`` of the total resistance are noise and dropped.
         """
+        from scipy.signal import find_peaks  # here, not at import: scipy.signal costs ~0.1 s to import
+
         r = np.clip(self.resistance, 0, None)
         total = r.sum()
         if total <= 0:

@@ -1,8 +1,14 @@
 """Fit an equivalent circuit to one impedance spectrum, and say what the spectrum cannot determine.
 
 The fit is weighted least squares on (Z_model - Z) / |Z| (modulus weighting: every point counts by
-its relative error, as the instrument's noise is a fraction of |Z|), in log-parameters, with the
-circuit's analytic Jacobian, through ``scipy.optimize.least_squares``.
+its relative error, as the instrument's noise is a fraction of |Z|). The arc circuits (two or
+three R-CPE arcs) are fitted by variable projection: given each arc's time constant and exponent the
+resistances enter linearly, so they are a non-negative linear least-squares solve inside a small
+Levenberg-Marquardt loop on (ln tau, alpha) per arc, with the projected residual's exact Jacobian.
+A start that ends with an arc at zero resistance, and the other circuits (blocking, shorted, any
+bounds or fixed parameters but R0), are fitted in all coordinates (log-parameters) with the
+circuit's analytic Jacobian through ``scipy.optimize.least_squares``. Uncertainties are always
+taken from the full Jacobian at the minimum.
 
 Starting values come from the spectrum's distribution of relaxation times (:mod:`labctl.core.analysis.drt`):
 its peaks, fastest first, are grouped into the circuit's arcs in every order-keeping way, each
@@ -29,9 +35,9 @@ import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.optimize import least_squares
+from scipy.optimize import least_squares, nnls
 
-from labctl.core.analysis.circuits import BLOCKING, BULK_INTERFACE, SHORTED, THREE_ARCS, Circuit
+from labctl.core.analysis.circuits import ALPHA_BOUNDS, BLOCKING, BULK_INTERFACE, LOG_BOUNDS, SHORTED, THREE_ARCS, Circuit
 from labctl.core.analysis.drt import DRTResult, drt
 
 ALPHA_BULK, ALPHA_INTERFACE = 0.95, 0.85  # typical exponents: only starting points
@@ -61,7 +67,7 @@ MAX_PEAKS = 4  # DRT peaks grouped into starts; more would multiply the starts f
 # a bulk of hundreds of ohms and more): an arc above the sweep hides in it, and the fastest arc in
 # the sweep may be a grain boundary's, so neither R0 nor the bulk is what it seems.
 SERIES_SHARE = 0.25
-DECISIVE_BIC = 10.0
+DECISIVE_BIC = 10.0  # a BIC this much lower decides between circuits ("very strong", Kass & Raftery)
 # Reading an alternative fit as the data see it: arcs whose apexes lie within this factor are one
 # arc the optimiser split (a wider factor would also merge a grain-boundary arc into an interface
 # arc two and a half times slower, which the corpus has), and an arc holding less than this share
@@ -72,10 +78,17 @@ COALESCE, DEAD_SHARE = 2.0, 0.01
 # is a bend of the bulk arc (a depressed one, half above the sweep, splits so).
 BULK_COALESCE = 10.0
 # Three-arc starts: the two arc splits of the best two-arc fit, and (cold) this many from the DRT peaks.
-DRT_STARTS_THREE_ARCS = 1  # a BIC this much lower decides between circuits ("very strong", Kass & Raftery)
+DRT_STARTS_THREE_ARCS = 1
 # Every role a fit summary can have, so a run's impedance_fit events keep one shape whichever
 # circuit each spectrum chose.
 ROLES = ("series", "bulk", "grain_boundary", "interface", "short", "series_bulk")
+# Circuits fitted by variable projection, and their arcs; the iterated coordinates are (ln tau, alpha)
+# per arc, ln tau kept where exp(alpha ln(w tau)) neither overflows nor leaves the Q bounds' range.
+PROJECTED_ARCS = {BULK_INTERFACE: 2, THREE_ARCS: 3}
+ALPHA_BOUNDS_FIT = ALPHA_BOUNDS
+SETTLED = 1e-2  # a step lowering chi^2 by less than this (in noise variances) has converged
+ETA_LOWER = np.tile([-60.0, ALPHA_BOUNDS[0]], 3)
+ETA_UPPER = np.tile([40.0, ALPHA_BOUNDS[1]], 3)
 
 
 @dataclass(frozen=True)
@@ -374,21 +387,29 @@ def _readings(fit: FitResult, omega_max: float, omega_min: float) -> dict[str, f
     """Return a fit's resistances by role as the data see them.
 
     Arcs whose apexes lie within ``COALESCE`` of each other (``BULK_COALESCE`` of the fastest) are
-    one arc in the data, whatever the circuit calls them; an arc under ``DEAD_SHARE`` of the arcs' resistance is noise; an arc far
+    one arc in the data, whatever the circuit calls them; an arc under ``DEAD_SHARE`` of the arcs'
+    resistance, or the only one whose resistance the fit does not tell from zero, is noise; an arc far
     below the sweep is a capacitance, its resistance unseen; and what is then left far above the
     sweep is this reading's bulk, seen only as a constant.
     """
     if fit.circuit not in (BULK_INTERFACE, THREE_ARCS):
         return {}
     p = fit.params
-    arcs = sorted([[p[k], (p[k] * p[k + 1]) ** (1 / p[k + 2])] for k in range(1, p.size, 3)], key=lambda arc: arc[1])
+    # (R, tau, seen): the one arc in the sweep whose resistance its fit does not tell from zero (one
+    # sigma) is not seen, noise a third arc fitted
+    arcs = sorted([[p[k], (p[k] * p[k + 1]) ** (1 / p[k + 2]), fit.errors[k] < p[k] or
+                    (p[k] * p[k + 1]) ** (1 / p[k + 2]) * omega_max < 0.1] for k in range(1, p.size, 3)],
+                  key=lambda arc: arc[1])
+    if sum(not seen for _, _, seen in arcs) > 1:  # several: a split the fit leaves open, not noise
+        arcs = [[r, tau, True] for r, tau, _ in arcs]
     merged = []
-    for r, tau in arcs:
+    for r, tau, seen in arcs:
         if merged and tau < (BULK_COALESCE if len(merged) == 1 else COALESCE) * merged[-1][1]:
-            r0, tau0 = merged[-1]
-            merged[-1] = [r0 + r, float(np.exp((r0 * np.log(tau0) + r * np.log(tau)) / (r0 + r)))]
+            r0, tau0, _ = merged[-1]
+            merged[-1] = [r0 + r, float(np.exp((r0 * np.log(tau0) + r * np.log(tau)) / (r0 + r))), True]
         else:
-            merged.append([r, tau])
+            merged.append([r, tau, seen])
+    merged = [arc[:2] for arc in merged if arc[2]]
     total = sum(r for r, _ in merged)
     merged = [arc for arc in merged if arc[0] >= DEAD_SHARE * total and arc[1] * omega_min < 10]
     hidden = 0.0  # far above the sweep: this reading's bulk arc, seen only as a constant
@@ -457,7 +478,158 @@ class _Setup:
         return lower[free], upper[free]
 
     def fit(self, circuit: Circuit, start: np.ndarray) -> dict:
-        """Fit from one start; return the raw outcome (fit coordinates, Jacobian, cost)."""
+        """Fit from one start; return the raw outcome (fit coordinates, Jacobian, cost).
+
+        Arc circuits without bounds are fitted by variable projection (:meth:`_projected`); the
+        rest, and a projected fit that leaves the physical range, in all coordinates (:meth:`_full`).
+        """
+        if circuit in PROJECTED_ARCS and not self.bounds and set(self.fixed) <= {"R0"}:
+            outcome = self._projected(circuit, start)
+            if outcome is not None:
+                return outcome
+        return self._full(circuit, start)
+
+    def _prior(self, circuit: Circuit, free: np.ndarray) -> float | None:
+        """Return the lead-resistance prior's sigma on R0, ohm, or None without one."""
+        if self.lead is None or "R0" not in circuit.parameters or not free[0]:
+            return None
+        return max(LEAD_TOLERANCE_OHM, LEAD_TOLERANCE * self.lead)
+
+    def _projected(self, circuit: Circuit, start: np.ndarray) -> dict | None:
+        """Fit by variable projection (Golub & Pereyra 1973): given each arc's time constant and
+        exponent, Z = R0 + sum R_k / (1 + (j w tau_k)^a_k) is linear in the resistances, which are
+        then a small non-negative least-squares solve; only the 2 per arc (ln tau_k, a_k) are
+        iterated (:func:`_levenberg_marquardt`), with Golub and Pereyra's Jacobian of the projected
+        residual. The minimum is the full problem's (Q_k = tau_k^a_k / R_k); its outcome is
+        evaluated there in all coordinates, as :meth:`_full` reports it. None when the minimum is
+        not finite or holds an arc at zero resistance (then :meth:`_full` fits)."""
+        arcs = PROJECTED_ARCS[circuit]
+        p = np.asarray(start, dtype=float)
+        r, q, a = np.abs(p[1::3]), np.abs(p[2::3]), np.clip(p[3::3], *ALPHA_BOUNDS_FIT)
+        eta0 = np.column_stack([np.log(np.maximum(r * q, 1e-300)) / a, a]).ravel()
+        free = np.array([name not in self.fixed for name in circuit.parameters])
+        sigma = self._prior(circuit, free)
+        w, log_omega = self.weight, np.log(self.omega)
+        n = self.f.size
+        rows = 2 * n + (sigma is not None)
+        target = np.zeros(rows)
+        target[:n], target[n:2 * n] = (self.z * w).real, (self.z * w).imag
+        series = np.zeros(rows)  # the R0 column
+        series[:n] = w
+        if sigma is not None:
+            series[-1] = self.noise / sigma
+            target[-1] = self.noise * self.lead / sigma
+        if not free[0]:
+            target = target - self.fixed["R0"] * series
+        lower, upper = ETA_LOWER[:eta0.size], ETA_UPPER[:eta0.size]
+        design = np.zeros((rows, arcs + 1))  # [R0 column, one column per arc], refilled at each eta
+        design[:, 0] = series
+        d = np.zeros((rows, 2 * arcs))  # the arcs' columns' derivatives by (ln tau, alpha)
+        w_col, phase = w[:, None], 0.5j * np.pi
+        held = [None]  # which resistances the last solve held at zero (None: none)
+
+        def solve(eta):
+            """Return the projected residuals, their Jacobian and the resistances at ``eta``."""
+            ln_tau, alpha = eta[0::2], eta[1::2]
+            log_wt = log_omega[:, None] + ln_tau  # ln(w tau), n x arcs
+            s = np.exp(alpha * log_wt) * np.exp(alpha * phase)  # (j w tau)^alpha
+            col = 1 / (1 + s)
+            cw = col * w_col
+            design[:n, 1:], design[n:2 * n, 1:] = cw.real, cw.imag
+            a_mat = design if free[0] else design[:, 1:]
+            # Resistances are not negative: the minimum with some held at zero. Try the last step's
+            # set of those first (it rarely changes), and ask NNLS only when it is not optimal.
+            active = held[0]
+            basis = a_mat if active is None else a_mat[:, active]
+            pseudo = _pseudo_inverse(basis)
+            c = pseudo @ target if pseudo is not None else None
+            optimal = c is not None and np.all(c >= 0)
+            if optimal:
+                residuals = basis @ c - target
+                if active is not None:  # and held at zero rightly: each would raise the cost
+                    optimal = bool(np.all(a_mat[:, ~active].T @ residuals >= 0))
+            if not optimal:
+                active = nnls(a_mat, target)[0] > 0
+                active = None if np.all(active) else active
+                basis = a_mat if active is None else a_mat[:, active]
+                pseudo = _pseudo_inverse(basis)
+                if pseudo is None:
+                    pseudo = np.linalg.pinv(basis)
+                c = pseudo @ target
+                residuals = basis @ c - target
+            held[0] = active
+            if active is not None:
+                full_c = np.zeros(active.size)
+                full_c[active] = c
+                c = full_c
+            coef = np.concatenate([[0.0], c]) if not free[0] else c
+            # d col_k / d ln tau_k = a_k dcol/dln s, d col_k / d a_k = ln(j w tau_k) dcol/dln s
+            d_col = -cw * col * s
+            d_tau, d_alpha = d_col * alpha, d_col * (log_wt + phase)
+            d[:n, 0::2], d[n:2 * n, 0::2] = d_tau.real, d_tau.imag
+            d[:n, 1::2], d[n:2 * n, 1::2] = d_alpha.real, d_alpha.imag
+            # Golub & Pereyra's Jacobian of the projected residual -P b: P dA c - (A+)^T dA^T r
+            r_arcs = np.repeat(coef[1:], 2)
+            jac = d * r_arcs
+            jac -= basis @ (pseudo @ jac)
+            if active is None:
+                jac -= pseudo[-arcs:].repeat(2, axis=0).T * (d.T @ residuals)
+            else:
+                arc_active = np.repeat(active[-arcs:], 2)
+                position = np.repeat(np.cumsum(active)[-arcs:] - 1, 2)  # the arc's column among the active
+                jac[:, arc_active] -= pseudo[position[arc_active]].T * (d[:, arc_active].T @ residuals)
+            return residuals, jac, coef
+
+        # An ideal capacitor fits to alpha = 1 within the noise, on either side: exponents may end up
+        # to ALPHA_SLACK above 1; one that runs to that is held at 1 in a second fit.
+        slack = np.where(np.arange(eta0.size) % 2, ALPHA_SLACK, 0.0)
+        eta, coef, evaluations, converged = _levenberg_marquardt(solve, eta0, lower, upper + slack,
+                                                                 SETTLED * self.noise**2)
+        if np.any(eta >= upper + slack - 1e-9) and np.any(slack[eta >= upper + slack - 1e-9] > 0):
+            eta, coef, more, converged = _levenberg_marquardt(solve, eta, lower, upper, SETTLED * self.noise**2)
+            evaluations += more
+        if not np.all(coef[1:] > 0):
+            # An arc held at zero resistance has no gradient left to come back by (and a split the
+            # data allow may be missed so): this start is fitted in all coordinates instead.
+            return None
+        ln_tau, alpha = eta[0::2], eta[1::2]
+        resistance = np.maximum(coef[1:], np.exp(LOG_BOUNDS[0]))
+        params = np.empty(1 + 3 * arcs)
+        params[0] = self.fixed["R0"] if not free[0] else max(coef[0], np.exp(LOG_BOUNDS[0]))
+        params[1::3], params[3::3] = resistance, alpha
+        params[2::3] = np.exp(alpha * ln_tau) / resistance
+        theta = circuit.to_fit(params)
+        if not np.all(np.isfinite(theta)):
+            return None
+        # a time constant far outside the sweep may take Q past its bounds: held there, reported at a bound
+        theta = np.clip(theta, *circuit.bounds(slack=ALPHA_SLACK))
+        return self._outcome(circuit, theta, free, sigma, evaluations, converged)
+
+    def _outcome(self, circuit: Circuit, theta: np.ndarray, free: np.ndarray, sigma: float | None,
+                 evaluations: int, converged: bool) -> dict:
+        """Return the outcome of a fit that ended at ``theta`` (all coordinates): residuals and
+        Jacobian of the free coordinates there, cost, which coordinates are at a bound."""
+        z, dz = circuit.evaluate(circuit.from_fit(theta), self.omega)
+        r = (z - self.z) * self.weight
+        residuals = [r.real, r.imag]
+        d = dz[free] * self.weight
+        jac = np.concatenate([d.real, d.imag], axis=1).T
+        if sigma is not None:
+            residuals.append([self.noise * (np.exp(theta[0]) - self.lead) / sigma])
+            row = np.zeros((1, jac.shape[1]))
+            row[0, 0] = self.noise * np.exp(theta[0]) / sigma
+            jac = np.vstack([jac, row])
+        residuals = np.concatenate(residuals)
+        cost = 0.5 * float(residuals @ residuals)
+        lower, upper = circuit.bounds()
+        n, p = residuals.size, int(free.sum())
+        return {"circuit": circuit, "theta": theta, "free": p, "fixed": free, "jac": jac,
+                "residuals": residuals, "cost": cost, "converged": converged,
+                "rms_dof": float(np.sqrt(2 * cost / max(n - p, 1))), "evaluations": int(evaluations),
+                "at_bound": _at_bound(theta[free], lower[free], upper[free])}
+
+    def _full(self, circuit: Circuit, start: np.ndarray) -> dict:
+        """Fit from one start in all coordinates (log R, log Q, alpha) with the analytic Jacobian."""
         names = circuit.parameters
         free = np.array([name not in self.fixed for name in names])
         theta_all = circuit.to_fit(start)
@@ -580,6 +752,78 @@ class _Setup:
             if name.startswith("R") and name != "Rs":
                 undetermined.setdefault(name, why)
         undetermined["series_bulk"] = why
+
+
+def _pseudo_inverse(a: np.ndarray) -> np.ndarray | None:
+    """Return the pseudo-inverse of a tall matrix of few columns from its (column-scaled) normal
+    equations, or None when they are singular or the solution is not finite."""
+    norms = np.sqrt(np.einsum("ij,ij->j", a, a))
+    if not np.all(norms > 0):
+        return None
+    scaled = a / norms
+    try:
+        out = np.linalg.solve(scaled.T @ scaled, scaled.T) / norms[:, None]
+    except np.linalg.LinAlgError:
+        return None
+    return out if np.all(np.isfinite(out)) else None
+
+
+def _levenberg_marquardt(solve, eta, lower, upper, settled: float, max_evaluations: int = MAX_EVALUATIONS):
+    """Minimise |r(eta)|^2 within the box (lower, upper) by Levenberg-Marquardt.
+
+    ``solve(eta)`` returns (residuals, Jacobian, resistances). A small problem (2 coordinates per
+    arc), so each step is one small linear solve; Marquardt's scaling by the Jacobian's column
+    norms, Nielsen's damping update. A coordinate on the box's edge whose gradient points out of it
+    is held there for the step. Stops when a step changes the coordinates by less than
+    ``TOLERANCE`` relatively, or lowers the cost by less than ``TOLERANCE`` of it or by less than
+    ``settled`` (a small fraction of the noise variance: what is left is no information).
+    Returns (eta, resistances, evaluations, converged).
+    """
+    eta = np.clip(eta, lower, upper)
+    r, jac, coef = solve(eta)
+    cost = r @ r
+    damping, grow, evaluations, moved = 1e-3, 2.0, 1, True
+    while evaluations < max_evaluations:
+        if moved:  # the normal equations at a new point (a rejected step only raises the damping)
+            gradient = jac.T @ r
+            movable = ~(((eta <= lower) & (gradient > 0)) | ((eta >= upper) & (gradient < 0)))
+            if not movable.any():
+                return eta, coef, evaluations, True
+            jm, gm = jac[:, movable], gradient[movable]
+            gram = jm.T @ jm
+            diagonal = gram.diagonal()
+            scale = np.diag(np.maximum(diagonal, 1e-12 * max(diagonal.max(), 1e-300)))
+            moved = False
+        try:
+            step_m = -np.linalg.solve(gram + damping * scale, gm)
+        except np.linalg.LinAlgError:
+            damping *= grow
+            grow *= 2
+            continue
+        step = np.zeros_like(eta)
+        step[movable] = step_m
+        trial = np.clip(eta + step, lower, upper)
+        step = trial - eta
+        if np.all(np.abs(step) <= TOLERANCE * (np.abs(eta) + TOLERANCE)):
+            return eta, coef, evaluations, True
+        predicted = -(2 * gradient @ step + (jac @ step) @ (jac @ step))
+        r_new, jac_new, coef_new = solve(trial)
+        evaluations += 1
+        cost_new = r_new @ r_new
+        if np.isfinite(cost_new) and cost_new < cost:
+            gain = cost - cost_new
+            rho = gain / predicted if predicted > 0 else 0.0
+            eta, r, jac, coef, cost, moved = trial, r_new, jac_new, coef_new, cost_new, True
+            damping *= max(1 / 3, 1 - (2 * rho - 1) ** 3)
+            grow = 2.0
+            if gain <= max(TOLERANCE * (cost + gain), settled) and predicted <= max(TOLERANCE * (cost + gain), 2 * settled):
+                return eta, coef, evaluations, True
+        else:
+            damping *= grow
+            grow *= 2
+            if damping > 1e12:
+                return eta, coef, evaluations, True  # no step lowers the cost: a minimum (on the box's edge, maybe)
+    return eta, coef, evaluations, False
 
 
 def _fastest_first(circuit: Circuit, params: np.ndarray) -> np.ndarray:
