@@ -38,21 +38,9 @@ steps:
 """
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items):
-    """Lay the tests out for pytest-xdist (``make test`` runs ``-n auto --dist loadgroup``).
-
-    The tests that read the short experiment's data directory (the session fixture ``stored``) go
-    to one worker, so that it is run once; those of a module with module-scoped fixtures go to one
-    worker, so that each fixture is built once. The long tests, those given a timeout above the
-    default, start first, so that none of them is left running alone at the end.
-    """
-    for item in items:
-        fixtures = item._fixtureinfo.name2fixturedefs
-        if "stored" in item.fixturenames:
-            item.add_marker(pytest.mark.xdist_group("stored"))
-        elif any(defs[-1].scope == "module" for defs in fixtures.values()):
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+    """Start the long tests first, those given a timeout above the default, so that with pytest-xdist
+    (``make test`` runs ``-n auto``) none of them is left running alone at the end."""
     items.sort(key=lambda item: -max((float(m.args[0] if m.args else m.kwargs["timeout"])
                                       for m in item.iter_markers("timeout")), default=0.0))
 
