@@ -28,7 +28,7 @@ demo: $(BIN)/labctl  ## the paper's overnight plating experiment on the simulate
 test: $(BIN)/labctl system-packages  ## the layer contracts, ruff, and the unit, device, plan, storage and browser tests
 	$(BIN)/lint-imports
 	$(BIN)/ruff check labctl devices plans tests
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto  # one pytest-xdist worker per core; tests/conftest.py starts the long tests first
 
 sweep: $(BIN)/labctl  ## every plan at both ends of every allowed range, through check and the dry run
 	$(BIN)/python -m pytest -m sweep tests/test_safety.py

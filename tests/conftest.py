@@ -38,6 +38,13 @@ steps:
 """
 
 
+def pytest_collection_modifyitems(items):
+    """Start the long tests first, those given a timeout above the default, so that with pytest-xdist
+    (``make test`` runs ``-n auto``) none of them is left running alone at the end."""
+    items.sort(key=lambda item: -max((float(m.args[0] if m.args else m.kwargs["timeout"])
+                                      for m in item.iter_markers("timeout")), default=0.0))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def private_temp_dir(tmp_path_factory):
     """Point the temporary directory (TMPDIR, for child processes too) into this session's own folder.
