@@ -8,7 +8,8 @@ partial copy in the server. :func:`repair_journal` keeps every readable, consist
 journal and sets the rest aside in a quarantine file beside it (``<uid>.quarantine``), so one
 damaged line never blocks a run; :func:`complete_run` then turns the journal into a whole run
 again: it checks every journalled page against its file, announces the rows written after the
-last journalled page, and closes the run as failed, "interrupted".
+last journalled page (every field of a stream up to the same row, whichever of a page's stream
+datums the kill cut off), and closes the run as failed, "interrupted".
 :meth:`labctl.storage.Storage.recover` then writes the run in.
 """
 
@@ -139,7 +140,8 @@ def consistent_documents(documents: list[tuple[str, dict]]) -> tuple[list[tuple[
     A run is one start document, then documents that name what they belong to (descriptors,
     stream resources) before they are used, then at most one stop, last. Set aside: anything
     before the start or a second start, a document repeated (same uid), an event or stream datum
-    whose descriptor or stream resource is unknown (its line was damaged), a stream datum that
+    whose descriptor or stream resource is unknown (its line was damaged), an event repeating a
+    row (seq_num) of its stream, a stream datum that
     overlaps an earlier one, and a stop followed by more documents (closed too early, e.g. by a
     recovery that ran beside a live run: the run went on). A stream datum that starts after the
     previous one ended (the datum in between was damaged) is widened back to close the gap: the
@@ -152,7 +154,7 @@ def consistent_documents(documents: list[tuple[str, dict]]) -> tuple[list[tuple[
     """
     kept: list[tuple[str, dict]] = []
     dropped: list[tuple[int, str]] = []
-    start_uid, seen, descriptors, resources = None, set(), set(), {}
+    start_uid, seen, descriptors, resources, numbered = None, set(), set(), {}, set()
     last_other = max((i for i, (name, _) in enumerate(documents) if name != "stop"), default=-1)
     stop_kept = False
     for index, (name, doc) in enumerate(documents):
@@ -168,6 +170,8 @@ def consistent_documents(documents: list[tuple[str, dict]]) -> tuple[list[tuple[
             why = "a descriptor of another run"
         elif name in ("event", "event_page") and doc.get("descriptor") not in descriptors:
             why = f"an {name} of an unknown descriptor"
+        elif name in ("event", "event_page") and numbered & set(_seq_nums(doc)):
+            why = f"an {name} repeating a seq_num of its stream"
         elif name == "stream_datum":
             why, doc = _checked_datum(doc, descriptors, resources)
         elif name == "stop" and (index < last_other or stop_kept):
@@ -183,10 +187,19 @@ def consistent_documents(documents: list[tuple[str, dict]]) -> tuple[list[tuple[
             resources[uid] = {"index": 0, "seq": None}
         elif name == "stop":
             stop_kept = True
+        elif name in ("event", "event_page"):
+            numbered.update(_seq_nums(doc))
         if uid is not None:
             seen.add(uid)
         kept.append((name, doc))
     return kept, dropped
+
+
+def _seq_nums(doc: dict) -> list[tuple[str, int]]:
+    """(descriptor, seq_num) of each row of an event or event page."""
+    numbers = doc.get("seq_num")
+    numbers = numbers if isinstance(numbers, list) else [numbers]
+    return [(doc.get("descriptor"), number) for number in numbers if isinstance(number, int)]
 
 
 def _checked_datum(doc: dict, descriptors: set, resources: dict) -> tuple[str | None, dict]:
@@ -304,19 +317,24 @@ def complete_run(run_uid: str, documents: list[tuple[str, dict]],
     Returns
     -------
     Completion
-        A check per stream with long data, and the documents to append: the stream resources
-        and datum of a file of this run the journal never heard of (the process died before the
-        first page), stream datums for rows written after the last journalled page, then (if the
-        journal has none) a stop document with exit status ``fail`` and reason ``interrupted``.
+        A check per stream with long data, and the documents to append: stream resources for
+        fields the journal never announced (a file of this run it never heard of: the process
+        died before the first page; or fields of an announced file: it died between the stream
+        resources of the first page), stream datums bringing every field of each stream to the
+        rows readable in all its files (written after the last journalled page, or a page
+        announced for some fields only: the process died between its stream datums), then (if
+        the journal has none) a stop document with exit status ``fail`` and reason ``interrupted``.
     """
     completion = Completion()
     has_stop = any(name == "stop" for name, _ in documents)
-    adopted = [] if has_stop or unannounced is None else _adopted_pages(documents, unannounced)
+    named = {doc["uri"] for name, doc in documents if name == "stream_resource"}
+    adopted = [] if has_stop else _adopted_pages(documents, unannounced)
     documents = documents + adopted
     completion.appended.extend(adopted)
     completion.collects = any(spec.get("external") == "STREAM:" for name, doc in documents if name == "descriptor"
                               for spec in doc.get("data_keys", {}).values())
-    completion.adopted = sorted({Path(urlparse(doc["uri"]).path).name for name, doc in adopted if name == "stream_resource"})
+    completion.adopted = sorted({Path(urlparse(doc["uri"]).path).name for name, doc in adopted
+                                 if doc["uri"] not in named})
     for descriptor, resources in _resources_by_descriptor(documents).items():
         check, datums = _check_stream(descriptor, resources, documents)
         completion.streams.append(check)
@@ -421,26 +439,37 @@ def unannounced_files(journal_dir: Path, assets_dir: Path) -> UnannouncedFiles:
     return UnannouncedFiles(files)
 
 
-def _adopted_pages(documents, unannounced: UnannouncedFiles) -> list[tuple[str, dict]]:
-    """Stream resources and a datum for the rows of this run's streams that reached a file before any page.
+def _adopted_pages(documents, unannounced: UnannouncedFiles | None) -> list[tuple[str, dict]]:
+    """Stream resources for the fields of this run's collected streams that the journal never announced.
 
     A collected stream (its descriptor's data keys say ``external: "STREAM:"`` and ``source:
-    "hdf5:<stream><dataset>"``) without a stream resource in the journal takes the unannounced
-    file of that stream whose rows include the time of one of the run's readings: the plans read
-    the channel's latest row into ``primary`` between pages, stamped with that row's time. (The
-    session clocks of successive simulated sessions overlap, so a time window would not do.)
+    "hdf5:<stream><dataset>"``) writes all its fields into one file, and its first page announces
+    them one stream resource at a time. A kill between two of them leaves fields the journal
+    never named: they take the file of their announced siblings. A stream none of whose fields
+    was announced (killed before the first page) takes the unannounced file of that stream whose
+    rows include the time of one of the run's readings: the plans read the channel's latest row
+    into ``primary`` between pages, stamped with that row's time. (The session clocks of
+    successive simulated sessions overlap, so a time window would not do.) The rows themselves
+    are announced by :func:`_check_stream`, up to the same row for every field.
     """
     start = documents[0][1]
     readings = np.array(sorted({t for name, doc in documents if name == "event"
                                 for t in doc.get("timestamps", {}).values() if isinstance(t, (int, float))}))
-    announced = {doc["data_key"] for name, doc in documents if name == "stream_resource"}
+    announced = {doc["data_key"]: doc for name, doc in documents if name == "stream_resource"}
     adopted = []
     for name, descriptor in documents:
         if name != "descriptor":
             continue
-        keys = {key: _dataset_of(spec) for key, spec in descriptor.get("data_keys", {}).items()
-                if spec.get("external") == "STREAM:" and _dataset_of(spec) and key not in announced}
-        if keys:
+        collected = {key: _dataset_of(spec) for key, spec in descriptor.get("data_keys", {}).items()
+                     if spec.get("external") == "STREAM:" and _dataset_of(spec)}
+        keys = {key: dataset for key, dataset in collected.items() if key not in announced}
+        sibling = next((announced[key] for key in collected if key in announced), None)
+        if not keys:
+            continue
+        if sibling is not None:
+            path = Path(urlparse(sibling["uri"]).path)
+            adopted += _resources(start["uid"], path, keys, sibling.get("parameters", {}).get("swmr", True))
+        elif unannounced is not None:
             adopted += _adopt(start["uid"], descriptor, keys, unannounced.files, readings)
     return adopted
 
@@ -455,8 +484,6 @@ def _dataset_of(spec: dict) -> str | None:
 
 def _adopt(run_uid: str, descriptor: dict, keys: dict[str, str], files: list[Path],
            readings: np.ndarray) -> list[tuple[str, dict]]:
-    from labctl.core.assets import HDF5_MIMETYPE, _file_uri
-
     stream = descriptor["name"]
     time_key = next((key for key in keys if key.endswith("_time")), None)
     if time_key is None:
@@ -468,60 +495,86 @@ def _adopt(run_uid: str, descriptor: dict, keys: dict[str, str], files: list[Pat
             with h5py.File(path, "r", swmr=True) as file:
                 rows = min(len(file[dataset]) for dataset in keys.values())
                 ours = bool(np.isin(file[keys[time_key]][:rows], readings).any())
-                chunks = {key: file[dataset].chunks[0] for key, dataset in keys.items()}
         except (OSError, KeyError):
             continue
         if rows == 0 or not ours:
             continue
-        adopted = []
-        for key, dataset in keys.items():
-            resource = {"uid": str(uuid.uuid4()), "data_key": key, "mimetype": HDF5_MIMETYPE, "uri": _file_uri(path),
-                        "parameters": {"dataset": dataset, "chunk_shape": [chunks[key]], "swmr": True},
-                        "run_start": run_uid}
-            adopted.append(("stream_resource", resource))
-            adopted.append(("stream_datum", {"uid": f"{resource['uid']}/0", "stream_resource": resource["uid"],
-                                             "descriptor": descriptor["uid"], "indices": {"start": 0, "stop": rows},
-                                             "seq_nums": {"start": 1, "stop": 1 + rows}}))
         logger.info("run %s: %d rows of its %s stream found in %s, written before its first page", run_uid, rows,
                     stream, path)
-        return adopted
+        return _resources(run_uid, path, keys, True)
     return []
+
+
+def _resources(run_uid: str, path: Path, keys: dict[str, str], swmr: bool) -> list[tuple[str, dict]]:
+    """Stream resources for the datasets ``keys`` (data key -> dataset) of one HDF5 file."""
+    from labctl.core.assets import HDF5_MIMETYPE, _file_uri
+
+    try:
+        with h5py.File(path, "r", swmr=swmr) as file:
+            chunks = {key: file[dataset].chunks[0] for key, dataset in keys.items()}
+    except (OSError, KeyError, TypeError):
+        return []
+    return [("stream_resource", {"uid": str(uuid.uuid4()), "data_key": key, "mimetype": HDF5_MIMETYPE,
+                                 "uri": _file_uri(path), "run_start": run_uid,
+                                 "parameters": {"dataset": dataset, "chunk_shape": [chunks[key]], "swmr": swmr}})
+            for key, dataset in keys.items()]
 
 
 # ---- helpers -------------------------------------------------------------------------------------
 def _resources_by_descriptor(documents) -> dict[str, list[dict]]:
-    """Stream resources grouped by the descriptor their datums name."""
-    resources = {doc["uid"]: doc for name, doc in documents if name == "stream_resource"}
-    grouped: dict[str, dict[str, dict]] = {}
+    """The stream resources of each collected stream (by descriptor uid), announced with a datum or not.
+
+    A stream resource names its data key, not its stream: the descriptor declaring that key
+    (``external: "STREAM:"``) is its stream.
+    """
+    by_key = {key: doc["uid"] for name, doc in documents if name == "descriptor"
+              for key, spec in doc.get("data_keys", {}).items() if spec.get("external") == "STREAM:"}
+    by_datum = {doc["stream_resource"]: doc["descriptor"] for name, doc in documents if name == "stream_datum"}
+    grouped: dict[str, list[dict]] = {}
     for name, doc in documents:
-        if name == "stream_datum":
-            grouped.setdefault(doc["descriptor"], {})[doc["stream_resource"]] = resources[doc["stream_resource"]]
-    return {descriptor: list(found.values()) for descriptor, found in grouped.items()}
+        if name != "stream_resource":
+            continue
+        descriptor = by_datum.get(doc["uid"]) or by_key.get(doc.get("data_key"))
+        if descriptor is not None:
+            grouped.setdefault(descriptor, []).append(doc)
+    return grouped
 
 
 def _check_stream(descriptor: str, resources: list[dict], documents) -> tuple[StreamCheck, list]:
-    """Compare one stream's journalled rows with its files; datums announcing any extra rows."""
+    """Compare one stream's journalled rows with its files; datums bringing every field to the same row.
+
+    The fields of a stream are announced one stream datum each, page by page, so a kill between
+    two of them leaves the fields journalled to different rows. Every field is announced up to
+    the rows readable in all its files (at least as many as any journalled page announces: rows
+    are fsynced before their page), so the stream's columns have one length.
+    """
     stream = next(doc["name"] for name, doc in documents if name == "descriptor" and doc["uid"] == descriptor)
     last_datum = {}
     for name, doc in documents:
         if name == "stream_datum" and doc["descriptor"] == descriptor:
             last_datum[doc["stream_resource"]] = doc
-    pages = sum(1 for name, doc in documents if name == "stream_datum" and doc["stream_resource"] == resources[0]["uid"])
-    journalled = max(doc["indices"]["stop"] for doc in last_datum.values())
-    on_disk = min(_rows_in_file(resource) for resource in resources)
+    stops = {resource["uid"]: last_datum[resource["uid"]]["indices"]["stop"] if resource["uid"] in last_datum else 0
+             for resource in resources}
+    pages = max((sum(1 for name, doc in documents if name == "stream_datum" and doc["stream_resource"] == uid)
+                 for uid in stops), default=0)
+    journalled = max(stops.values(), default=0)
+    on_disk = min((_rows_in_file(resource) for resource in resources), default=0)
     check = StreamCheck(stream, journalled, on_disk, pages)
     datums = []
-    if check.added:
-        for resource in resources:
-            last = last_datum[resource["uid"]]
-            seq_start = last["seq_nums"]["stop"]
-            datums.append(("stream_datum", {
-                "uid": f"{resource['uid']}/{pages}",
-                "stream_resource": resource["uid"],
-                "descriptor": descriptor,
-                "indices": {"start": journalled, "stop": on_disk},
-                "seq_nums": {"start": seq_start, "stop": seq_start + check.added},
-            }))
+    for resource in resources:
+        uid, start = resource["uid"], stops[resource["uid"]]
+        if start >= on_disk:
+            continue
+        last = last_datum.get(uid)
+        seq_start = last["seq_nums"]["stop"] if last else start + 1
+        count = sum(1 for name, doc in documents if name == "stream_datum" and doc["stream_resource"] == uid)
+        datums.append(("stream_datum", {
+            "uid": f"{uid}/{count}",
+            "stream_resource": uid,
+            "descriptor": descriptor,
+            "indices": {"start": start, "stop": on_disk},
+            "seq_nums": {"start": seq_start, "stop": seq_start + on_disk - start},
+        }))
     return check, datums
 
 

@@ -98,6 +98,16 @@ def test_consistency_sets_aside_what_does_not_fit_the_run():
                                            "a repeated document"]
 
 
+@pytest.mark.parametrize("repeated", [1, 2])
+def test_an_event_repeating_a_seq_num_of_its_stream_is_set_aside(repeated):
+    docs = [(entry["name"], entry["doc"]) for entry in map(json.loads, journal_lines())]
+    event = docs[1 + repeated][1]
+    replayed = ("event", {**event, "uid": f"replayed-{repeated}", "data": {"x": -1.0}})  # same row, new uid
+    kept, dropped = consistent_documents([*docs[:4], replayed, docs[4]])
+    assert [doc["uid"] for name, doc in kept if name == "event"] == ["e1", "e2"]
+    assert dropped == [(4, "an event repeating a seq_num of its stream")]
+
+
 def test_a_stream_datum_after_a_damaged_one_is_widened_over_the_gap():
     resource = {"uid": "r1", "data_key": "p_Ewe", "uri": "file://localhost/x.h5", "parameters": {"dataset": "/data/Ewe"}}
     datum = lambda n, a, b: ("stream_datum", {"uid": f"r1/{n}", "stream_resource": "r1", "descriptor": "d1",  # noqa: E731

@@ -248,8 +248,9 @@ class Storage:
         documents that do not fit set aside in ``<uid>.quarantine``); a journal without a start
         document (the process died as the step began) holds no run and is set aside whole. A run
         cut short gets its pages checked against their HDF5 files (rows written after the last
-        journalled page are announced too, and so is a file of the run that the journal never named: the
-        process died before the first page) and the stop document it never had (exit status
+        journalled page are announced too, every field of a stream up to the same row, and so is a
+        file of the run that the journal never named: the process died before the first page) and
+        the stop document it never had (exit status
         ``fail``, reason ``interrupted``), both appended to its journal. Idempotent: a second
         call finds nothing to do. Runs this process is still writing, and the runs of another
         live ``labctl run`` on this data directory (its writer lock lists them), are left alone.
