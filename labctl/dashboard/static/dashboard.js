@@ -45,7 +45,7 @@ const labctl = (() => {
                        el("span", rig.state, "state-" + rig.state), el("span", `${hours(rig.elapsed).toFixed(2)} h`),
                        el("span", fmt(rig.plated_capacity)), el("span", fmt(rig.last_r_int)),
                        el("span", queue ? `${queue.state}, ${queue.queued ?? 0} queued` : "no queue"),
-                       el("span", rig.last_alert || "", "alert")];
+                       alertText(rig.last_alert)];
         const labels = [...document.querySelectorAll("#rigs thead th")].map(th => th.textContent);
         cells.forEach((content, i) => { const td = document.createElement("td"); td.dataset.label = labels[i]; td.append(content); row.append(td); });
         if (queue && view.controls) {
@@ -56,6 +56,19 @@ const labctl = (() => {
           }
           row.append(td);
         }
+        return row;
+      }));
+      drawAlerts(view.alerts);
+    }
+    const alertText = alert => alert ? el("span", `${alert.event}: ${alert.body}`, "alert alert-" + alert.event)
+                                     : el("span", "");
+    function drawAlerts(alerts) {
+      document.querySelector("#alerts tbody").replaceChildren(...alerts.map(alert => {
+        const row = document.createElement("tr"); row.dataset.event = alert.event;
+        const link = el("a", alert.rig); link.href = `/run/${alert.uid}`;
+        const when = alert.time == null ? "" : new Date(alert.time * 1000).toLocaleString();
+        for (const v of [el("span", when), link, el("span", alert.event, "alert-" + alert.event), el("span", alert.title),
+                         el("span", alert.body)]) { const td = document.createElement("td"); td.append(v); row.append(td); }
         return row;
       }));
     }
