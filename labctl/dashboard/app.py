@@ -68,14 +68,16 @@ class Dashboard:
         return found
 
     def fingerprint(self) -> str:
-        """Changes whenever a page would show something new."""
+        """Changes whenever a page would show something new: a run or a queue's state."""
         with self._lock:
             parts = []
             for uid, run in self.catalog.sort(("start.time", -1)).items()[:50]:
                 state = data.run_state(run.metadata)
                 rows = data.length(run, "potentiostat", "potentiostat_time") if state == "running" else ""
                 parts.append(f"{uid}:{state}:{rows}")
-            return "|".join(parts)
+        queues = queue_states(self.queues)  # a queue paused, stopped or started is news too
+        parts += [f"{rig}:{q.get('state')}:{q.get('queued')}:{q.get('running')}" for rig, q in sorted(queues.items())]
+        return "|".join(parts)
 
     def authorised(self, request: Request) -> bool:
         given = request.headers.get("x-api-key", "")
@@ -142,6 +144,8 @@ def create_app(dashboard: Dashboard) -> Starlette:
     async def overview(request: Request) -> Response:
         found = await asyncio.to_thread(dashboard.overview)
         found["queues"] = await asyncio.to_thread(queue_states, dashboard.queues)
+        listed = {row["rig"] for row in found["rigs"]}
+        found["rigs"] += [data.rig_without_runs(rig) for rig in sorted(dashboard.queues) if rig not in listed]
         found["controls"] = bool(dashboard.api_key)
         return JSONResponse(found)
 

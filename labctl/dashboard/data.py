@@ -145,6 +145,13 @@ def overview(catalog, limit: int = 200, alerts_of=run_alerts) -> dict:
     return {"rigs": sorted(rigs.values(), key=lambda row: row["rig"]), "alerts": alerts[:ALERT_LIST]}
 
 
+def rig_without_runs(rig: str) -> dict:
+    """The overview's row of a rig that has a queue but no run in the catalog yet."""
+    keys = ("uid", "cell", "plan", "step", "experiment", "reason", "started", "elapsed", "plated_capacity",
+            "last_r_int", "last_alert")
+    return {"rig": rig, **dict.fromkeys(keys), "state": "no run stored"}
+
+
 def run_row(run) -> dict:
     """The overview's columns for one run."""
     start, stop = run.metadata["start"], run.metadata.get("stop") or {}

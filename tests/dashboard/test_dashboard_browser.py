@@ -119,7 +119,8 @@ def test_the_dashboard_follows_a_live_run_to_its_short(tmp_path):
             page.screenshot(path=ARTIFACTS / "run-live-phone.png", full_page=True)
 
             page.goto(f"http://127.0.0.1:{port}/")
-            playwright.expect(rig.locator(".alert")).to_contain_text("short circuit", timeout=300_000)
+            playwright.expect(rig.locator(".alert-short")).to_contain_text("short circuit", timeout=300_000)
+            playwright.expect(page.locator("#alerts tr[data-event='short']")).to_contain_text("shorted")  # the list too
             page.screenshot(path=ARTIFACTS / "overview-short-phone.png", full_page=True)
             page.set_viewport_size({"width": 1280, "height": 900})
             page.click("tr[data-rig='lab-sim'] a")

@@ -1,6 +1,7 @@
 """What the dashboard reads and serves, without a browser: downsampling, the overview, one run, control."""
 
 import asyncio
+import json
 import threading
 from pathlib import Path
 
@@ -14,6 +15,8 @@ from starlette.testclient import TestClient
 from labctl.dashboard import Dashboard, create_app
 from labctl.dashboard.data import min_max_downsample, overview, run_alerts, run_detail
 from labctl.storage import Storage
+
+pytestmark = pytest.mark.timeout(600)  # the module's fixtures run experiments (an hour's plating, a plating to a short)
 
 
 @settings(max_examples=60, deadline=None)
@@ -276,3 +279,35 @@ def test_several_browsers_on_one_server_share_one_poller():
         server.should_exit = True
         thread.join(timeout=30)
         sock.close()
+
+
+def test_the_dashboard_draws_spectra_and_alerts_without_importing_matplotlib(catalog, plating_run, tmp_path):
+    """A fresh interpreter draws a stored run's spectra with their fits (from netCDF copies of its
+    streams: a second process does not open the data directory this one holds) and its alerts."""
+    import subprocess
+    import sys
+
+    run = catalog[plating_run[1]]
+    for stream in ("impedance", "impedance_fit"):
+        run[stream].read().to_netcdf(tmp_path / f"{stream}.nc")
+    (tmp_path / "metadata.json").write_text(json.dumps({"start": run.metadata["start"], "stop": run.metadata["stop"]}))
+    code = f"""
+import json, sys
+from pathlib import Path
+import xarray as xr
+from labctl.dashboard import app, data
+folder = Path({str(tmp_path)!r})
+class Run(dict):
+    metadata = json.loads((folder / "metadata.json").read_text())
+class Stream:
+    def __init__(self, path): self.path = path
+    def read(self): return xr.load_dataset(self.path)
+run = Run({{name: Stream(folder / f"{{name}}.nc") for name in ("impedance", "impedance_fit")}})
+spectra = data.spectra(run)
+assert spectra and all(len(s["fit_z_real"]) == 200 for s in spectra if s["fit_success"]), spectra
+assert [a["event"] for a in data.run_alerts(run)] == ["experiment_end"]
+print(sorted(m for m in sys.modules if m.split(".")[0] == "matplotlib"))
+"""
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert found.returncode == 0, found.stderr[-2000:]
+    assert found.stdout.strip().splitlines()[-1] == "[]"

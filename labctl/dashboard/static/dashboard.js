@@ -30,7 +30,7 @@ const labctl = (() => {
       const response = await fetch(`/api/queues/${encodeURIComponent(rig)}/${action}`,
                                    { method: "POST", headers: { "X-API-Key": key() } });
       const answer = await response.json();
-      document.getElementById("status").textContent = answer.error || `${rig}: ${answer.done}`;
+      document.getElementById("answer").textContent = answer.error || `${rig}: ${answer.done}`;
     }
     async function draw() {
       const view = await getJSON("/api/overview");
@@ -39,10 +39,10 @@ const labctl = (() => {
       body.replaceChildren(...view.rigs.map(rig => {
         const row = document.createElement("tr");
         row.dataset.rig = rig.rig;
-        const link = el("a", rig.rig); link.href = `/run/${rig.uid}`;
+        const link = el("a", rig.rig); if (rig.uid) link.href = `/run/${rig.uid}`;
         const queue = view.queues[rig.rig];
         const cells = [link, el("span", rig.cell || ""), el("span", [rig.experiment, rig.step || rig.plan].filter(Boolean).join(": ")),
-                       el("span", rig.state, "state-" + rig.state), el("span", `${hours(rig.elapsed).toFixed(2)} h`),
+                       el("span", rig.state, "state-" + rig.state), el("span", rig.elapsed == null ? "" : `${hours(rig.elapsed).toFixed(2)} h`),
                        el("span", fmt(rig.plated_capacity)), el("span", fmt(rig.last_r_int)),
                        el("span", queue ? `${queue.state}, ${queue.queued ?? 0} queued` : "no queue"),
                        alertText(rig.last_alert)];
