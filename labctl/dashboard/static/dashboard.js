@@ -67,8 +67,11 @@ const labctl = (() => {
         const row = document.createElement("tr"); row.dataset.event = alert.event;
         const link = el("a", alert.rig); link.href = `/run/${alert.uid}`;
         const when = alert.time == null ? "" : new Date(alert.time * 1000).toLocaleString();
-        for (const v of [el("span", when), link, el("span", alert.event, "alert-" + alert.event), el("span", alert.title),
-                         el("span", alert.body)]) { const td = document.createElement("td"); td.append(v); row.append(td); }
+        const labels = [...document.querySelectorAll("#alerts thead th")].map(th => th.textContent);
+        [el("span", when), link, el("span", alert.event, "alert-" + alert.event), el("span", alert.title),
+         el("span", alert.body)].forEach((v, i) => {
+          const td = document.createElement("td"); td.dataset.label = labels[i]; td.append(v); row.append(td);
+        });
         return row;
       }));
     }
