@@ -14,10 +14,9 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
-from labctl.core.analysis import BLOCKING, BULK_INTERFACE, CIRCUITS, SHORTED
+from labctl.fits import FIT_PREFIX, IMPEDANCE_FIT, circuit_of, fit_values, fitted_circuit, row_circuit  # noqa: F401 - liveplot and report import them from here
 
-POTENTIOSTAT, IMPEDANCE, IMPEDANCE_FIT = "potentiostat", "impedance", "impedance_fit"
-FIT_PREFIX = IMPEDANCE_FIT + "_"
+POTENTIOSTAT, IMPEDANCE = "potentiostat", "impedance"
 VIRIDIS = matplotlib.colormaps["viridis"]
 # How labctl.core.analysis.ShortDetector words a short in the stop reason: "short circuit at <ISO time>..."
 SHORT_REASON = re.compile(r"short circuit at (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:[+-]\d\d:\d\d)?)")
@@ -150,43 +149,6 @@ def _fitted_curves(spectra, fits):
         params = [fit_values(fits, name)[i] for name in circuit.parameters]
         curves.append(circuit.impedance(params, np.geomspace(fi.max(), fi.min(), 200)))
     return np.array(curves)
-
-
-def row_circuit(fits, i: int):
-    """Return the circuit of one stored fit: its ``circuit`` index when stored, else told by the keys."""
-    if FIT_PREFIX + "circuit" in fits and np.isfinite(fit_values(fits, "circuit")[i]):
-        return CIRCUITS[int(fit_values(fits, "circuit")[i])]
-    return fitted_circuit(fits)
-
-
-def fit_values(fits, name: str) -> np.ndarray:
-    """Return one fitted quantity (``"asr_bulk"``, ``"R1"``) of an ``impedance_fit`` Dataset."""
-    return np.asarray(fits[FIT_PREFIX + name], dtype=float)
-
-
-def fitted_circuit(fits):
-    """Return the circuit stored fits are of, told apart by the parameters they hold, or None."""
-    return circuit_of(fits.data_vars)
-
-
-def circuit_of(keys):
-    """Return the circuit whose parameters ``keys`` (``impedance_fit_R0``...) hold, or None.
-
-    Parameters
-    ----------
-    keys : iterable of str
-        Data keys of the ``impedance_fit`` stream: a Dataset's ``data_vars``, an event's ``data``.
-    """
-    names = {key.removeprefix(FIT_PREFIX) for key in keys}
-    if "circuit" in names:  # every circuit's keys are stored; the circuit index says which
-        index = np.asarray(keys[FIT_PREFIX + "circuit"], dtype=float)
-        if index.ndim == 0 and np.isfinite(index):  # one event's data
-            return CIRCUITS[int(index)]
-        return BULK_INTERFACE  # a stream: each row's own is row_circuit's
-    for circuit in (BULK_INTERFACE, BLOCKING, SHORTED):  # the richest circuit first
-        if set(circuit.parameters) <= names:
-            return circuit
-    return None
 
 
 def short_time(stop: dict) -> float | None:

@@ -372,9 +372,11 @@ def _staircase_size(kw: dict, lab) -> list[Problem]:
     if stairs > MAX_STAIRS:
         return [(("density_step",), f"{show(step, 'mA/cm^2')} from {show(start, 'mA/cm^2')} to "
                                     f"{show(stop, 'mA/cm^2')} is {stairs:,} stairs: allowed at most {MAX_STAIRS:,}")]
-    if kw.get("step_duration"):  # the fixed-time protocol, else a fixed capacity per step
-        return _timed(stairs * _number(kw, "step_duration"), "step_duration", kw, wakeups=("check_interval", "page_interval"))
-    span = sum(_number(kw, "step_capacity") / (start + k * step) for k in range(stairs))
+    halves = 2 * _number(kw, "cycles_per_step", 1)  # each step plates and strips, cycles_per_step times
+    if kw.get("step_duration"):  # the fixed-time protocol, else a fixed capacity per half-cycle
+        return _timed(halves * stairs * _number(kw, "step_duration"), "step_duration", kw,
+                      wakeups=("check_interval", "page_interval"))
+    span = halves * sum(_number(kw, "step_capacity") / (start + k * step) for k in range(stairs))
     return _timed(span, "step_capacity", kw, wakeups=("check_interval", "page_interval"))
 
 

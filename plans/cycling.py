@@ -21,11 +21,11 @@ from plans.spectra import FitRecorder, ShortWatch, lead_resistance_of, measure_s
 from plans.stubs import ComputedValues
 
 CRITICAL_CURRENT = "critical_current"
-CCD_STEP = "ccd_step"  # one event per step of the staircase: its current density and capacities
+CCD_STEP = "ccd_step"  # one event per half-cycle of the staircase: its current density, direction and capacities
 MA_CM2 = Unit("mA/cm^2")
 MAH_CM2 = Unit("mAh/cm^2")
 #: Units of the staircase's figures (per step in ``ccd_step``; the outcome in ``critical_current``, ``result``).
-CCD_UNITS = {"density": "A/m^2", "half_cycle_capacity": "C/m^2", "cumulative_capacity": "C/m^2", "duration": "s",
+CCD_UNITS = {"density": "A/m^2", "direction": "", "half_cycle_capacity": "C/m^2", "cumulative_capacity": "C/m^2", "duration": "s",
              "critical_density": "A/m^2", "last_stable": "A/m^2", "short_time": "s"}
 
 
@@ -164,6 +164,7 @@ def ccd_staircase(
     max_density: Annotated[float, Unit("mA/cm^2", gt=0, le=100), LabLimit("current")],
     step_capacity: Annotated[float | None, Unit("mAh/cm^2", gt=0)] = None,
     step_duration: Annotated[float | None, Unit("h", gt=0)] = None,
+    cycles_per_step: Annotated[int, Count(ge=1, le=100)] = 1,
     electrode_area: Annotated[float, Unit("cm^2", gt=0)],
     sample_interval: Annotated[float, Unit("s", ge=0.001)] = 1.0,
     short_drop: Annotated[float, Unit("%", gt=0, lt=100)] = 0.5,
@@ -173,21 +174,26 @@ def ccd_staircase(
     guards: Guards | None = None,
     md: dict | None = None,
 ) -> MsgGenerator[Outcome]:
-    """Plate at increasing current densities, one half-cycle per step, until the cell shorts or a limit.
+    """Cycle at increasing current densities, symmetric plating and stripping half-cycles at each
+    step, until the cell shorts or a limit.
 
-    Each step plates either a fixed areal capacity (``step_capacity``: the cumulative-capacity
-    protocol, the step lasting capacity / current density) or for a fixed time (``step_duration``:
-    the capacity per half-cycle grows with the current density); give exactly one. A critical current
-    density is only comparable beside the areal capacity per half-cycle and the cumulative areal
-    capacity ("Standardizing critical current density measurements in lithium garnets", Commun.
-    Chem. 2023), so each step's current density, the capacity it passed and the cumulative capacity
-    (both from the channel's charge, the integral of I dt over its rows) go into the ``ccd_step``
-    stream, one event per step, and the outcome carries the critical step's capacity per half-cycle
-    (the protocol's) and the cumulative capacity beside the critical current density: all that passed
-    until the circuit opened, so at a short including the ``short_hold`` it took to confirm it.
+    At each step the cell is cycled ``cycles_per_step`` times at the step's current density: a
+    half-cycle plating lithium on the working electrode, then one stripping it back, as the
+    standards paper cycles its staircase ("Standardizing critical current density measurements in
+    lithium garnets", Commun. Chem. 2023). Each half-cycle passes either a fixed areal capacity
+    (``step_capacity``: the fixed-capacity protocol, the half-cycle lasting capacity / current
+    density) or lasts a fixed time (``step_duration``: the capacity per half-cycle grows with the
+    current density); give exactly one. A critical current density is only comparable beside the
+    areal capacity per half-cycle and the cumulative areal capacity, so each half-cycle's current
+    density, direction (-1 plating on the working electrode, +1 stripping), the capacity it passed
+    and the cumulative capacity (all that passed either way; both from the channel's charge, the
+    integral of I dt over its rows) go into the ``ccd_step`` stream, one event per half-cycle, and
+    the outcome carries the critical step's capacity per half-cycle (the protocol's) and the
+    cumulative capacity beside the critical current density: all that passed until the circuit
+    opened, so at a short including the ``short_hold`` it took to confirm it.
 
-    The critical current density is the step during which the cell short-circuited: its resistance
-    V / j fell by ``short_drop`` from one check to the next and stayed down for ``short_hold``
+    The critical current density is the step during which the cell short-circuited, in either
+    direction: its resistance V / j fell by ``short_drop`` from one check to the next and stayed down for ``short_hold``
     (:class:`labctl.core.analysis.CriticalCurrentDetector`). Judged against the check before, not the
     staircase's start, the rule holds on lithiophobic cells too, whose resistance falls several-fold
     but gradually as the first lithium wets the interface; the hold lets soft shorts pass. The
@@ -205,9 +211,11 @@ def ccd_staircase(
     start_density, density_step, max_density : float
         The staircase: first step, increment and last step, A/m^2 (YAML: e.g. ``0.1 mA/cm^2``).
     step_capacity : float, optional
-        Charge plated per step (areal capacity per half-cycle), C/m^2 (YAML: e.g. ``0.1 mAh/cm^2``).
+        Charge passed per half-cycle (areal capacity per half-cycle), C/m^2 (YAML: e.g. ``0.1 mAh/cm^2``).
     step_duration : float, optional
-        Instead, the duration of each step, s (YAML: e.g. ``0.5 h``); its capacity is density x duration.
+        Instead, the duration of each half-cycle, s (YAML: e.g. ``0.5 h``); its capacity is density x duration.
+    cycles_per_step : int
+        Plate-strip cycles at each current density (two half-cycles each).
     electrode_area : float
         Electrode area, m^2; filled in from the cell metadata.
     sample_interval : float
@@ -236,8 +244,8 @@ def ccd_staircase(
     def check(density: float) -> Check:
         def short() -> MsgGenerator[str | tuple | None]:
             reading = yield from latest(potentiostat.ewe)
-            # Plating: Ewe < 0, so -Ewe / j is the cell's (positive) resistance.
-            found = detector.add(reading["timestamp"], density, -reading["value"])
+            # Ewe has the sign of the current (plating: both negative), so Ewe / j is the cell's resistance.
+            found = detector.add(reading["timestamp"], density, reading["value"])
             if found is not None:
                 return "short circuit"
             return (yield from guards.breach(chamber, rig)) if guards else None
@@ -247,19 +255,21 @@ def ccd_staircase(
     steps = ComputedValues(CCD_STEP, source="potentiostat charge", units=CCD_UNITS)
     charge_before = yield from bps.rd(potentiostat.charge)
     ended, cumulative = Ended("completed", None, 0.0), 0.0
-    for density in _staircase(start_density, density_step, max_density):
+    halves = [(density, sign) for density in _staircase(start_density, density_step, max_density)
+              for _ in range(cycles_per_step) for sign in (-1, 1)]  # negative current plates on the working electrode
+    for density, sign in halves:
         duration = step_duration if step_capacity is None else step_capacity / density
         ended = yield from timed_step(
-            potentiostat, lambda seconds: CP(-density * electrode_area, seconds, sample_interval),
+            potentiostat, lambda seconds: CP(sign * density * electrode_area, seconds, sample_interval),
             duration, environment, sample_interval=sample_interval, page_interval=page_interval,
-            check=check(density), check_interval=check_interval, guards=guards, chamber=chamber, rig=rig,
+            check=check(sign * density), check_interval=check_interval, guards=guards, chamber=chamber, rig=rig,
         )
-        # The step's capacity as measured: the charge its rows carry (the last page is collected).
+        # The half-cycle's capacity as measured: the charge its rows carry (the last page is collected).
         charge = yield from bps.rd(potentiostat.charge)
         passed, charge_before = abs(charge - charge_before) / electrode_area, charge
         cumulative += passed
-        steps.update({"density": density, "half_cycle_capacity": passed, "cumulative_capacity": cumulative,
-                      "duration": ended.ran}, potentiostat.clock.now())
+        steps.update({"density": density, "direction": sign, "half_cycle_capacity": passed,
+                      "cumulative_capacity": cumulative, "duration": ended.ran}, potentiostat.clock.now())
         yield from bps.create(name=CCD_STEP)
         yield from bps.read(steps)
         yield from bps.save()

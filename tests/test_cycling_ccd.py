@@ -1,7 +1,8 @@
 """The critical current density staircase decides on a real short, on lithiophobic and lithiophilic cells:
 the detector's rules on synthetic staircases, then configs/ccd-staircase.yaml on the simulated lab
-with each surface; and it records, as the standards ask, the areal capacity per half-cycle and the
-cumulative capacity of each step (checked against the integral of the channel's current) and of the CCD."""
+with each surface; each step cycles symmetric plating and stripping half-cycles, and it records, as
+the standards ask, the areal capacity of each half-cycle and the cumulative capacity (checked against
+the integral of the channel's current) and those of the CCD."""
 
 from pathlib import Path
 
@@ -110,10 +111,12 @@ def critical_stream(docs):
 
 
 def step_at(kwargs, start, when):
-    """Return the staircase step (A/m^2) that was running at ``when``, from the plan's own schedule."""
+    """Return the staircase step (A/m^2) that was running at ``when``, from the plan's own schedule:
+    ``cycles_per_step`` plate-strip cycles of ``step_capacity`` per half-cycle at each density."""
     density, elapsed = kwargs["start_density"], start
-    while elapsed + kwargs["step_capacity"] / density <= when:
-        elapsed += kwargs["step_capacity"] / density
+    halves = 2 * kwargs.get("cycles_per_step", 1)
+    while elapsed + halves * kwargs["step_capacity"] / density <= when:
+        elapsed += halves * kwargs["step_capacity"] / density
         density += kwargs["density_step"]
     return density
 
@@ -146,26 +149,35 @@ def test_a_lithiophobic_interface_shorts_at_a_lower_current_density(staircase_on
 MAH_CM2 = 36_000.0  # C/m^2 in 1 mAh/cm^2
 
 
-def charge_integrals(docs, rows_on_disk, area):
-    """Each step's areal capacity (C/m^2) from the channel's rows: the integral of |I| dt over the rows
-    at the step's current density, each row standing for the interval since the one before."""
+def half_cycles_on_disk(docs, rows_on_disk, area):
+    """Each half-cycle's current density (A/m^2, signed: negative plates) and areal capacity (C/m^2)
+    from the channel's rows: a half-cycle is a run of rows of one sign (the staircase alternates), its
+    capacity the integral of |I| dt, each row standing for the interval since the one before."""
     time, current = rows_on_disk(docs, "_time"), rows_on_disk(docs, "_I")
     dt = np.median(np.diff(time)) if time.size > 1 else 1.0
-    densities = np.array([e["data"]["ccd_step_density"] for e in stream_events(docs, "ccd_step")])
-    step = np.argmin(np.abs(np.abs(current)[:, None] / area - densities[None, :]), axis=1)
-    return np.array([np.sum(np.abs(current[step == k])) * dt / area for k in range(densities.size)])
+    driven = current[current != 0]
+    halves = np.split(driven, np.flatnonzero(np.diff(np.sign(driven))) + 1)
+    return (np.array([np.median(h) / area for h in halves]),
+            np.array([np.sum(np.abs(h)) * dt / area for h in halves]))
+
+
+def charge_integrals(docs, rows_on_disk, area):
+    """Each half-cycle's areal capacity (C/m^2) from the channel's rows."""
+    return half_cycles_on_disk(docs, rows_on_disk, area)[1]
 
 
 # (start, step, max) in mA/cm^2 and the protocol: a fixed capacity per half-cycle (mAh/cm^2) or a
-# fixed time per half-cycle (h); from a single step to eleven, below this cell's short.
+# fixed time per half-cycle (h), and cycles per step; from a single step to eleven, below this cell's short.
 PROTOCOLS = [
     ((0.05, 0.05, 0.05), {"step_capacity": 0.01}),
     ((0.05, 0.05, 0.25), {"step_capacity": 0.02}),
     ((0.1, 0.02, 0.3), {"step_capacity": 0.005}),
     ((0.2, 0.1, 1.0), {"step_capacity": 0.05}),
+    ((0.1, 0.1, 0.3), {"step_capacity": 0.01, "cycles_per_step": 3}),
     ((0.05, 0.05, 0.2), {"step_duration": 0.25}),
     ((0.1, 0.03, 0.4), {"step_duration": 0.1}),
     ((0.5, 0.5, 1.0), {"step_duration": 0.05}),
+    ((0.2, 0.2, 0.6), {"step_duration": 0.05, "cycles_per_step": 2}),
 ]
 
 
@@ -175,19 +187,25 @@ def test_each_step_records_its_capacity_per_half_cycle_and_the_cumulative_capaci
     lab, RE, docs = lab
     area = CELL.electrode_area
     start, step, stop = (10.0 * j for j in stairs)  # A/m^2
-    si = {k: v * (MAH_CM2 if k == "step_capacity" else 3600.0) for k, v in protocol.items()}
+    cycles = protocol.get("cycles_per_step", 1)
+    si = {k: v * {"step_capacity": MAH_CM2, "step_duration": 3600.0}.get(k, 1) for k, v in protocol.items()}
     result = RE(ccd_staircase(lab.potentiostat, lab.chamber, lab.rig, start_density=start, density_step=step,
                               max_density=stop, electrode_area=area, **si))
     assert result.exit_status == "success" and result.plan_result.startswith("no short up to"), result.plan_result
     events = [e["data"] for e in stream_events(docs, "ccd_step")]
     densities = np.array([e["ccd_step_density"] for e in events])
+    directions = np.array([e["ccd_step_direction"] for e in events])
     capacities = np.array([e["ccd_step_half_cycle_capacity"] for e in events])
     cumulative = np.array([e["ccd_step_cumulative_capacity"] for e in events])
-    assert densities == pytest.approx(start + step * np.arange(round((stop - start) / step) + 1))
+    stairs = start + step * np.arange(round((stop - start) / step) + 1)
+    assert densities == pytest.approx(np.repeat(stairs, 2 * cycles))  # each step: its cycles' half-cycles
+    assert list(directions) == [-1, 1] * (len(stairs) * cycles)  # plate, then strip it back
     one_sample = densities * 1.0  # C/m^2 of one 1 s sample at each step's current density
     nominal = si["step_capacity"] if "step_capacity" in si else densities * si["step_duration"]
     assert np.all(np.abs(capacities - nominal) <= one_sample), (capacities, nominal)
-    assert capacities == pytest.approx(charge_integrals(docs, rows_on_disk, area), rel=1e-4)  # stored rows
+    signed, measured = half_cycles_on_disk(docs, rows_on_disk, area)  # the stored rows
+    assert signed == pytest.approx(directions * densities, rel=1e-3)  # the current really alternated
+    assert capacities == pytest.approx(measured, rel=1e-4)
     assert cumulative == pytest.approx(np.cumsum(capacities))
     (outcome,) = stream_events(docs, "result")
     assert outcome["data"]["result_cumulative_capacity"] == pytest.approx(cumulative[-1])
@@ -211,6 +229,7 @@ def test_the_critical_current_density_carries_both_capacities(staircase_on, surf
     (outcome,) = [e["data"] for e in stream_events(docs, "result")]
     cumulative = steps[-1]["ccd_step_cumulative_capacity"]
     assert steps[-1]["ccd_step_density"] == pytest.approx(found["critical_current_critical_density"])
+    assert [s["ccd_step_direction"] for s in steps] == [-1, 1] * (len(steps) // 2) + [-1] * (len(steps) % 2)
     # the critical step's capacity per half-cycle is the protocol's, the cumulative one what passed
     for figures, prefix in ((found, "critical_current"), (outcome, "result")):
         assert figures[f"{prefix}_half_cycle_capacity"] == pytest.approx(kwargs["step_capacity"])

@@ -191,7 +191,7 @@ TIMED = {  # each plan's timed steps, 1000 s of technique time in all (plating: 
     "plate": lambda ch: plate(ch, current_density=5.0, electrode_area=AREA, max_duration=1000.0),
     "plate_strip": lambda ch: plate_strip(ch, current_density=5.0, half_cycle=500.0, electrode_area=AREA),
     "ccd_staircase": lambda ch: ccd_staircase(ch, start_density=5.0, density_step=5.0, max_density=5.0,
-                                              step_capacity=5000.0, electrode_area=AREA),
+                                              step_capacity=2500.0, electrode_area=AREA),  # 500 s each way
     "electronic_conductivity_step": lambda ch: electronic_conductivity_step(
         ch, max_duration=1000.0, steady_window=2000.0, check_interval=60.0, electrode_area=AREA, thickness=1e-3),
 }

@@ -1,7 +1,7 @@
 """``labctl dashboard``: the lab and its runs in a browser, updating live while runs write.
 
 A lab overview (rig, cell, step, state, elapsed time, plated capacity, last R_int, queue, last
-alert) and per run the voltage (min/max downsampled, so soft shorts stay visible), the spectra with
+alert), the lab's newest alerts (those :mod:`labctl.alerts` sends, from the stored runs) and per run the voltage (min/max downsampled, so soft shorts stay visible), the spectra with
 their fits, the DRT, R_bulk/R_int against time with the short marked, and the guard decisions.
 Read-only without the API key; with it, each rig's queue (bluesky-queueserver) can be paused,
 resumed and stopped. Charts are drawn by plotly.js from the plotly package: nothing is fetched

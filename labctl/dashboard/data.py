@@ -11,13 +11,15 @@ from typing import Any
 
 import numpy as np
 
-from plans.guards import CONDITIONS, DECISIONS
+from labctl.fits import FIT_PREFIX as FIT
+from labctl.fits import row_circuit
+from plans.guards import CONDITIONS, DECISIONS, GUARDS
 
 COULOMB_PER_MAH = 3.6
 M2_TO_CM2 = 1e4
 VOLTAGE_BUCKETS = 1500  # min and max per bucket: a one-sample soft short stays visible
-ALERT_ENDINGS = ("short", "guard", "voltage_limit", "compliance")
-FIT = "impedance_fit_"
+NOTICES = ("experiment_end",)  # alerts sent at every run's end: listed, never the "last alert"
+ALERT_LIST = 30  # the newest alerts the overview lists
 CONDITION_NAMES = {code: name for name, code in CONDITIONS.items()}
 DECISION_NAMES = {code: name for name, code in DECISIONS.items()}
 
@@ -83,27 +85,71 @@ def run_state(metadata: dict) -> str:
     return "running" if not stop else stop.get("exit_status", "unknown")
 
 
-def alert_of(metadata: dict) -> str | None:
-    """The stop reason when a run ended on a short, a guard, a limit or a failure; else None."""
-    stop = metadata.get("stop") or {}
-    result = stop.get("result") or {}
-    if stop and (stop.get("exit_status") != "success" or result.get("ended_by") in ALERT_ENDINGS):
-        return stop.get("reason") or stop.get("exit_status")
-    return None
+class Recorder:
+    """Stands in for :class:`labctl.alerts.Alerter`: keeps each alert, stamped with its document's time."""
+
+    def __init__(self, uid: str, rig: str):
+        self.uid, self.rig, self.time, self.alerts = uid, rig, None, []
+
+    def send(self, event: str, title: str, body: str) -> None:
+        self.alerts.append({"event": event, "title": title, "body": body, "time": self.time,
+                            "uid": self.uid, "rig": self.rig})
 
 
-def overview(catalog, limit: int = 200) -> dict:
-    """One row per rig (the lab named in each start document): its newest run and its last alert."""
+def run_alerts(run) -> list[dict]:
+    """The alerts labctl sends for a run (:class:`labctl.alerts.AlertCallback`), from its stored documents.
+
+    The run's start, its guards stream and its stop go through the same callback a queue's RunEngine
+    subscribes, so the dashboard shows what was sent (a short, a guard's pause, resume or end, the
+    run's end), whichever kinds that callback makes.
+    """
+    from labctl.alerts import AlertCallback
+
+    start, stop = run.metadata["start"], run.metadata.get("stop")
+    recorder = Recorder(start["uid"], start.get("lab") or "lab")
+    callback = AlertCallback(recorder)
+    recorder.time = start["time"]
+    callback("start", start)
+    guards = dataset(run, GUARDS)
+    if guards is not None:
+        callback("descriptor", {"uid": GUARDS, "name": GUARDS, "run_start": start["uid"]})
+        for i in range(len(guards.time)):
+            recorder.time = float(guards.time[i])
+            callback("event", {"descriptor": GUARDS, "time": recorder.time,
+                               "data": {name: guards[name].values[i].item() for name in guards.data_vars}})
+    if stop:
+        recorder.time = stop["time"]
+        callback("stop", stop)
+    return recorder.alerts
+
+
+def newest_alarm(alerts: list[dict]) -> dict | None:
+    """The newest alert that is not a routine notice (a run's end), or None."""
+    return next((a for a in reversed(alerts) if a["event"] not in NOTICES), None)
+
+
+def overview(catalog, limit: int = 200, alerts_of=run_alerts) -> dict:
+    """One row per rig (the lab named in each start document, newest run) with its last alarm, and the
+    newest alerts of the lab (``ALERT_LIST`` of them, newest first). ``alerts_of`` gives a run's alerts
+    (the dashboard passes a cached :func:`run_alerts`: an ended run's alerts do not change)."""
     rigs: dict[str, dict] = {}
+    alerts: list[dict] = []
     for uid, run in catalog.sort(("start.time", -1)).items()[:limit]:
-        metadata = run.metadata
-        rig = metadata["start"].get("lab") or "lab"
-        alert = alert_of(metadata)
+        rig = run.metadata["start"].get("lab") or "lab"
+        found = alerts_of(run)
+        alerts.extend(reversed(found))
         if rig not in rigs:
-            rigs[rig] = {"rig": rig, **run_row(run), "last_alert": alert}
-        elif rigs[rig]["last_alert"] is None and alert:
-            rigs[rig]["last_alert"] = alert
-    return {"rigs": sorted(rigs.values(), key=lambda row: row["rig"])}
+            rigs[rig] = {"rig": rig, **run_row(run), "last_alert": newest_alarm(found)}
+        elif rigs[rig]["last_alert"] is None:
+            rigs[rig]["last_alert"] = newest_alarm(found)
+    return {"rigs": sorted(rigs.values(), key=lambda row: row["rig"]), "alerts": alerts[:ALERT_LIST]}
+
+
+def rig_without_runs(rig: str) -> dict:
+    """The overview's row of a rig that has a queue but no run in the catalog yet."""
+    keys = ("uid", "cell", "plan", "step", "experiment", "reason", "started", "elapsed", "plated_capacity",
+            "last_r_int", "last_alert")
+    return {"rig": rig, **dict.fromkeys(keys), "state": "no run stored"}
 
 
 def run_row(run) -> dict:
@@ -185,8 +231,6 @@ def voltage(run) -> dict:
 
 def spectra(run) -> list[dict]:
     """Each spectrum with its fitted curve (from the stored circuit and parameters) and DRT."""
-    from labctl.plots import row_circuit
-
     sweeps, fits = dataset(run, "impedance"), dataset(run, "impedance_fit")
     if sweeps is None:
         return []
@@ -198,12 +242,12 @@ def spectra(run) -> list[dict]:
         item = {"time": finite(float(sweeps.time[i]) - t0), "frequency": finite_list(f),
                 "z_real": finite_list(z.real), "minus_z_imag": finite_list(-z.imag)}
         if fits is not None and i < len(fits.time):
-            item.update(fitted(fits, i, f, row_circuit))
+            item.update(fitted(fits, i, f))
         out.append(item)
     return out
 
 
-def fitted(fits, i: int, f: np.ndarray, row_circuit) -> dict:
+def fitted(fits, i: int, f: np.ndarray) -> dict:
     """One fit's curve (200 points over the spectrum's range) and its DRT."""
     circuit = row_circuit(fits, i)
     params = [float(fits[FIT + name][i]) for name in circuit.parameters]
@@ -245,7 +289,7 @@ def capacity_at(run, cell: dict, times: np.ndarray) -> list[float | None]:
 
 def guard_decisions(run) -> list[dict]:
     """The guards stream in words: when, which condition, its value, what was decided."""
-    data = dataset(run, "guards")
+    data = dataset(run, GUARDS)
     if data is None:
         return []
     field = {name.rsplit("_", 1)[-1]: name for name in data.data_vars}

@@ -22,7 +22,8 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "dashboard"
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 PHONE = {"width": 390, "height": 844}
 
-# Plating that shorts within a few simulated hours; pages every 2 min so the plot grows often.
+# Plating that shorts within a few simulated hours (a minute or so at --pace 60, so the page sees it
+# running on a loaded machine); pages every 2 min so the plot grows often.
 LIVE_EXPERIMENT = f"""\
 name: dashboard-live
 lab: {CONFIGS / "lab-sim.yaml"}
@@ -104,7 +105,7 @@ def test_the_dashboard_follows_a_live_run_to_its_short(tmp_path):
             browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
             page = browser.new_page(viewport=PHONE)
             page.goto(f"http://127.0.0.1:{port}/")
-            run = started(["run", str(experiment), "--data-dir", str(data_dir), "--pace", "120"], tmp_path / "run.log")
+            run = started(["run", str(experiment), "--data-dir", str(data_dir), "--pace", "60"], tmp_path / "run.log")
             rig = page.locator("tr[data-rig='lab-sim']")
             playwright.expect(rig).to_contain_text("plate", timeout=300_000)  # pushed: no reload
             playwright.expect(rig).to_contain_text("running")
@@ -119,7 +120,8 @@ def test_the_dashboard_follows_a_live_run_to_its_short(tmp_path):
             page.screenshot(path=ARTIFACTS / "run-live-phone.png", full_page=True)
 
             page.goto(f"http://127.0.0.1:{port}/")
-            playwright.expect(rig.locator(".alert")).to_contain_text("short circuit", timeout=300_000)
+            playwright.expect(rig.locator(".alert-short")).to_contain_text("short circuit", timeout=300_000)
+            playwright.expect(page.locator("#alerts tr[data-event='short']")).to_contain_text("shorted")  # the list too
             page.screenshot(path=ARTIFACTS / "overview-short-phone.png", full_page=True)
             page.set_viewport_size({"width": 1280, "height": 900})
             page.click("tr[data-rig='lab-sim'] a")

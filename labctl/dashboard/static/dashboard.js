@@ -30,7 +30,7 @@ const labctl = (() => {
       const response = await fetch(`/api/queues/${encodeURIComponent(rig)}/${action}`,
                                    { method: "POST", headers: { "X-API-Key": key() } });
       const answer = await response.json();
-      document.getElementById("status").textContent = answer.error || `${rig}: ${answer.done}`;
+      document.getElementById("answer").textContent = answer.error || `${rig}: ${answer.done}`;
     }
     async function draw() {
       const view = await getJSON("/api/overview");
@@ -39,13 +39,13 @@ const labctl = (() => {
       body.replaceChildren(...view.rigs.map(rig => {
         const row = document.createElement("tr");
         row.dataset.rig = rig.rig;
-        const link = el("a", rig.rig); link.href = `/run/${rig.uid}`;
+        const link = el("a", rig.rig); if (rig.uid) link.href = `/run/${rig.uid}`;
         const queue = view.queues[rig.rig];
         const cells = [link, el("span", rig.cell || ""), el("span", [rig.experiment, rig.step || rig.plan].filter(Boolean).join(": ")),
-                       el("span", rig.state, "state-" + rig.state), el("span", `${hours(rig.elapsed).toFixed(2)} h`),
+                       el("span", rig.state, "state-" + rig.state), el("span", rig.elapsed == null ? "" : `${hours(rig.elapsed).toFixed(2)} h`),
                        el("span", fmt(rig.plated_capacity)), el("span", fmt(rig.last_r_int)),
                        el("span", queue ? `${queue.state}, ${queue.queued ?? 0} queued` : "no queue"),
-                       el("span", rig.last_alert || "", "alert")];
+                       alertText(rig.last_alert)];
         const labels = [...document.querySelectorAll("#rigs thead th")].map(th => th.textContent);
         cells.forEach((content, i) => { const td = document.createElement("td"); td.dataset.label = labels[i]; td.append(content); row.append(td); });
         if (queue && view.controls) {
@@ -56,6 +56,22 @@ const labctl = (() => {
           }
           row.append(td);
         }
+        return row;
+      }));
+      drawAlerts(view.alerts);
+    }
+    const alertText = alert => alert ? el("span", `${alert.event}: ${alert.body}`, "alert alert-" + alert.event)
+                                     : el("span", "");
+    function drawAlerts(alerts) {
+      document.querySelector("#alerts tbody").replaceChildren(...alerts.map(alert => {
+        const row = document.createElement("tr"); row.dataset.event = alert.event;
+        const link = el("a", alert.rig); link.href = `/run/${alert.uid}`;
+        const when = alert.time == null ? "" : new Date(alert.time * 1000).toLocaleString();
+        const labels = [...document.querySelectorAll("#alerts thead th")].map(th => th.textContent);
+        [el("span", when), link, el("span", alert.event, "alert-" + alert.event), el("span", alert.title),
+         el("span", alert.body)].forEach((v, i) => {
+          const td = document.createElement("td"); td.dataset.label = labels[i]; td.append(v); row.append(td);
+        });
         return row;
       }));
     }
