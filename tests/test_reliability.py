@@ -153,8 +153,8 @@ def test_sigkill_mid_plating_then_recover_gives_back_every_journalled_page(tmp_p
     experiment = tmp_path / "kill.yaml"
     experiment.write_text(KILL_EXPERIMENT.format(lab=CONFIGS / "lab-sim.yaml"))
     data_dir = tmp_path / "data"
-    # Unpaced, so stored in batches (a paced run is stored live, and a live run killed mid-way is not
-    # yet recovered consistently: see the README's "Overnight reliability"). A page a simulated minute.
+    # Unpaced, so stored in batches (tests/test_recover_live.py kills paced runs, stored live). A page a
+    # simulated minute.
     command = [sys.executable, "-m", "labctl.cli", "run", str(experiment), "--data-dir", str(data_dir)]
     with subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) as run:
         pages = 0
