@@ -13,11 +13,14 @@ Cases: ``labctl --help``; ``check --no-dry-run`` and ``check`` (the dry run) of 
 plating day (bench_plating.py's plan, ``DAY_HOURS`` hours, stored batched and not stored), timed
 inside the child from the plan's start to the storage's flush, so the interpreter's start is not in it.
 
-Measured 2026-12-02 on the 2-core machine under a load average of 8-15 (other sessions running,
-so wall times are several times a quiet machine's), this tree's branch h6 against 8f9e27e, whole
-processes timed from outside in pairs A B, CPU s (user + system), medians of 5-7 pairs:
-``check --no-dry-run`` 1.93 vs 3.94 (0.50x); ``runs`` of 1,000 runs 1.07 vs 1.42 (0.74x); ``show``
-14.2 vs 14.2 (1.0x: the embedded tiled server's start, its HTTP reads and imports, unchanged).
+Measured 2026-12-02 by this file (ROUNDS=3, DAY_HOURS=6) on the 2-core machine under a load
+average of 12-15 (other sessions running, so wall times are several times a quiet machine's),
+branch h6 against 8f9e27e, CPU s A vs B (A/B): ``--help`` 0.12 vs 0.11; ``check --no-dry-run``
+1.82 vs 3.54 (0.51); ``check`` with the dry run 6.10 vs 6.83 (0.88); ``runs`` of 1,000 runs 0.92
+vs 1.20 (0.76); ``show`` 16.6 vs 16.0 (1.06: the embedded tiled server's start, its HTTP reads
+and imports, unchanged); the day not stored 15.6 vs 18.3 (0.83), stored batched 24.7 vs 21.9
+(1.13). The stored day's ratio is within this load's noise: other paired runs of it gave 0.91-1.15,
+so a change there is not determined.
 
 Run it with ``python tests/benchmarks/bench_commands.py [BASELINE_REV]`` (default ``HEAD~1``) or
 ``make bench`` (``BASELINE_REV=...``);
