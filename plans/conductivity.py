@@ -13,7 +13,6 @@ from devices.biologic.channel import PotentiostatChannel
 from devices.biologic.techniques import CA, PEIS
 from devices.chamber.device import TemperatureChamber
 from devices.rig.device import StackPressureRig
-from labctl.core.analysis import BLOCKING, arrhenius_fit, electronic_conductivity, ionic_conductivity, steady_current
 from labctl.core.units import Count, LabLimit, Unit
 from plans.impedance import impedance_device
 from plans.potentiostat import POTENTIOSTAT, latest, timed_step
@@ -99,6 +98,8 @@ def ionic_conductivity_arrhenius(
     md : dict, optional
         Extra metadata for the start document.
     """
+    from labctl.core.analysis import BLOCKING, ionic_conductivity  # lazily: `labctl check` reads the plans without scipy
+
     environment = [d for d in (chamber, rig) if d is not None]
     top = ANALYSER_F_MAX if impedance_analyser is not None else POTENTIOSTAT_F_MAX
     technique = PEIS(amplitude=amplitude, f_max=f_max or top, f_min=f_min, points_per_decade=points_per_decade)
@@ -142,6 +143,8 @@ def _save(values: ComputedValues) -> MsgGenerator[None]:
 def _arrhenius(used: list, excluded: list, result: ComputedValues) -> MsgGenerator[str]:
     """Fit and store the Arrhenius law through the ``used`` (T, sigma) points if there are enough;
     return the run's stop reason, which lists the ``excluded`` points with their reasons."""
+    from labctl.core.analysis import arrhenius_fit  # lazily: `labctl check` reads the plans without scipy
+
     left_out = f"; left out: {'; '.join(excluded)}" if excluded else ""
     if not used:
         return f"no temperature gave a determined bulk resistance{left_out}"
@@ -219,6 +222,8 @@ def electronic_conductivity_step(
     md : dict, optional
         Extra metadata for the start document.
     """
+    from labctl.core.analysis import electronic_conductivity, steady_current  # lazily: `labctl check` reads the plans without scipy
+
     environment = [d for d in (chamber, rig) if d is not None]
     result = ComputedValues(CONDUCTIVITY, source="labctl.core.analysis.electronic_conductivity")
     times, currents = [], []

@@ -12,7 +12,6 @@ from devices.biologic.channel import PotentiostatChannel
 from devices.biologic.techniques import CP, GEIS
 from devices.chamber.device import TemperatureChamber
 from devices.rig.device import StackPressureRig
-from labctl.core.analysis import CriticalCurrentDetector, ShortDetector
 from labctl.core.units import Count, LabLimit, Unit
 from plans.guards import Guards
 from plans.potentiostat import POTENTIOSTAT, Check, Ended, latest, timed_step
@@ -119,6 +118,8 @@ def plate_strip(
     current = current_density * electrode_area
     geis = GEIS(bias=0.0, amplitude=geis_amplitude * electrode_area, f_max=geis_f_max, f_min=geis_f_min,
                 points_per_decade=geis_points_per_decade)
+    from labctl.core.analysis import ShortDetector  # lazily: `labctl check` reads the plans without scipy
+
     detector = ShortDetector(current, short_resistance=short_resistance, fall=short_fall, hold=short_hold)
     recorder = FitRecorder(potentiostat, electrode_area, lead_resistance=lead_resistance_of(lead_resistances))
     watch = ShortWatch(recorder, detector)
@@ -238,6 +239,8 @@ def ccd_staircase(
     """
     guards = (guards or Guards()).for_step(check_interval)
     environment = [d for d in (chamber, rig) if d is not None]
+    from labctl.core.analysis import CriticalCurrentDetector  # lazily: `labctl check` reads the plans without scipy
+
     detector = CriticalCurrentDetector(drop=short_drop, hold=short_hold)
     result = ComputedValues(CRITICAL_CURRENT, source="labctl.core.analysis.CriticalCurrentDetector", units=CCD_UNITS)
 

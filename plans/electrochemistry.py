@@ -11,7 +11,6 @@ from devices.biologic.channel import PotentiostatChannel
 from devices.biologic.techniques import CP, GEIS, OCV
 from devices.chamber.device import TemperatureChamber
 from devices.rig.device import StackPressureRig
-from labctl.core.analysis import ShortDetector
 from labctl.core.units import Count, LabLimit, Unit
 from plans.guards import Guards
 from plans.potentiostat import POTENTIOSTAT, latest, timed_step
@@ -147,6 +146,8 @@ def plate(
         points_per_decade=geis_points_per_decade,
     )
     at_rest = GEIS(**{**geis.__dict__, "bias": 0.0})
+    from labctl.core.analysis import ShortDetector  # lazily: `labctl check` reads the plans without scipy
+
     detector = ShortDetector(current, short_resistance=short_resistance, fall=short_fall, hold=short_hold,
                              drop=short_drop)
     recorder = FitRecorder(potentiostat, electrode_area, lead_resistance=lead_resistance_of(lead_resistances))

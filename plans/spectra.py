@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import bluesky.plan_stubs as bps
 from bluesky.utils import MsgGenerator
 
 from devices.biologic.techniques import sweep_duration
-from labctl.core.analysis import BLOCKING, BULK_INTERFACE, SHORTED, Circuit, FitResult, ShortDetector, fit_spectrum
 from plans.stubs import ENVIRONMENT, FIT_HINTS, ComputedValues, fit_unit, wait_for
+
+if TYPE_CHECKING:  # labctl.core.analysis (scipy) is imported where a spectrum is fitted: `labctl check` needs none
+    from labctl.core.analysis import Circuit, FitResult, ShortDetector
 
 IMPEDANCE = "impedance"
 IMPEDANCE_FIT = "impedance_fit"
@@ -31,6 +33,8 @@ MAX_READINGS_WITHIN = 4
 
 def circuit_for(cell_kind: str) -> Circuit:
     """Return the equivalent circuit of a cell kind: blocking electrodes give a spur, not an arc."""
+    from labctl.core.analysis import BLOCKING, BULK_INTERFACE
+
     return BLOCKING if cell_kind == "blocking" else BULK_INTERFACE
 
 
@@ -105,10 +109,12 @@ class FitRecorder:
     impedance analyser. ``lead_resistance`` (ohm, the lab file's) bounds every fit's R0.
     """
 
-    def __init__(self, meter, electrode_area: float, circuit: Circuit = BULK_INTERFACE,
+    def __init__(self, meter, electrode_area: float, circuit: Circuit | None = None,
                  lead_resistance: float | None = None, alternative: Circuit | None = None) -> None:
+        from labctl.core.analysis import BULK_INTERFACE
+
         self.prefix = impedance_meter(meter).name
-        self.area, self.circuit = electrode_area, circuit
+        self.area, self.circuit = electrode_area, BULK_INTERFACE if circuit is None else circuit
         self.lead_resistance, self.alternative = lead_resistance, alternative
         self.values = ComputedValues(IMPEDANCE_FIT, source="labctl.core.analysis.fit_spectrum", units=_fit_unit,
                                      hinted=FIT_HINTS)
@@ -143,6 +149,8 @@ class FitRecorder:
         return fit
 
     def _fit(self, frequencies: np.ndarray, z: np.ndarray) -> FitResult:
+        from labctl.core.analysis import fit_spectrum
+
         fit = fit_spectrum(frequencies, z, self.circuit, previous=self.previous, lead_resistance=self.lead_resistance)
         if self.alternative is not None and fit.why("bulk") is not None:
             other = fit_spectrum(frequencies, z, self.alternative, lead_resistance=self.lead_resistance)
@@ -151,6 +159,8 @@ class FitRecorder:
         return fit
 
     def _shorted(self, frequencies: np.ndarray, z: np.ndarray) -> FitResult:
+        from labctl.core.analysis import BULK_INTERFACE, SHORTED, fit_spectrum
+
         before = self.before_short
         behind = ({name: before.estimate(name) for name in CELL_BEHIND_SHORT}
                   if before is not None and before.circuit is BULK_INTERFACE else None)

@@ -97,6 +97,18 @@ def _json_dtype(spec: FieldSpec) -> str:
     return {"b": "boolean", "i": "integer", "u": "integer"}.get(kind, "number")
 
 
+def _append(dataset: h5py.Dataset, start: int, values: np.ndarray) -> None:
+    """Write ``values`` as rows ``start`` on of ``dataset``, growing it to end there.
+
+    What ``dataset.resize`` and ``dataset[start:] = values`` do, through h5py's low-level calls:
+    a third of their cost, which a simulated day pays 6,000 times (tests/benchmarks/bench_plating.py).
+    """
+    dataset.id.set_extent((start + len(values), *values.shape[1:]))
+    selection = dataset.id.get_space()
+    selection.select_hyperslab((start, *(0,) * (values.ndim - 1)), values.shape)
+    dataset.id.write(h5py.h5s.create_simple(values.shape), selection, values)
+
+
 def _file_uri(path: Path) -> str:
     """``file://localhost/<path>``: the form tiled writes and parses (``tiled.utils.ensure_uri``).
 
@@ -251,9 +263,7 @@ class HDF5StreamWriter:
             return 0
         start = self._written
         for field, values in columns.items():
-            dataset = self._datasets[field]
-            dataset.resize(start + rows, axis=0)
-            dataset[start:] = values
+            _append(self._datasets[field], start, values)
         self._file.flush()
         self._written = start + rows
         return rows
@@ -278,7 +288,7 @@ class HDF5StreamWriter:
         missing, extra = set(self.fields) - set(page), set(page) - set(self.fields)
         if missing or extra:
             raise ValueError(f"{self.stream_name}: page fields differ: missing {sorted(missing)}, unexpected {sorted(extra)}")
-        columns = {field: np.asarray(page[field], dtype=spec.dtype) for field, spec in self.fields.items()}
+        columns = {field: np.ascontiguousarray(page[field], dtype=spec.dtype) for field, spec in self.fields.items()}
         lengths = {field: len(values) for field, values in columns.items()}
         if len(set(lengths.values())) != 1:
             raise ValueError(f"{self.stream_name}: columns of one page must have the same length, got {lengths}")

