@@ -38,6 +38,7 @@ import secrets
 import shutil
 import sqlite3
 import tempfile
+import threading
 import time
 from pathlib import Path
 from urllib.parse import quote_plus, urlparse
@@ -227,8 +228,6 @@ class DataServer:
         from tiled.config import Authentication
         from tiled.server.app import build_app
         from tiled.server.logging_config import LOGGING_CONFIG
-        from tiled.server.simple import ThreadedServer
-
         log_config = copy.deepcopy(LOGGING_CONFIG)
         for handler, name in (("access", "access.log"), ("default", "error.log")):
             log_config["handlers"][handler]["class"] = "logging.FileHandler"
@@ -238,7 +237,7 @@ class DataServer:
 
         register_documents_exporter()  # run.documents() (application/json-seq) from this server
         self.app = build_app(self.catalog, authentication=Authentication(single_user_api_key=self.api_key))
-        self._server = ThreadedServer(uvicorn.Config(self.app, host=host, port=port, loop="asyncio",
+        self._server = _daemon_threaded_server()(uvicorn.Config(self.app, host=host, port=port, loop="asyncio",
                                                      log_config=log_config))
         self._cm = self._server.run_in_thread()
         try:
@@ -611,3 +610,32 @@ class LabServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=60)
+
+
+def _daemon_threaded_server():
+    """tiled's ``ThreadedServer`` with uvicorn on a daemon thread.
+
+    tiled starts it on an ordinary thread, which Python waits for at exit: a script that read a
+    run and never called ``close()`` hung for good. Nothing is lost by not waiting: every document
+    is in the journal first, and SQLite's WAL survives a cut write.
+    """
+    from tiled.server.simple import ThreadedServer
+
+    class DaemonThreadedServer(ThreadedServer):
+        @contextlib.contextmanager
+        def run_in_thread(self):
+            self.thread = threading.Thread(target=self.run, name="labctl-data-server", daemon=True)
+            self.thread.start()
+            try:
+                deadline = time.monotonic() + STARTUP_TIMEOUT
+                while not self.started:
+                    if time.monotonic() > deadline or not self.thread.is_alive():
+                        raise TimeoutError(f"uvicorn did not start in {STARTUP_TIMEOUT} s")
+                    time.sleep(0.05)
+                host, port = self.servers[0].sockets[0].getsockname()
+                yield f"http://{host}:{port}"
+            finally:
+                self.should_exit = True
+                self.thread.join()
+
+    return DaemonThreadedServer

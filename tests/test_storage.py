@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import bluesky.plan_stubs as bps
@@ -438,3 +440,13 @@ def test_recover_writes_in_a_journalled_run_the_catalog_lacks(tmp_path, record):
         assert storage.recover()[uid].delivered
         np.testing.assert_array_equal(storage.catalog[uid]["cycler"].read()["cycler_Ewe"].values, concat(pages, "Ewe"))
         assert storage.recover() == {}
+
+
+def test_a_script_that_never_closes_its_storage_still_exits(tmp_path):
+    """The embedded server's thread must not keep the interpreter alive (the README's recipes omit close())."""
+    script = ("import sys; from labctl.storage import Storage\n"
+              f"storage = Storage.open({str(tmp_path)!r})\n"
+              "list(storage.catalog)  # starts the embedded tiled server\n"
+              "print('read', flush=True)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=110)
+    assert (done.returncode, done.stdout.strip()) == (0, "read"), done.stderr[-2000:]
