@@ -422,7 +422,7 @@ def test_recover_keeps_the_rows_of_a_run_killed_before_its_first_page(tmp_path, 
     with Storage.open(tmp_path) as storage:
         outcome = storage.recover()[uid]
         assert "rows written before the first page recovered from test-cycler-" in outcome.message, outcome.message
-        assert f"cycler: {rows} points in 1 journalled pages, 0 lost" in outcome.message
+        assert f"cycler: 0 points in 0 journalled pages, 0 lost, {rows} written after the last page recovered" in outcome.message
         run = storage.catalog[uid]
         np.testing.assert_array_equal(run["cycler"].read()["cycler_Ewe"].values, pages[0]["Ewe"])
         assert run.metadata["stop"]["num_events"]["cycler"] == rows
