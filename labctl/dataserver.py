@@ -228,6 +228,7 @@ class DataServer:
         from tiled.config import Authentication
         from tiled.server.app import build_app
         from tiled.server.logging_config import LOGGING_CONFIG
+        _close_log_files(LOGGING_CONFIG["loggers"])  # uvicorn's dictConfig drops them unclosed otherwise
         log_config = copy.deepcopy(LOGGING_CONFIG)
         for handler, name in (("access", "access.log"), ("default", "error.log")):
             log_config["handlers"][handler]["class"] = "logging.FileHandler"
@@ -284,6 +285,9 @@ class DataServer:
         self._cm.__exit__(None, None, None)
         self._cm = None
         self._storage.dispose()  # close its connections (and release DuckDB's file lock) for the next process
+        from tiled.server.logging_config import LOGGING_CONFIG
+
+        _close_log_files(LOGGING_CONFIG["loggers"], within=self._scratch)
         shutil.rmtree(self._scratch, ignore_errors=True)
 
 
@@ -639,3 +643,18 @@ def _daemon_threaded_server():
                 self.thread.join()
 
     return DaemonThreadedServer
+
+
+def _close_log_files(logger_names, within: Path | None = None) -> None:
+    """Close and detach the log files of tiled's and uvicorn's loggers (those in ``within`` only, if given).
+
+    Each embedded server points these loggers at files of its own; a handler dropped without
+    being closed leaves its file open until the garbage collector finds it.
+    """
+    for name in logger_names:
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            filename = getattr(handler, "baseFilename", None)
+            if filename is not None and (within is None or Path(filename).is_relative_to(within)):
+                logger.removeHandler(handler)
+                handler.close()

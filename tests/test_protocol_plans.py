@@ -85,7 +85,7 @@ def test_check_prints_an_estimated_duration_per_step_and_in_total(capsys):
     assert main(["check", str(ROOT / "configs" / "ccd-staircase.yaml")]) == 0
     out = capsys.readouterr().out
     assert re.search(r"1\. set_temperature +2\d\.\d min +success", out), out  # when noise lets it settle
-    assert re.search(r"3\. ccd_staircase +\d+\.\d min +success: critical current density", out), out
+    assert re.search(r"3\. ccd_staircase +\d+\.\d (min|h) +success: critical current density", out), out
     assert re.search(r"estimated total: \d+\.\d (min|h)", out), out  # minutes below 2 h, then hours
 
 

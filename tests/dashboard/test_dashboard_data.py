@@ -304,9 +304,6 @@ def shorted(tmp_path_factory):
     storage.close()
 
 
-# The second embedded server's logging setup drops the first one's error.log handler unclosed
-# (labctl.dataserver): a ResourceWarning at this fixture's setup, now and then, not this test's matter.
-@pytest.mark.filterwarnings("ignore::ResourceWarning", "ignore::pytest.PytestUnraisableExceptionWarning")
 def test_a_short_is_the_rigs_last_alert_and_heads_the_alert_list(shorted):
     view = overview(shorted)
     (rig,) = view["rigs"]
