@@ -1,5 +1,8 @@
 """The lab of two rigs in configs/lab-two-rigs/: a queue per rig, one Redis, one data server, all on loopback.
 
+The data server is the lab's: ``labctl serve --postgres`` on a private PostgreSQL cluster, each rig
+writing with its own API key, the runs read back with a viewer's (read-only) key.
+
 Experiments are submitted to each rig's queue and run on the simulated lab. On rig-a, files whose
 steps fail: a failed step stops the rest of its own file, and the file queued behind it runs.
 Every run is read back from the one data server with the stock tiled client, found by its rig,
@@ -20,6 +23,7 @@ pytest.importorskip("bluesky_queueserver")
 from labctl.cli import main  # noqa: E402
 from tests.queue_servers import Queue, Redis, free_port, write_experiment  # noqa: E402
 from tests.test_alerts import Endpoint  # noqa: E402
+from tests.test_dataserver_postgres import Postgres, Serving, add_key, needs_postgres  # noqa: E402
 from tests.test_queue_live import PACE  # noqa: E402
 
 TWO_RIGS = Path(__file__).parent.parent / "configs" / "lab-two-rigs"
@@ -31,11 +35,11 @@ SEQUENCE_KEYS = ("sequence_id", "experiment", "experiment_file", "step_index", "
 FAILING = {"plan": "plate", "current_density": "100 mA/cm^2", "max_duration": "10 min", "geis_interval": "30 min"}
 
 
-def rig_file(directory: Path, rig: str, redis_port: int, server, alerts_url: str) -> Path:
-    """configs/lab-two-rigs/RIG.yaml with this test's ports, data server and alert endpoint; nothing else changed."""
+def rig_file(directory: Path, rig: str, redis_port: int, uri: str, alerts_url: str) -> Path:
+    """configs/lab-two-rigs/RIG.yaml with this test's ports, data server (``uri``, with the rig's key) and alert endpoint."""
     lab = yaml.safe_load((TWO_RIGS / f"{rig}.yaml").read_text())
     assert lab["name"] == rig and lab["queue"]["redis"] == "127.0.0.1:6379" and lab["storage"]["uri"]
-    lab["storage"] = {"data_dir": str(directory / rig), "uri": server.uri}
+    lab["storage"] = {"data_dir": str(directory / rig), "uri": uri}
     lab["queue"].update(address=f"tcp://127.0.0.1:{free_port()}", info_address=f"tcp://127.0.0.1:{free_port()}",
                         redis=f"127.0.0.1:{redis_port}")  # one Redis for both: kept apart by the rig's name
     lab["alerts"]["urls"] = {"lab": alerts_url}
@@ -45,22 +49,27 @@ def rig_file(directory: Path, rig: str, redis_port: int, server, alerts_url: str
     return path
 
 
-@pytest.mark.timeout(900)  # two RE Managers, their workers and a data server, on a loaded 2-core machine
+@needs_postgres
+@pytest.mark.timeout(900)  # two RE Managers, their workers, PostgreSQL and a data server, on a loaded 2-core machine
 def test_two_rigs_each_with_its_queue_write_to_one_data_server(tmp_path):
     from tiled.client import from_uri
     from tiled.queries import Eq
 
     from labctl.config import load_lab
-    from labctl.dataserver import DataServer
 
     for rig in RIGS:  # the example files load as they are
         assert load_lab(TWO_RIGS / f"{rig}.yaml").name == rig
     redis = Redis(tmp_path).start()
-    server = DataServer(tmp_path / "server", api_key="secret")
+    cluster = Postgres().start()
+    keys = {name: add_key(cluster.address, name, *flags) for name, flags in
+            (("rig-a", ()), ("rig-b", ()), ("lab", ("--read-only",)))}
+    port = free_port()
+    server = Serving(cluster.address, tmp_path / "server", port)
     endpoint = Endpoint()
     queues = []
     try:
-        labs = [rig_file(tmp_path, rig, redis.port, server, endpoint.url) for rig in RIGS]
+        labs = [rig_file(tmp_path, rig, redis.port, f"http://127.0.0.1:{port}/api/v1?api_key={keys[rig]}", endpoint.url)
+                for rig in RIGS]
         queues = [Queue(lab, PACE, tmp_path / f"{lab.stem}.log") for lab in labs]
         with ThreadPoolExecutor(2) as pool:  # both managers start at once
             list(pool.map(Queue.start, queues))
@@ -75,8 +84,9 @@ def test_two_rigs_each_with_its_queue_write_to_one_data_server(tmp_path):
         assert [len(queue.api.queue_get()["items"]) for queue in queues] == [7, 2]  # each queue has its own items
         for queue in queues:
             assert main(["queue", "start", "--queue", queue.address]) == 0
-        for queue in queues:
-            queue.api.wait_for_idle(timeout=300)
+        for queue in queues:  # idle with its queue empty: a status from before the start was idle too
+            queue.api.wait_for_condition(lambda s: s["manager_state"] == "idle" and s["items_in_queue"] == 0,
+                                         timeout=300)
         history = {rig: queue.api.history_get(reload=True)["items"] for rig, queue in zip(RIGS, queues)}
         ended = {rig: [(item["meta"]["experiment"], item["meta"]["step_index"], item["result"]["exit_status"])
                        for item in items] for rig, items in history.items()}
@@ -91,7 +101,7 @@ def test_two_rigs_each_with_its_queue_write_to_one_data_server(tmp_path):
         assert all(result["run_uids"] == [] for result in skipped)  # skipped before it touched an instrument
         assert all(queue.api.queue_get(reload=True)["items"] == [] for queue in queues)
 
-        runs = from_uri(f"http://127.0.0.1:{server.port}", api_key=server.api_key)["runs"]
+        runs = from_uri(f"http://127.0.0.1:{port}", api_key=keys["lab"])["runs"]  # the viewers' key
         try:
             for rig, items in history.items():
                 uids = {uid for item in items for uid in item["result"]["run_uids"]}
@@ -112,6 +122,8 @@ def test_two_rigs_each_with_its_queue_write_to_one_data_server(tmp_path):
                         exit_status = "fail" if item["result"]["exit_status"] == "failed" else "success"
                         assert run.metadata["stop"]["exit_status"] == exit_status
                         assert sum(run[stream].read().sizes["time"] for stream in run) > 0
+            behind = runs.search(Eq("start.cell.id", "CELL-behind")).search(Eq("start.plan_name", "rest"))
+            assert len(behind) == 2  # found by cell and plan, as by rig
         finally:
             runs.context.close()
 
@@ -127,5 +139,6 @@ def test_two_rigs_each_with_its_queue_write_to_one_data_server(tmp_path):
         for queue in queues:
             queue.stop()
         endpoint.close()
-        server.close()
+        server.stop()
+        cluster.stop()
         redis.stop()
